@@ -1,0 +1,427 @@
+"""Per-call state: from the request to the span and metrics, whatever way the call ends.
+
+A :class:`Call` is opened by a wrapper (under the guard), sees the user's call run (outside
+the guard), and is finished exactly once: by the result, by the error, or — for streams and
+raw responses — by the proxy that carries the result to the user. Provider-specific reading
+lives in ``_targets.py`` and ``_usage.py``; this module only orchestrates.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from contextvars import ContextVar, Token
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from . import _semconv as sc
+from ._config import Settings
+from ._guard import Guard
+from ._metrics import Instruments
+from ._raw import wrap_raw_response
+from ._sdk import SdkTypes, rejects_stream_options, status_code
+from ._streams import wrap_stream
+from ._targets import (
+    Target,
+    input_messages,
+    request_attributes,
+    system_instructions,
+    truncated_json,
+    wire_model,
+)
+from ._task import current_task
+from ._usage import (
+    CHAT,
+    COMPLETIONS,
+    RESPONSES,
+    Outcome,
+    Usage,
+    is_usage_only_chunk,
+    output_messages,
+    read_chunk,
+    read_response,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.util.types import AttributeValue
+
+StreamEnd = Literal["exhausted", "closed", "abandoned", "error"]
+
+current_call: ContextVar[Call | None] = ContextVar("llmmeter_call", default=None)
+"""The call whose SDK method is running in this context (not while the user holds a stream)."""
+
+_MAX_REMEMBERED: Final = 10_000
+_RAW_RESPONSE_HEADER: Final = "x-stainless-raw-response"
+_SECRET = re.compile(r"\b(sk-[A-Za-z0-9_*\-]{4,}|Bearer\s+[A-Za-z0-9._\-]+)")
+
+
+def scrub(text: str) -> str:
+    """Remove API keys and bearer tokens (the API echoes masked keys in 401 messages)."""
+    return _SECRET.sub("[REDACTED]", text)
+
+
+class Runtime:
+    """Everything one ``instrument()`` built; held by the instrumentation registry."""
+
+    __slots__ = (
+        "_client_kinds",
+        "_counted",
+        "_lock",
+        "_rejected",
+        "guard",
+        "instruments",
+        "sdk",
+        "settings",
+        "tracer",
+    )
+
+    def __init__(
+        self, tracer: Tracer, instruments: Instruments, settings: Settings, guard: Guard
+    ) -> None:
+        self.tracer = tracer
+        self.instruments = instruments
+        self.settings = settings
+        self.guard = guard
+        self.sdk: SdkTypes | None = None
+        self._lock = threading.Lock()
+        self._rejected: set[str] = set()
+        self._counted: OrderedDict[str, None] = OrderedDict()
+        self._client_kinds: dict[type[Any], bool] = {}
+
+    def rejects_stream_options(self, key: str) -> bool:
+        return key in self._rejected
+
+    def remember_rejection(self, key: str) -> None:
+        with self._lock:
+            if len(self._rejected) < _MAX_REMEMBERED:
+                self._rejected.add(key)
+
+    def first_count(self, response_id: str) -> bool:
+        """True the first time a Responses id's usage is seen (create, then retrieve)."""
+        with self._lock:
+            if response_id in self._counted:
+                self._counted.move_to_end(response_id)
+                return False
+            self._counted[response_id] = None
+            if len(self._counted) > _MAX_REMEMBERED:
+                self._counted.popitem(last=False)
+            return True
+
+    def is_azure(self, client: Any) -> bool:
+        kind = type(client)
+        known = self._client_kinds.get(kind)
+        if known is None:
+            known = any(c.__name__ in ("AzureOpenAI", "AsyncAzureOpenAI") for c in kind.__mro__)
+            self._client_kinds[kind] = known
+        return known
+
+
+def _given(value: Any) -> bool:
+    return value is not None and type(value).__name__ not in ("NotGiven", "Omit")
+
+
+def _is_raw_request(kwargs: dict[str, Any]) -> bool:
+    headers = kwargs.get("extra_headers")
+    if not headers:
+        return False
+    return any(str(k).lower() == _RAW_RESPONSE_HEADER for k in headers)
+
+
+class Call:
+    """One logical request: one span, one set of metric points."""
+
+    __slots__ = (
+        "_call_token",
+        "_ctx_token",
+        "attempts",
+        "capture",
+        "finished",
+        "injected",
+        "kwargs",
+        "metric_attrs",
+        "original_kwargs",
+        "outcome",
+        "runtime",
+        "span",
+        "started",
+        "stream_key",
+        "target",
+    )
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        target: Target,
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.runtime = runtime
+        self.target = target
+        self.started = perf_counter()
+        self.finished = False
+        self.attempts = 0
+        self.injected = False
+        self.outcome = Outcome()
+        self.capture = runtime.settings.capture_content
+        self.original_kwargs = kwargs
+        self.kwargs = kwargs
+        self._ctx_token: Token[Any] | None = None
+        self._call_token: Token[Call | None] | None = None
+
+        endpoint = target.endpoint
+        client = getattr(instance, "_client", None)
+        attrs: dict[str, AttributeValue] = {
+            sc.GEN_AI_OPERATION_NAME: target.operation,
+            sc.GEN_AI_PROVIDER_NAME: (
+                sc.PROVIDER_AZURE
+                if client is not None and runtime.is_azure(client)
+                else sc.PROVIDER_OPENAI
+            ),
+        }
+        address, port = _server_of(client)
+        if address:
+            attrs[sc.SERVER_ADDRESS] = address
+        model = None if target.retrieve else wire_model(kwargs)
+        if model:
+            attrs[sc.GEN_AI_REQUEST_MODEL] = model
+        label = current_task.get()
+        if label is not None:
+            attrs[sc.LLMMETER_TASK] = label
+        self.metric_attrs = dict(attrs)
+        api_type = target.api_type
+        if api_type is not None:
+            attrs[sc.OPENAI_API_TYPE] = api_type
+        if port is not None:
+            attrs[sc.SERVER_PORT] = port
+        attrs.update(request_attributes(endpoint, kwargs))
+        if target.retrieve:
+            rid = args[0] if args else kwargs.get("response_id")
+            if isinstance(rid, str):
+                attrs[sc.GEN_AI_RESPONSE_ID] = rid
+
+        self.stream_key = f"{address}:{port}/{endpoint}"
+        if (
+            kwargs.get("stream") is True
+            and endpoint in (CHAT, COMPLETIONS)
+            and runtime.settings.inject_stream_usage
+            and not _given(kwargs.get("stream_options"))
+            and not _given((kwargs.get("extra_body") or {}).get("stream_options"))
+            and not _is_raw_request(kwargs)
+            and not runtime.rejects_stream_options(self.stream_key)
+        ):
+            self.kwargs = {**kwargs, "stream_options": {"include_usage": True}}
+            self.injected = True
+            attrs[sc.LLMMETER_STREAM_USAGE_INJECTED] = True
+
+        if self.capture:
+            limit = runtime.settings.content_max_length
+            messages = input_messages(endpoint, kwargs)
+            if messages:
+                attrs[sc.GEN_AI_INPUT_MESSAGES] = truncated_json(messages, limit)
+            instructions = system_instructions(endpoint, kwargs)
+            if instructions:
+                attrs[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = truncated_json(instructions, limit)
+
+        name = f"{target.operation} {model}" if model else target.operation
+        self.span = runtime.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)
+
+    # --- while the SDK method runs -----------------------------------------------------
+
+    def enter(self) -> None:
+        """Make our span current for the SDK call, so HTTP-level spans nest under it."""
+        self._ctx_token = otel_context.attach(trace.set_span_in_context(self.span))
+        self._call_token = current_call.set(self)
+
+    def leave(self) -> None:
+        """Undo :meth:`enter`: the span is never left current while the user holds a stream."""
+        with self.runtime.guard.site("call.leave"):
+            if self._call_token is not None:
+                current_call.reset(self._call_token)
+                self._call_token = None
+            if self._ctx_token is not None:
+                otel_context.detach(self._ctx_token)
+                self._ctx_token = None
+
+    def on_attempt(self) -> None:
+        """One HTTP attempt was built inside the SDK (its retries included)."""
+        self.attempts += 1
+
+    def retry_without_injection(self, exc: BaseException) -> bool:
+        """True when our own ``stream_options`` caused this error and the call must be re-sent.
+
+        Injection must never cause a failure that would not happen without llmmeter: the
+        request goes again exactly as the user wrote it, and the endpoint is remembered.
+        """
+        with self.runtime.guard.site("call.retry"):
+            sdk = self.runtime.sdk
+            if self.injected and sdk is not None and rejects_stream_options(exc, sdk):
+                self.runtime.remember_rejection(self.stream_key)
+                self.kwargs = self.original_kwargs
+                self.injected = False
+                self.span.set_attribute(sc.LLMMETER_STREAM_USAGE_INJECTED, False)
+                self.span.add_event("llmmeter.stream_options_rejected")
+                return True
+        return False
+
+    # --- how a call ends ---------------------------------------------------------------
+
+    def on_result(self, result: Any) -> Any:
+        """Take the SDK's result; return what the user gets (the result itself or a proxy)."""
+        with self.runtime.guard.site("call.result"):
+            sdk = self.runtime.sdk
+            if sdk is not None:
+                if isinstance(result, (sdk.stream, sdk.async_stream)):
+                    return wrap_stream(result, self)
+                if isinstance(
+                    result, (sdk.legacy_response, sdk.api_response, sdk.async_api_response)
+                ):
+                    return wrap_raw_response(result, self, sdk)
+            read_response(self.target.endpoint, result, self.outcome, capture=self.capture)
+            self.finish()
+        return result
+
+    def on_error(self, exc: BaseException) -> None:
+        """The SDK raised: record it (the wrapper re-raises the same object)."""
+        with self.runtime.guard.site("call.error"):
+            self.finish(error=exc)
+
+    def on_chunk(self, chunk: Any) -> bool:
+        """Read one stream chunk; False means hide it (the usage chunk only we asked for)."""
+        with self.runtime.guard.site("stream.chunk"):
+            outcome = self.outcome
+            if (
+                read_chunk(self.target.endpoint, chunk, outcome, capture=self.capture)
+                and outcome.first_output_at is None
+            ):
+                outcome.first_output_at = perf_counter()
+            if self.injected and is_usage_only_chunk(chunk):
+                return False
+        return True
+
+    def end_stream(self, how: StreamEnd, error: BaseException | None = None) -> None:
+        """A stream or raw response finished one of its four ways (or raised)."""
+        with self.runtime.guard.site("stream.end"):
+            if not self.finished:
+                self.span.set_attribute(sc.LLMMETER_STREAM_END, how)
+                self.finish(error=error)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """End the span and record metrics, exactly once."""
+        if self.finished:
+            return
+        self.finished = True
+        duration = perf_counter() - self.started
+        runtime = self.runtime
+        outcome = self.outcome
+        span = self.span
+        attrs = _response_attributes(outcome)
+        metric_attrs = self.metric_attrs
+        if outcome.response_model is not None:
+            metric_attrs = {**metric_attrs, sc.GEN_AI_RESPONSE_MODEL: outcome.response_model}
+        if self.attempts > 1:
+            attrs[sc.HTTP_REQUEST_RESEND_COUNT] = self.attempts - 1
+        ttfc = None
+        if outcome.first_output_at is not None:
+            ttfc = outcome.first_output_at - self.started
+            attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttfc
+        usage = outcome.usage
+        if (
+            usage is not None
+            and self.target.endpoint == RESPONSES
+            and outcome.response_id is not None
+            and not runtime.first_count(outcome.response_id)
+        ):
+            attrs[sc.LLMMETER_USAGE_ALREADY_COUNTED] = True
+            usage = None
+        if usage is not None:
+            attrs.update(_usage_attributes(usage))
+        if self.capture and outcome.output:
+            attrs[sc.GEN_AI_OUTPUT_MESSAGES] = truncated_json(
+                output_messages(outcome), runtime.settings.content_max_length
+            )
+        if error is not None:
+            code = status_code(error, runtime.sdk) if runtime.sdk is not None else None
+            error_type = str(code) if code is not None else type(error).__qualname__
+            attrs[sc.ERROR_TYPE] = error_type
+            metric_attrs = {**metric_attrs, sc.ERROR_TYPE: error_type}
+            message = scrub(str(error))[:1024]
+            span.record_exception(error, attributes={"exception.message": message})
+            span.set_status(Status(StatusCode.ERROR, message))
+        span.set_attributes(attrs)
+        span.end()
+
+        instruments = runtime.instruments
+        instruments.duration.record(duration, metric_attrs)
+        if ttfc is not None:
+            instruments.time_to_first_chunk.record(ttfc, metric_attrs)
+        if usage is not None:
+            if usage.input_tokens is not None:
+                instruments.token_usage.record(
+                    usage.input_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "input"}
+                )
+            if usage.output_tokens is not None:
+                instruments.token_usage.record(
+                    usage.output_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "output"}
+                )
+
+
+def _response_attributes(outcome: Outcome) -> dict[str, AttributeValue]:
+    attrs: dict[str, AttributeValue] = {}
+    if outcome.response_id is not None:
+        attrs[sc.GEN_AI_RESPONSE_ID] = outcome.response_id
+    if outcome.response_model is not None:
+        attrs[sc.GEN_AI_RESPONSE_MODEL] = outcome.response_model
+    if outcome.finish_reasons:
+        reasons = outcome.finish_reasons
+        attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [reasons[i] for i in sorted(reasons)]
+    if outcome.service_tier is not None:
+        attrs[sc.OPENAI_RESPONSE_SERVICE_TIER] = outcome.service_tier
+    if outcome.system_fingerprint is not None:
+        attrs[sc.OPENAI_RESPONSE_SYSTEM_FINGERPRINT] = outcome.system_fingerprint
+    return attrs
+
+
+def _usage_attributes(usage: Usage) -> dict[str, AttributeValue]:
+    attrs: dict[str, AttributeValue] = {}
+    for name, value in (
+        (sc.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens),
+        (sc.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens),
+        (sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens),
+        (sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cache_creation_tokens),
+        (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens),
+    ):
+        if value is not None:
+            attrs[name] = value
+    return attrs
+
+
+def _server_of(client: Any) -> tuple[str | None, int | None]:
+    url = getattr(client, "base_url", None)
+    if url is None:
+        return None, None
+    host = getattr(url, "host", None)
+    port = getattr(url, "port", None)
+    if port is None:
+        port = {"https": 443, "http": 80}.get(getattr(url, "scheme", ""))
+    return (host if isinstance(host, str) and host else None), port
+
+
+def open_call(
+    runtime: Runtime,
+    target: Target,
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Call | None:
+    """Start a call's telemetry, or return None if that failed (the user's call goes on)."""
+    with runtime.guard.site("call.open"):
+        call = Call(runtime, target, instance, args, kwargs)
+        call.enter()
+        return call
+    return None

@@ -1,0 +1,110 @@
+"""Settings for one instrumentation, resolved once at ``instrument()``.
+
+Precedence is argument, then environment variable, then default. Every environment variable
+llmmeter reads is declared here with its values and default; invalid values raise
+:class:`~llmmeter.ConfigError` at ``instrument()`` time, never mid-request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from .exceptions import ConfigError
+
+OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+)
+"""Record prompts and completions on spans. ``true``/``false`` (also ``1``/``0``, ``yes``/``no``,
+and the GenAI utility values ``SPAN_ONLY``/``SPAN_AND_EVENT`` = true, ``NO_CONTENT``/
+``EVENT_ONLY`` = false). Default: ``false``."""
+
+LLMMETER_CONTENT_MAX_LENGTH: Final = "LLMMETER_CONTENT_MAX_LENGTH"
+"""Longest content attribute, in characters, when content capture is on; longer JSON is cut and
+ends with ``...[truncated]``. A positive integer. Default: ``16384``."""
+
+LLMMETER_INJECT_STREAM_USAGE: Final = "LLMMETER_INJECT_STREAM_USAGE"
+"""Ask streaming chat/completions requests for usage (``stream_options.include_usage``) when the
+user did not, and hide the extra chunk. ``true``/``false``. Default: ``true``."""
+
+LLMMETER_STRICT: Final = "LLMMETER_STRICT"
+"""Re-raise llmmeter's own internal errors instead of logging them; for llmmeter's test suite
+and for users' CI. Never set it in production. ``true``/``false``. Default: ``false``."""
+
+DEFAULT_CONTENT_MAX_LENGTH: Final = 16384
+
+_TRUE = frozenset({"1", "true", "yes", "on", "span_only", "span_and_event"})
+_FALSE = frozenset({"0", "false", "no", "off", "", "no_content", "event_only"})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What one ``instrument()`` call decided; immutable for the life of the instrumentation."""
+
+    capture_content: bool = False
+    content_max_length: int = DEFAULT_CONTENT_MAX_LENGTH
+    inject_stream_usage: bool = True
+    strict: bool = False
+
+
+def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(
+        f"environment variable {name}: expected one of true, false, 1, 0, yes, no; got {raw!r}"
+    )
+
+
+def _env_positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"environment variable {name}: expected a positive integer; got {raw!r}")
+    return value
+
+
+def resolve_settings(
+    *,
+    capture_content: bool | None = None,
+    inject_stream_usage: bool | None = None,
+    strict: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Combine arguments and environment into :class:`Settings`, validating both."""
+    env = os.environ if environ is None else environ
+    for name, arg in (
+        ("capture_content", capture_content),
+        ("inject_stream_usage", inject_stream_usage),
+        ("strict", strict),
+    ):
+        if arg is not None and not isinstance(arg, bool):
+            raise ConfigError(f"argument {name}: expected a bool or None; got {arg!r}")
+    return Settings(
+        capture_content=(
+            capture_content
+            if capture_content is not None
+            else _env_bool(env, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, False)
+        ),
+        content_max_length=_env_positive_int(
+            env, LLMMETER_CONTENT_MAX_LENGTH, DEFAULT_CONTENT_MAX_LENGTH
+        ),
+        inject_stream_usage=(
+            inject_stream_usage
+            if inject_stream_usage is not None
+            else _env_bool(env, LLMMETER_INJECT_STREAM_USAGE, True)
+        ),
+        strict=strict if strict is not None else _env_bool(env, LLMMETER_STRICT, False),
+    )

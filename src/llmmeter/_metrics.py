@@ -1,0 +1,48 @@
+"""Every metric instrument llmmeter records: name, unit, buckets (DESIGN section 5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from opentelemetry.metrics import Histogram, Meter
+
+from . import _semconv as sc
+
+DURATION_BUCKETS: Final = tuple(round(0.01 * 2**i, 2) for i in range(14))
+"""Seconds, 0.01 to 81.92, doubling: the GenAI conventions' advice."""
+
+TOKEN_BUCKETS: Final = tuple(4**i for i in range(14))
+"""Tokens, 1 to 67108864, powers of 4: the GenAI conventions' advice."""
+
+
+@dataclass(frozen=True, slots=True)
+class Instruments:
+    """The instruments of one instrumentation, created once from its meter."""
+
+    duration: Histogram
+    token_usage: Histogram
+    time_to_first_chunk: Histogram
+
+    @classmethod
+    def create(cls, meter: Meter) -> Instruments:
+        return cls(
+            duration=meter.create_histogram(
+                sc.METRIC_OPERATION_DURATION,
+                unit="s",
+                description="GenAI operation duration",
+                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+            ),
+            token_usage=meter.create_histogram(
+                sc.METRIC_TOKEN_USAGE,
+                unit="{token}",
+                description="Number of input and output tokens used",
+                explicit_bucket_boundaries_advisory=[float(b) for b in TOKEN_BUCKETS],
+            ),
+            time_to_first_chunk=meter.create_histogram(
+                sc.METRIC_TIME_TO_FIRST_CHUNK,
+                unit="s",
+                description="Time from request start to the first streamed chunk of output",
+                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+            ),
+        )

@@ -1,0 +1,6 @@
+"""The package version and the range of the instrumented library we support."""
+
+__version__ = "0.1.0"
+
+#: Requirement strings checked by ``BaseInstrumentor`` before it instruments.
+_instruments = ("openai >= 1.0, < 4",)

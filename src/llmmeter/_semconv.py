@@ -1,0 +1,79 @@
+"""Every span attribute and metric name llmmeter emits, in one place.
+
+Names follow the OpenTelemetry GenAI semantic conventions (latest, including the OpenAI
+registry). Where the conventions have no name, the ``llmmeter.`` namespace is used, as
+DESIGN section 4 specifies. Dashboards and alert rules depend on these strings: change one
+only together with every place that uses it, and say so in the CHANGELOG.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- request ---------------------------------------------------------------------------
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+OPENAI_API_TYPE: Final = "openai.api.type"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
+GEN_AI_REQUEST_TOP_P: Final = "gen_ai.request.top_p"
+GEN_AI_REQUEST_FREQUENCY_PENALTY: Final = "gen_ai.request.frequency_penalty"
+GEN_AI_REQUEST_PRESENCE_PENALTY: Final = "gen_ai.request.presence_penalty"
+GEN_AI_REQUEST_STOP_SEQUENCES: Final = "gen_ai.request.stop_sequences"
+GEN_AI_REQUEST_SEED: Final = "gen_ai.request.seed"
+GEN_AI_REQUEST_CHOICE_COUNT: Final = "gen_ai.request.choice.count"
+GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
+GEN_AI_REQUEST_ENCODING_FORMATS: Final = "gen_ai.request.encoding_formats"
+GEN_AI_OUTPUT_TYPE: Final = "gen_ai.output.type"
+GEN_AI_EMBEDDINGS_DIMENSION_COUNT: Final = "gen_ai.embeddings.dimension.count"
+OPENAI_REQUEST_SERVICE_TIER: Final = "openai.request.service_tier"
+GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+
+# --- response --------------------------------------------------------------------------
+GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
+OPENAI_RESPONSE_SERVICE_TIER: Final = "openai.response.service_tier"
+OPENAI_RESPONSE_SYSTEM_FINGERPRINT: Final = "openai.response.system_fingerprint"
+
+# --- usage -----------------------------------------------------------------------------
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
+
+# --- content (opt-in only) -------------------------------------------------------------
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+GEN_AI_SYSTEM_INSTRUCTIONS: Final = "gen_ai.system_instructions"
+
+# --- errors and transport --------------------------------------------------------------
+ERROR_TYPE: Final = "error.type"
+HTTP_REQUEST_RESEND_COUNT: Final = "http.request.resend_count"
+"""How many times the SDK re-sent the request (its internal retries); set only when > 0."""
+
+# --- llmmeter's own --------------------------------------------------------------------
+LLMMETER_TASK: Final = "llmmeter.task"
+LLMMETER_STREAM_USAGE_INJECTED: Final = "llmmeter.stream.usage_injected"
+"""True when llmmeter asked the server for stream usage the user had not asked for."""
+LLMMETER_STREAM_END: Final = "llmmeter.stream.end"
+"""How a stream (or raw response) ended: ``exhausted``, ``closed``, ``abandoned`` (garbage
+collected unfinished) or ``error``."""
+LLMMETER_USAGE_ALREADY_COUNTED: Final = "llmmeter.usage.already_counted"
+"""True on a Responses call whose usage an earlier call already reported (``retrieve`` of a
+response id seen before): its tokens are left off so sums count each response once."""
+
+# --- metric instruments ----------------------------------------------------------------
+METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
+METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+METRIC_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"
+GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+
+# --- values ----------------------------------------------------------------------------
+PROVIDER_OPENAI: Final = "openai"
+PROVIDER_AZURE: Final = "azure.ai.openai"

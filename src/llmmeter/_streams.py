@@ -1,0 +1,128 @@
+"""Stream proxies: what the user iterates is exactly what the SDK yields, and the span ends once.
+
+One lifecycle shared by sync and async: a stream finishes on exhaustion, on error, on
+``close()``, on context-manager exit, or — if the user abandons it — when the proxy is
+garbage-collected. Only ``__next__``/``__anext__``, ``close`` and the context-manager methods
+differ between the two proxies. The iterator, async-iterator and context-manager methods are
+defined explicitly (proxies forward attributes, not protocol slots), and ``__enter__`` returns
+the proxy so the user keeps iterating through it.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import wrapt
+
+if TYPE_CHECKING:
+    from ._call import Call, StreamEnd
+
+
+class _StreamProxy(wrapt.BaseObjectProxy[Any]):
+    """The lifecycle both proxies share; the SDK stream is ``__wrapped__``."""
+
+    def __init__(self, stream: Any, call: Call) -> None:
+        super().__init__(stream)
+        self._self_call = call
+
+    def _self_end(self, how: StreamEnd, error: BaseException | None = None) -> None:
+        self._self_call.end_stream(how, error)
+
+    def __del__(self) -> None:
+        call: Call | None = getattr(self, "_self_call", None)
+        if call is not None and not call.finished:
+            call.end_stream("abandoned")
+
+
+class StreamProxy(_StreamProxy):
+    """Stands in for ``openai.Stream``."""
+
+    def __iter__(self) -> StreamProxy:
+        return self
+
+    def __next__(self) -> Any:
+        stream = self.__wrapped__
+        call = self._self_call
+        while True:
+            try:
+                chunk = stream.__next__()
+            except StopIteration:
+                self._self_end("exhausted")
+                raise
+            except BaseException as exc:
+                self._self_end("error", exc)
+                raise
+            if call.on_chunk(chunk):
+                return chunk
+
+    def __enter__(self) -> StreamProxy:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        try:
+            return self.__wrapped__.__exit__(exc_type, exc, tb)
+        finally:
+            self._self_end("closed")
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_end("closed")
+
+
+class AsyncStreamProxy(_StreamProxy):
+    """Stands in for ``openai.AsyncStream``; ``close()`` stays a coroutine, as in the SDK."""
+
+    def __aiter__(self) -> AsyncStreamProxy:
+        return self
+
+    async def __anext__(self) -> Any:
+        stream = self.__wrapped__
+        call = self._self_call
+        while True:
+            try:
+                chunk = await stream.__anext__()
+            except StopAsyncIteration:
+                self._self_end("exhausted")
+                raise
+            except BaseException as exc:
+                self._self_end("error", exc)
+                raise
+            if call.on_chunk(chunk):
+                return chunk
+
+    async def __aenter__(self) -> AsyncStreamProxy:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(exc_type, exc, tb)
+        finally:
+            self._self_end("closed")
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            self._self_end("closed")
+
+
+def wrap_stream(stream: Any, call: Call) -> Any:
+    """The proxy for an SDK stream: async when the stream is async-iterable."""
+    if hasattr(type(stream), "__anext__"):
+        return AsyncStreamProxy(stream, call)
+    return StreamProxy(stream, call)

@@ -1,0 +1,355 @@
+"""The table of OpenAI SDK methods llmmeter patches, and how to read their requests.
+
+Adding an endpoint means adding rows to :data:`TARGETS`. Module paths name the package that
+exports the resource class (``openai.resources.chat.completions``), which works for every
+openai layout from 1.x to 3.x. A row whose class or method a given SDK version lacks is
+skipped, logged at debug level.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from . import _semconv as sc
+from ._usage import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, Endpoint
+
+AttributeValue = str | bool | int | float | list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One patched SDK method."""
+
+    module: str
+    qualname: str
+    operation: str
+    endpoint: Endpoint
+    is_async: bool
+    retrieve: bool = False
+    """True for ``Responses.retrieve``: keyed by response id, counted once per id."""
+
+    @property
+    def api_type(self) -> str | None:
+        return {CHAT: "chat_completions", RESPONSES: "responses"}.get(self.endpoint)
+
+
+def _pair(
+    module: str,
+    method: str,
+    operation: str,
+    endpoint: Endpoint,
+    *,
+    retrieve: bool = False,
+    sync_class: str,
+    async_class: str,
+) -> tuple[Target, Target]:
+    return (
+        Target(module, f"{sync_class}.{method}", operation, endpoint, False, retrieve),
+        Target(module, f"{async_class}.{method}", operation, endpoint, True, retrieve),
+    )
+
+
+_CHAT_MODULE: Final = "openai.resources.chat.completions"
+_RESPONSES_MODULE: Final = "openai.resources.responses"
+_BETA_RESPONSES_MODULE: Final = "openai.resources.beta.responses"
+
+TARGETS: Final[tuple[Target, ...]] = (
+    # Chat Completions. `.stream()` calls `create(stream=True)`, so it is deliberately absent.
+    *_pair(
+        _CHAT_MODULE,
+        "create",
+        "chat",
+        CHAT,
+        sync_class="Completions",
+        async_class="AsyncCompletions",
+    ),
+    *_pair(
+        _CHAT_MODULE,
+        "parse",
+        "chat",
+        CHAT,
+        sync_class="Completions",
+        async_class="AsyncCompletions",
+    ),
+    # openai 1.x before chat.completions.parse existed kept it under beta.
+    *_pair(
+        "openai.resources.beta.chat.completions",
+        "parse",
+        "chat",
+        CHAT,
+        sync_class="Completions",
+        async_class="AsyncCompletions",
+    ),
+    # Responses. `.stream()` goes through `create`; `parse` posts directly.
+    *_pair(
+        _RESPONSES_MODULE,
+        "create",
+        "chat",
+        RESPONSES,
+        sync_class="Responses",
+        async_class="AsyncResponses",
+    ),
+    *_pair(
+        _RESPONSES_MODULE,
+        "parse",
+        "chat",
+        RESPONSES,
+        sync_class="Responses",
+        async_class="AsyncResponses",
+    ),
+    *_pair(
+        _RESPONSES_MODULE,
+        "retrieve",
+        "chat",
+        RESPONSES,
+        retrieve=True,
+        sync_class="Responses",
+        async_class="AsyncResponses",
+    ),
+    *_pair(
+        _BETA_RESPONSES_MODULE,
+        "create",
+        "chat",
+        RESPONSES,
+        sync_class="Responses",
+        async_class="AsyncResponses",
+    ),
+    *_pair(
+        _BETA_RESPONSES_MODULE,
+        "parse",
+        "chat",
+        RESPONSES,
+        sync_class="Responses",
+        async_class="AsyncResponses",
+    ),
+    *_pair(
+        _BETA_RESPONSES_MODULE,
+        "retrieve",
+        "chat",
+        RESPONSES,
+        retrieve=True,
+        sync_class="Responses",
+        async_class="AsyncResponses",
+    ),
+    # Embeddings and legacy completions.
+    *_pair(
+        "openai.resources.embeddings",
+        "create",
+        "embeddings",
+        EMBEDDINGS,
+        sync_class="Embeddings",
+        async_class="AsyncEmbeddings",
+    ),
+    *_pair(
+        "openai.resources.completions",
+        "create",
+        "text_completion",
+        COMPLETIONS,
+        sync_class="Completions",
+        async_class="AsyncCompletions",
+    ),
+)
+
+ATTEMPT_HOOK: Final = ("openai._base_client", "BaseClient._build_request")
+"""Called once per HTTP attempt inside the SDK's retry loop: how we count its retries."""
+
+
+# --- reading a request -----------------------------------------------------------------
+
+
+def wire_model(kwargs: Mapping[str, Any]) -> str | None:
+    """The model that goes on the wire: ``extra_body["model"]`` overrides ``model``."""
+    extra = kwargs.get("extra_body")
+    if isinstance(extra, Mapping):
+        model = extra.get("model")
+        if isinstance(model, str):
+            return model
+    model = kwargs.get("model")
+    return model if isinstance(model, str) else None
+
+
+def _given(value: Any) -> bool:
+    """The SDK's ``NOT_GIVEN``/``omit`` sentinels are falsy objects of their own types."""
+    return value is not None and type(value).__name__ not in ("NotGiven", "Omit")
+
+
+_NUMERIC: Final = (
+    ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE),
+    ("top_p", sc.GEN_AI_REQUEST_TOP_P),
+    ("frequency_penalty", sc.GEN_AI_REQUEST_FREQUENCY_PENALTY),
+    ("presence_penalty", sc.GEN_AI_REQUEST_PRESENCE_PENALTY),
+)
+_MAX_TOKENS_KEYS: Final = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+def request_attributes(endpoint: str, kwargs: Mapping[str, Any]) -> dict[str, AttributeValue]:
+    """Semconv request attributes from the call's keyword arguments (no content)."""
+    attrs: dict[str, AttributeValue] = {}
+    for key, name in _NUMERIC:
+        value = kwargs.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            attrs[name] = value
+    for key in _MAX_TOKENS_KEYS:
+        value = kwargs.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = value
+            break
+    seed = kwargs.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        attrs[sc.GEN_AI_REQUEST_SEED] = seed
+    n = kwargs.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n != 1:
+        attrs[sc.GEN_AI_REQUEST_CHOICE_COUNT] = n
+    stop = kwargs.get("stop")
+    if isinstance(stop, str):
+        attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = [stop]
+    elif isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
+        attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = list(stop)
+    if kwargs.get("stream") is True:
+        attrs[sc.GEN_AI_REQUEST_STREAM] = True
+    tier = kwargs.get("service_tier")
+    if isinstance(tier, str):
+        attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
+    if endpoint == EMBEDDINGS:
+        fmt = kwargs.get("encoding_format")
+        if isinstance(fmt, str):
+            attrs[sc.GEN_AI_REQUEST_ENCODING_FORMATS] = [fmt]
+        dims = kwargs.get("dimensions")
+        if isinstance(dims, int) and not isinstance(dims, bool):
+            attrs[sc.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = dims
+    output_type = _output_type(endpoint, kwargs)
+    if output_type is not None:
+        attrs[sc.GEN_AI_OUTPUT_TYPE] = output_type
+    conversation = kwargs.get("conversation")
+    if isinstance(conversation, str):
+        attrs[sc.GEN_AI_CONVERSATION_ID] = conversation
+    elif isinstance(conversation, Mapping) and isinstance(conversation.get("id"), str):
+        attrs[sc.GEN_AI_CONVERSATION_ID] = conversation["id"]
+    return attrs
+
+
+def _output_type(endpoint: str, kwargs: Mapping[str, Any]) -> str | None:
+    if endpoint == CHAT:
+        fmt = kwargs.get("response_format")
+        if isinstance(fmt, Mapping):
+            kind = fmt.get("type")
+        elif isinstance(fmt, type):  # parse(response_format=PydanticModel)
+            kind = "json_schema"
+        else:
+            kind = None
+    elif endpoint == RESPONSES:
+        text = kwargs.get("text")
+        fmt = text.get("format") if isinstance(text, Mapping) else None
+        kind = fmt.get("type") if isinstance(fmt, Mapping) else None
+        if kind is None and isinstance(kwargs.get("text_format"), type):
+            kind = "json_schema"
+    else:
+        return None
+    if kind in ("json_schema", "json_object"):
+        return "json"
+    if kind == "text":
+        return "text"
+    return None
+
+
+# --- content (only when the user opted in) ---------------------------------------------
+
+
+def _text_parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    parts: list[dict[str, Any]] = []
+    if isinstance(content, (list, tuple)):
+        for item in content:
+            if not isinstance(item, Mapping):
+                continue
+            kind = item.get("type")
+            if kind in ("text", "input_text", "output_text"):
+                parts.append({"type": "text", "content": item.get("text")})
+            elif isinstance(kind, str):
+                # Images, audio and files are never copied into telemetry, only named.
+                parts.append({"type": kind})
+    return parts
+
+
+def input_messages(endpoint: str, kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The request's prompt as GenAI ``gen_ai.input.messages``."""
+    messages: list[dict[str, Any]] = []
+    if endpoint == CHAT:
+        for message in kwargs.get("messages") or ():
+            if not isinstance(message, Mapping):
+                continue
+            out: dict[str, Any] = {
+                "role": message.get("role"),
+                "parts": _text_parts(message.get("content")),
+            }
+            for call in message.get("tool_calls") or ():
+                if isinstance(call, Mapping):
+                    function = call.get("function") or {}
+                    out["parts"].append(
+                        {
+                            "type": "tool_call",
+                            "id": call.get("id"),
+                            "name": function.get("name"),
+                            "arguments": function.get("arguments"),
+                        }
+                    )
+            if message.get("role") == "tool":
+                out["parts"] = [
+                    {
+                        "type": "tool_call_response",
+                        "id": message.get("tool_call_id"),
+                        "response": message.get("content"),
+                    }
+                ]
+            messages.append(out)
+    elif endpoint == RESPONSES:
+        value = kwargs.get("input")
+        if isinstance(value, str):
+            messages.append({"role": "user", "parts": _text_parts(value)})
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, Mapping) and "role" in item:
+                    messages.append(
+                        {"role": item.get("role"), "parts": _text_parts(item.get("content"))}
+                    )
+                elif isinstance(item, Mapping) and item.get("type") == "function_call_output":
+                    messages.append(
+                        {
+                            "role": "tool",
+                            "parts": [
+                                {
+                                    "type": "tool_call_response",
+                                    "id": item.get("call_id"),
+                                    "response": item.get("output"),
+                                }
+                            ],
+                        }
+                    )
+    elif endpoint == COMPLETIONS:
+        prompt = kwargs.get("prompt")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if isinstance(prompts, (list, tuple)):
+            messages.extend(
+                {"role": "user", "parts": _text_parts(p)} for p in prompts if isinstance(p, str)
+            )
+    return messages
+
+
+def system_instructions(endpoint: str, kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Responses ``instructions`` as GenAI ``gen_ai.system_instructions``."""
+    if endpoint == RESPONSES and isinstance(kwargs.get("instructions"), str):
+        return _text_parts(kwargs["instructions"])
+    return []
+
+
+def truncated_json(value: Any, limit: int) -> str:
+    """Serialise content for an attribute, cut to ``limit`` characters (documented)."""
+    text = json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    if len(text) <= limit:
+        return text
+    marker = "...[truncated]"
+    return text[: max(0, limit - len(marker))] + marker

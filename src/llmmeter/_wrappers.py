@@ -1,0 +1,87 @@
+"""The two thin wrappers every patched SDK method goes through (sync and async).
+
+Each opens a :class:`~llmmeter._call.Call` under the guard, runs the user's call outside any
+guard, hands the result or the exception to the call, and returns the result (or a proxy).
+The user's exception is re-raised with a bare ``raise``: the same object, unchanged. The two
+differ by one ``await``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._call import Runtime, current_call, open_call
+from ._targets import Target
+
+Wrapped = Callable[..., Any]
+RuntimeSource = Callable[[], Runtime | None]
+
+
+def sync_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., Any]:
+    def wrapper(
+        wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        runtime = runtime_of()
+        # Inert after uninstrument(); one span per logical request when SDK methods nest.
+        if runtime is None or current_call.get() is not None:
+            return wrapped(*args, **kwargs)
+        call = open_call(runtime, target, instance, args, kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        try:
+            while True:
+                try:
+                    result = wrapped(*args, **call.kwargs)
+                except BaseException as exc:
+                    if call.retry_without_injection(exc):
+                        continue
+                    call.on_error(exc)
+                    raise
+                break
+        finally:
+            call.leave()
+        return call.on_result(result)
+
+    return wrapper
+
+
+def async_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., Any]:
+    async def wrapper(
+        wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        runtime = runtime_of()
+        if runtime is None or current_call.get() is not None:
+            return await wrapped(*args, **kwargs)
+        call = open_call(runtime, target, instance, args, kwargs)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        try:
+            while True:
+                try:
+                    result = await wrapped(*args, **call.kwargs)
+                except BaseException as exc:
+                    if call.retry_without_injection(exc):
+                        continue
+                    call.on_error(exc)
+                    raise
+                break
+        finally:
+            call.leave()
+        return call.on_result(result)
+
+    return wrapper
+
+
+def attempt_wrapper(runtime_of: RuntimeSource) -> Callable[..., Any]:
+    """Counts HTTP attempts (the SDK's internal retries) for the call running in this context."""
+
+    def wrapper(
+        wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        call = current_call.get()
+        if call is not None:
+            call.on_attempt()
+        return wrapped(*args, **kwargs)
+
+    return wrapper
