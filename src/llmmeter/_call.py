@@ -116,7 +116,7 @@ class Runtime:
         kind = type(client)
         known = self._client_kinds.get(kind)
         if known is None:
-            known = any(c.__name__ in ("AzureOpenAI", "AsyncAzureOpenAI") for c in kind.__mro__)
+            known = any(c.__name__ == "BaseAzureClient" for c in kind.__mro__)
             self._client_kinds[kind] = known
         return known
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from . import _semconv as sc
-from ._usage import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, Endpoint
+from ._usage import AUDIO, CHAT, COMPLETIONS, EMBEDDINGS, IMAGES, RESPONSES, Endpoint
 
 AttributeValue = str | bool | int | float | list[str]
 
@@ -33,125 +33,58 @@ class Target:
 
     @property
     def api_type(self) -> str | None:
-        return {CHAT: "chat_completions", RESPONSES: "responses"}.get(self.endpoint)
+        return _API_TYPES.get(self.endpoint)
 
 
-def _pair(
-    module: str,
-    method: str,
-    operation: str,
-    endpoint: Endpoint,
-    *,
-    retrieve: bool = False,
-    sync_class: str,
-    async_class: str,
-) -> tuple[Target, Target]:
-    return (
-        Target(module, f"{sync_class}.{method}", operation, endpoint, False, retrieve),
-        Target(module, f"{async_class}.{method}", operation, endpoint, True, retrieve),
-    )
+_EMBED: Final = "embeddings"
+_TEXT: Final = "text_completion"
+_GENERATE: Final = "generate_content"
+_API_TYPES: Final = {CHAT: "chat_completions", RESPONSES: "responses"}
 
+_SYNC_ASYNC: Final = {
+    "completions": ("Completions", "AsyncCompletions"),
+    "responses": ("Responses", "AsyncResponses"),
+    "embeddings": ("Embeddings", "AsyncEmbeddings"),
+    "images": ("Images", "AsyncImages"),
+    "transcriptions": ("Transcriptions", "AsyncTranscriptions"),
+}
 
-_CHAT_MODULE: Final = "openai.resources.chat.completions"
-_RESPONSES_MODULE: Final = "openai.resources.responses"
-_BETA_RESPONSES_MODULE: Final = "openai.resources.beta.responses"
-
-TARGETS: Final[tuple[Target, ...]] = (
+# fmt: off
+_ROWS: Final[tuple[tuple[str, str, str, str, Endpoint], ...]] = (
+    # module                                  classes           method      operation, endpoint
     # Chat Completions. `.stream()` calls `create(stream=True)`, so it is deliberately absent.
-    *_pair(
-        _CHAT_MODULE,
-        "create",
-        "chat",
-        CHAT,
-        sync_class="Completions",
-        async_class="AsyncCompletions",
-    ),
-    *_pair(
-        _CHAT_MODULE,
-        "parse",
-        "chat",
-        CHAT,
-        sync_class="Completions",
-        async_class="AsyncCompletions",
-    ),
-    # openai 1.x before chat.completions.parse existed kept it under beta.
-    *_pair(
-        "openai.resources.beta.chat.completions",
-        "parse",
-        "chat",
-        CHAT,
-        sync_class="Completions",
-        async_class="AsyncCompletions",
-    ),
-    # Responses. `.stream()` goes through `create`; `parse` posts directly.
-    *_pair(
-        _RESPONSES_MODULE,
-        "create",
-        "chat",
-        RESPONSES,
-        sync_class="Responses",
-        async_class="AsyncResponses",
-    ),
-    *_pair(
-        _RESPONSES_MODULE,
-        "parse",
-        "chat",
-        RESPONSES,
-        sync_class="Responses",
-        async_class="AsyncResponses",
-    ),
-    *_pair(
-        _RESPONSES_MODULE,
-        "retrieve",
-        "chat",
-        RESPONSES,
-        retrieve=True,
-        sync_class="Responses",
-        async_class="AsyncResponses",
-    ),
-    *_pair(
-        _BETA_RESPONSES_MODULE,
-        "create",
-        "chat",
-        RESPONSES,
-        sync_class="Responses",
-        async_class="AsyncResponses",
-    ),
-    *_pair(
-        _BETA_RESPONSES_MODULE,
-        "parse",
-        "chat",
-        RESPONSES,
-        sync_class="Responses",
-        async_class="AsyncResponses",
-    ),
-    *_pair(
-        _BETA_RESPONSES_MODULE,
-        "retrieve",
-        "chat",
-        RESPONSES,
-        retrieve=True,
-        sync_class="Responses",
-        async_class="AsyncResponses",
-    ),
-    # Embeddings and legacy completions.
-    *_pair(
-        "openai.resources.embeddings",
-        "create",
-        "embeddings",
-        EMBEDDINGS,
-        sync_class="Embeddings",
-        async_class="AsyncEmbeddings",
-    ),
-    *_pair(
-        "openai.resources.completions",
-        "create",
-        "text_completion",
-        COMPLETIONS,
-        sync_class="Completions",
-        async_class="AsyncCompletions",
-    ),
+    ("openai.resources.chat.completions",      "completions",    "create",   "chat", CHAT),
+    ("openai.resources.chat.completions",      "completions",    "parse",    "chat", CHAT),
+    # Early openai 1.x kept parse under beta (later versions alias client.beta.chat to chat).
+    ("openai.resources.beta.chat.completions", "completions",    "parse",    "chat", CHAT),
+    # Responses: `.stream()` goes through `create`/`retrieve`; `parse` posts directly.
+    ("openai.resources.responses",             "responses",      "create",   "chat", RESPONSES),
+    ("openai.resources.responses",             "responses",      "parse",    "chat", RESPONSES),
+    ("openai.resources.responses",             "responses",      "retrieve", "chat", RESPONSES),
+    ("openai.resources.beta.responses",        "responses",      "create",   "chat", RESPONSES),
+    ("openai.resources.beta.responses",        "responses",      "retrieve", "chat", RESPONSES),
+    ("openai.resources.embeddings",            "embeddings",     "create",   _EMBED, EMBEDDINGS),
+    ("openai.resources.completions",           "completions",    "create",   _TEXT, COMPLETIONS),
+    # Other endpoints whose responses carry token usage.
+    ("openai.resources.images",                "images",         "generate", _GENERATE, IMAGES),
+    ("openai.resources.images",                "images",         "edit",     _GENERATE, IMAGES),
+    ("openai.resources.audio.transcriptions",  "transcriptions", "create",   _GENERATE, AUDIO),
 )
+# fmt: on
+
+TARGETS: Final[tuple[Target, ...]] = tuple(
+    Target(
+        module=module,
+        qualname=f"{cls}.{method}",
+        operation=operation,
+        endpoint=endpoint,
+        is_async=cls.startswith("Async"),
+        retrieve=method == "retrieve",
+    )
+    for module, classes, method, operation, endpoint in _ROWS
+    for cls in _SYNC_ASYNC[classes]
+)
+"""Every patched method, sync and async twins, from the rows above."""
 
 ATTEMPT_HOOK: Final = ("openai._base_client", "BaseClient._build_request")
 """Called once per HTTP attempt inside the SDK's retry loop: how we count its retries."""

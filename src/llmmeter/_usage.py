@@ -12,12 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-Endpoint = Literal["chat", "responses", "embeddings", "completions"]
+Endpoint = Literal["chat", "responses", "embeddings", "completions", "images", "audio"]
 
 CHAT: Final = "chat"
 RESPONSES: Final = "responses"
 EMBEDDINGS: Final = "embeddings"
 COMPLETIONS: Final = "completions"
+IMAGES: Final = "images"
+AUDIO: Final = "audio"
+"""Images and audio transcriptions: only their ``usage`` (GPT-image and gpt-4o-transcribe
+models report tokens; others report none or seconds, which are not tokens)."""
 
 _RESPONSES_FINAL_EVENTS: Final = frozenset(
     {"response.completed", "response.incomplete", "response.failed"}

@@ -1,0 +1,49 @@
+# Two commands set up everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Newest releases of the older openai majors, for the compatibility runs.
+OPENAI_1 ?= 1.109.1
+OPENAI_2 ?= 2.54.0
+
+.PHONY: demo test lint typecheck pytest compat bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.dev-installed
+	$(BIN)/python examples/quickstart.py
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
+
+typecheck: $(VENV)/.dev-installed
+	$(BIN)/mypy
+
+pytest: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck pytest
+
+# The suite against the newest openai 1.x and 2.x, each in its own virtualenv.
+.venv-openai%/.installed: pyproject.toml
+	$(PYTHON) -m venv .venv-openai$*
+	.venv-openai$*/bin/python -m pip install -q --upgrade pip
+	.venv-openai$*/bin/python -m pip install -q -e ".[dev]" "openai==$(OPENAI_$*)"
+	touch $@
+
+compat: .venv-openai1/.installed .venv-openai2/.installed
+	.venv-openai1/bin/python -m pytest -q
+	.venv-openai2/bin/python -m pytest -q
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) .venv-openai1 .venv-openai2 .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,121 @@
+"""Shared fixtures: a real fake-OpenAI server, in-memory telemetry, a clean environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import llmmeter
+from llmmeter.testing import FakeOpenAI
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No LLMMETER_*/OTEL_* variable from the machine leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith(("LLMMETER_", "OTEL_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def server(fake: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    """The session's fake server with its log and scripted behaviour cleared for this test."""
+    fake.reset()
+    yield fake
+    fake.reset()
+
+
+@dataclass
+class Telemetry:
+    """In-memory spans and metrics of one instrumented test."""
+
+    exporter: InMemorySpanExporter
+    reader: InMemoryMetricReader
+    tracer_provider: TracerProvider
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def span(self) -> ReadableSpan:
+        """The only finished span (fails if there is not exactly one)."""
+        spans = self.spans()
+        assert len(spans) == 1, [s.name for s in spans]
+        return spans[0]
+
+    def points(self, name: str) -> list[Any]:
+        """Data points of one metric, across scopes."""
+        data = self.reader.get_metrics_data()
+        found: list[Any] = []
+        if data is None:
+            return found
+        for resource_metrics in data.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if metric.name == name:
+                        found.extend(metric.data.data_points)
+        return found
+
+    def metric(self, name: str) -> Any:
+        data = self.reader.get_metrics_data()
+        assert data is not None
+        for resource_metrics in data.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if metric.name == name:
+                        return metric
+        raise AssertionError(f"no metric {name}")
+
+
+def make_telemetry() -> Telemetry:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    return Telemetry(exporter, reader, tracer_provider)
+
+
+@pytest.fixture
+def telemetry() -> Iterator[Telemetry]:
+    """llmmeter instrumented (strict: internal errors fail the test) into in-memory telemetry."""
+    tel = make_telemetry()
+    meter_provider = MeterProvider(metric_readers=[tel.reader])
+    llmmeter.instrument(
+        tracer_provider=tel.tracer_provider, meter_provider=meter_provider, strict=True
+    )
+    yield tel
+    llmmeter.uninstrument()
+    meter_provider.shutdown()
+    tel.tracer_provider.shutdown()
+
+
+@pytest.fixture
+def openai_module() -> Any:
+    return pytest.importorskip("openai")
+
+
+@pytest.fixture
+def client(server: FakeOpenAI, openai_module: Any) -> Iterator[Any]:
+    with openai_module.OpenAI(base_url=server.base_url, api_key="sk-test-key", max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture
+async def aclient(server: FakeOpenAI, openai_module: Any) -> Any:
+    c = openai_module.AsyncOpenAI(base_url=server.base_url, api_key="sk-test-key", max_retries=0)
+    yield c
+    await c.close()

@@ -1,0 +1,88 @@
+"""Configuration is validated at instrument() time, with messages naming key, expected, got."""
+
+from __future__ import annotations
+
+import pytest
+
+import llmmeter
+from llmmeter import ConfigError
+from llmmeter._bootstrap import resolve_providers
+from llmmeter._config import Settings, resolve_settings
+
+
+def test_defaults_are_private_and_inject_stream_usage() -> None:
+    assert resolve_settings(environ={}) == Settings(
+        capture_content=False, content_max_length=16384, inject_stream_usage=True, strict=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("1", True), ("SPAN_ONLY", True), ("false", False), ("NO_CONTENT", False)],
+)
+def test_capture_content_from_environment(value: str, expected: bool) -> None:
+    env = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": value}
+    assert resolve_settings(environ=env).capture_content is expected
+
+
+def test_argument_beats_environment() -> None:
+    env = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"}
+    assert resolve_settings(capture_content=False, environ=env).capture_content is False
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LLMMETER_STRICT": "maybe"}, "LLMMETER_STRICT: expected one of true, false"),
+        ({"LLMMETER_CONTENT_MAX_LENGTH": "-3"}, "LLMMETER_CONTENT_MAX_LENGTH: expected a positive"),
+        ({"LLMMETER_INJECT_STREAM_USAGE": "sometimes"}, "got 'sometimes'"),
+    ],
+)
+def test_bad_environment_value_raises_config_error_naming_it(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_settings(environ=env)
+
+
+def test_bad_environment_fails_instrument_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "perhaps")
+    with pytest.raises(ConfigError, match="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"):
+        llmmeter.instrument()
+    from llmmeter._instrumentor import LLMMeterInstrumentor
+
+    assert not LLMMeterInstrumentor().is_instrumented_by_opentelemetry
+
+
+def test_bad_argument_type_raises_config_error() -> None:
+    with pytest.raises(ConfigError, match="argument capture_content: expected a bool"):
+        llmmeter.instrument(capture_content="yes")  # type: ignore[arg-type]
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "jaeger"}, "OTEL_TRACES_EXPORTER: expected"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL: expected"),
+    ],
+)
+def test_bad_exporter_settings_raise_config_error(
+    env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry import trace
+
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    with pytest.raises(ConfigError, match=message):
+        resolve_providers(None, object(), environ=env)  # type: ignore[arg-type]
+
+
+def test_given_providers_are_used_as_is() -> None:
+    tracer_provider, meter_provider = object(), object()
+    assert resolve_providers(tracer_provider, meter_provider, environ={}) == (  # type: ignore[arg-type]
+        tracer_provider,
+        meter_provider,
+    )

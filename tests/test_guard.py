@@ -1,0 +1,186 @@
+"""Fault injection: each internal stage raises in turn; the user's call behaves as without us."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import llmmeter
+from llmmeter import _call, _raw, _streams, _targets, _usage
+from llmmeter.testing import FakeOpenAI
+
+from .conftest import make_telemetry
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
+
+
+class Boom(Exception):
+    """An internal llmmeter failure, injected."""
+
+
+def _boom(*args: Any, **kwargs: Any) -> Any:
+    raise Boom("injected")
+
+
+# Every stage of our own work, from opening the call to ending the span.
+STAGES: list[tuple[Any, str]] = [
+    (_call, "wire_model"),  # request reading, at open
+    (_call, "request_attributes"),
+    (_call.Call, "enter"),
+    (_call, "read_response"),  # response reading
+    (_call, "read_chunk"),  # chunk reading
+    (_call, "is_usage_only_chunk"),
+    (_call, "wrap_stream"),  # building the stream proxy
+    (_call, "wrap_raw_response"),
+    (_raw, "_read_body"),
+    (_call, "_response_attributes"),  # finishing
+    (_call, "_usage_attributes"),
+    (_call, "rejects_stream_options"),
+    (_call, "status_code"),
+    (_targets, "truncated_json"),
+]
+
+
+@pytest.fixture
+def lenient() -> Iterator[None]:
+    """Instrumented in production mode: internal errors are logged, never raised."""
+    tel = make_telemetry()
+    llmmeter.instrument(tracer_provider=tel.tracer_provider, strict=False, capture_content=True)
+    yield
+    llmmeter.uninstrument()
+
+
+def _scenarios(client: Any) -> dict[str, Any]:
+    """What the user observes for each kind of call."""
+
+    def chunks_of(stream: Any) -> list[Any]:
+        return [(c.id, [ch.delta.content for ch in c.choices], c.usage) for c in stream]
+
+    out: dict[str, Any] = {}
+    out["chat"] = client.chat.completions.create(**CHAT).choices[0].message.content
+    out["stream"] = chunks_of(client.chat.completions.create(**CHAT, stream=True))
+    with client.chat.completions.create(**CHAT, stream=True) as stream:
+        out["stream-ctx"] = chunks_of(stream)
+    out["raw"] = client.chat.completions.with_raw_response.create(**CHAT).parse().choices[0]
+    with client.chat.completions.with_streaming_response.create(**CHAT) as response:
+        out["streaming-response"] = response.parse().choices[0]
+    out["responses"] = client.responses.create(model="gpt-4o-mini", input="hi").output_text
+    out["embeddings"] = len(
+        client.embeddings.create(model="text-embedding-3-small", input="x").data
+    )
+    return out
+
+
+def _normalise(value: Any) -> Any:
+    """Ids and timestamps differ per request; compare everything else."""
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    if isinstance(value, tuple) and value and isinstance(value[0], str):
+        return ("<id>", *(_normalise(v) for v in value[1:]))
+    if hasattr(value, "model_dump"):
+        dumped = value.model_dump()
+        dumped.pop("id", None)
+        dumped.pop("created", None)
+        return dumped
+    return value
+
+
+@pytest.mark.parametrize(("owner", "name"), STAGES, ids=[f"{o.__name__}.{n}" for o, n in STAGES])
+def test_internal_failure_at_each_stage_leaves_the_users_calls_unchanged(
+    server: FakeOpenAI,
+    openai_module: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    owner: Any,
+    name: str,
+) -> None:
+    with openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
+        expected = _normalise(_scenarios(client))
+        tel = make_telemetry()
+        llmmeter.instrument(tracer_provider=tel.tracer_provider, strict=False, capture_content=True)
+        try:
+            monkeypatch.setattr(owner, name, _boom)
+            with caplog.at_level(logging.DEBUG, logger="llmmeter"):
+                seen = _normalise(_scenarios(client))
+        finally:
+            llmmeter.uninstrument()
+            monkeypatch.undo()
+    assert seen == expected
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings, "the first internal error at a site is logged as a warning"
+    sites = [r.args[0] for r in warnings if r.args]
+    assert len(sites) == len(set(sites)), "each site warns once; repeats go to debug"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_user_errors_propagate_as_the_same_object_when_telemetry_fails(
+    server: FakeOpenAI,
+    openai_module: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    lenient: None,
+    mode: str,
+) -> None:
+    from .scenarios import ENDPOINTS, run
+
+    monkeypatch.setattr(_call.Call, "finish", _boom)
+    raised: list[BaseException] = []
+    real_post = openai_module.OpenAI.post if mode == "sync" else openai_module.AsyncOpenAI.post
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return real_post(self, *args, **kwargs)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    async def aspy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await real_post(self, *args, **kwargs)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    owner = openai_module.OpenAI if mode == "sync" else openai_module.AsyncOpenAI
+    monkeypatch.setattr(owner, "post", spy if mode == "sync" else aspy)
+    server.fail_next(503)
+    method, kwargs = ENDPOINTS["chat"]
+    with pytest.raises(openai_module.InternalServerError) as info:
+        run(openai_module, server.base_url, mode, method, kwargs)
+    assert raised and info.value is raised[-1]
+
+
+def test_strict_mode_reraises_internal_errors(
+    server: FakeOpenAI, openai_module: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tel = make_telemetry()
+    llmmeter.instrument(tracer_provider=tel.tracer_provider, strict=True)
+    try:
+        monkeypatch.setattr(_call, "read_response", _boom)
+        with (
+            openai_module.OpenAI(base_url=server.base_url, api_key="k") as client,
+            pytest.raises(Boom),
+        ):
+            client.chat.completions.create(**CHAT)
+    finally:
+        llmmeter.uninstrument()
+
+
+def test_guard_does_not_swallow_keyboard_interrupt() -> None:
+    from llmmeter._guard import Guard
+
+    guard = Guard()
+    with pytest.raises(KeyboardInterrupt), guard.site("x"):
+        raise KeyboardInterrupt
+
+
+def test_stream_proxy_and_usage_modules_are_the_ones_patched() -> None:
+    """Keeps STAGES honest: each name exists where the test patches it."""
+    for owner, name in STAGES:
+        assert hasattr(owner, name), (owner, name)
+    assert _streams.wrap_stream is _call.wrap_stream
+    assert _usage.read_chunk is _call.read_chunk

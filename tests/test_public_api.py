@@ -1,0 +1,59 @@
+"""The public surface is small and pinned."""
+
+from __future__ import annotations
+
+import asyncio
+
+import llmmeter
+import llmmeter.testing
+from llmmeter._task import current_task
+
+
+def test_public_names_are_exactly_these() -> None:
+    assert llmmeter.__all__ == ["ConfigError", "__version__", "instrument", "task", "uninstrument"]
+    for name in llmmeter.__all__:
+        assert hasattr(llmmeter, name)
+
+
+def test_testing_module_exports_the_fake_server() -> None:
+    assert "FakeOpenAI" in llmmeter.testing.__all__
+    assert llmmeter.testing.__all__ == sorted(llmmeter.testing.__all__)
+
+
+def test_task_is_a_context_manager_that_nests_and_restores() -> None:
+    assert current_task.get() is None
+    with llmmeter.task("outer"):
+        with llmmeter.task("inner"):
+            assert current_task.get() == "inner"
+        assert current_task.get() == "outer"
+    assert current_task.get() is None
+
+
+def test_task_decorates_sync_and_async_functions() -> None:
+    @llmmeter.task("sync-job")
+    def sync_job() -> str | None:
+        return current_task.get()
+
+    @llmmeter.task("async-job")
+    async def async_job() -> str | None:
+        await asyncio.sleep(0)
+        return current_task.get()
+
+    assert sync_job() == "sync-job"
+    assert asyncio.run(async_job()) == "async-job"
+    assert current_task.get() is None
+
+
+def test_one_task_object_shared_by_concurrent_tasks() -> None:
+    shared = llmmeter.task("shared")
+
+    async def worker(i: int) -> str | None:
+        with shared:
+            await asyncio.sleep(0.001 * (i % 3))
+            return current_task.get()
+
+    async def main() -> list[str | None]:
+        return await asyncio.gather(*(worker(i) for i in range(20)))
+
+    assert asyncio.run(main()) == ["shared"] * 20
+    assert current_task.get() is None
