@@ -26,6 +26,20 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def global_providers() -> Iterator[None]:
+    """Global providers without exporters, so no test's instrument() builds OTLP exporters."""
+    from opentelemetry import metrics, trace
+
+    tracer_provider = TracerProvider()
+    meter_provider = MeterProvider()
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    yield
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
+
+
 @pytest.fixture(scope="session")
 def fake() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as server:
@@ -47,6 +61,14 @@ class Telemetry:
     exporter: InMemorySpanExporter
     reader: InMemoryMetricReader
     tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+
+    def instrument(self, **kwargs: Any) -> None:
+        """llmmeter.instrument() into this telemetry (strict unless told otherwise)."""
+        kwargs.setdefault("strict", True)
+        llmmeter.instrument(
+            tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, **kwargs
+        )
 
     def spans(self) -> list[ReadableSpan]:
         return list(self.exporter.get_finished_spans())
@@ -86,20 +108,17 @@ def make_telemetry() -> Telemetry:
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
-    return Telemetry(exporter, reader, tracer_provider)
+    return Telemetry(exporter, reader, tracer_provider, MeterProvider(metric_readers=[reader]))
 
 
 @pytest.fixture
 def telemetry() -> Iterator[Telemetry]:
     """llmmeter instrumented (strict: internal errors fail the test) into in-memory telemetry."""
     tel = make_telemetry()
-    meter_provider = MeterProvider(metric_readers=[tel.reader])
-    llmmeter.instrument(
-        tracer_provider=tel.tracer_provider, meter_provider=meter_provider, strict=True
-    )
+    tel.instrument()
     yield tel
     llmmeter.uninstrument()
-    meter_provider.shutdown()
+    tel.meter_provider.shutdown()
     tel.tracer_provider.shutdown()
 
 

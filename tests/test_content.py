@@ -19,7 +19,7 @@ PROMPT = "The secret plan is in the blue folder"
 @pytest.fixture
 def capturing() -> Iterator[Telemetry]:
     tel = make_telemetry()
-    llmmeter.instrument(tracer_provider=tel.tracer_provider, strict=True, capture_content=True)
+    tel.instrument(capture_content=True)
     yield tel
     llmmeter.uninstrument()
 
@@ -102,7 +102,7 @@ def test_opted_in_content_is_truncated_to_the_limit(
 ) -> None:
     monkeypatch.setenv("LLMMETER_CONTENT_MAX_LENGTH", "64")
     tel = make_telemetry()
-    llmmeter.instrument(tracer_provider=tel.tracer_provider, strict=True, capture_content=True)
+    tel.instrument(capture_content=True)
     try:
         client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT * 10}]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import llmmeter
-from llmmeter import _call, _raw, _streams, _targets, _usage
+from llmmeter import _call, _raw, _streams, _usage
 from llmmeter.testing import FakeOpenAI
 
 from .conftest import make_telemetry
@@ -25,6 +25,15 @@ def _boom(*args: Any, **kwargs: Any) -> Any:
     raise Boom("injected")
 
 
+# Stages that decide what a stream shows. If one fails, llmmeter cannot hide the usage chunk
+# it asked for: the user sees the SDK's own chunks unchanged plus that one extra chunk last,
+# exactly as if they had set include_usage themselves (documented in docs/streams.md).
+STREAM_SHAPE_STAGES: list[tuple[Any, str]] = [
+    (_call, "is_usage_only_chunk"),
+    (_call, "wrap_stream"),
+]
+
+
 # Every stage of our own work, from opening the call to ending the span.
 STAGES: list[tuple[Any, str]] = [
     (_call, "wire_model"),  # request reading, at open
@@ -32,15 +41,13 @@ STAGES: list[tuple[Any, str]] = [
     (_call.Call, "enter"),
     (_call, "read_response"),  # response reading
     (_call, "read_chunk"),  # chunk reading
-    (_call, "is_usage_only_chunk"),
-    (_call, "wrap_stream"),  # building the stream proxy
     (_call, "wrap_raw_response"),
     (_raw, "_read_body"),
     (_call, "_response_attributes"),  # finishing
     (_call, "_usage_attributes"),
     (_call, "rejects_stream_options"),
     (_call, "status_code"),
-    (_targets, "truncated_json"),
+    (_call, "truncated_json"),
 ]
 
 
@@ -48,13 +55,13 @@ STAGES: list[tuple[Any, str]] = [
 def lenient() -> Iterator[None]:
     """Instrumented in production mode: internal errors are logged, never raised."""
     tel = make_telemetry()
-    llmmeter.instrument(tracer_provider=tel.tracer_provider, strict=False, capture_content=True)
+    tel.instrument(strict=False, capture_content=True)
     yield
     llmmeter.uninstrument()
 
 
-def _scenarios(client: Any) -> dict[str, Any]:
-    """What the user observes for each kind of call."""
+def _scenarios(client: Any, server: FakeOpenAI, openai_module: Any) -> dict[str, Any]:
+    """What the user observes for each kind of call, failures and a stream_options refusal too."""
 
     def chunks_of(stream: Any) -> list[Any]:
         return [(c.id, [ch.delta.content for ch in c.choices], c.usage) for c in stream]
@@ -71,6 +78,16 @@ def _scenarios(client: Any) -> dict[str, Any]:
     out["embeddings"] = len(
         client.embeddings.create(model="text-embedding-3-small", input="x").data
     )
+    server.fail_next(500)
+    try:
+        client.chat.completions.create(**CHAT)
+    except openai_module.InternalServerError as exc:
+        out["error"] = (type(exc), exc.status_code, str(exc))
+    server.reject_stream_options = True
+    try:
+        out["refused"] = chunks_of(client.chat.completions.create(**CHAT, stream=True))
+    finally:
+        server.reject_stream_options = False
     return out
 
 
@@ -90,6 +107,38 @@ def _normalise(value: Any) -> Any:
     return value
 
 
+def _observe(
+    server: FakeOpenAI,
+    openai_module: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    owner: Any,
+    name: str,
+) -> tuple[Any, Any, list[str]]:
+    """The user's observations without llmmeter, then with llmmeter and one stage failing."""
+    calls: list[str] = []
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        raise Boom("injected")
+
+    def client() -> Any:
+        # A fresh client per run: the SDK binds `with_raw_response` methods on first access.
+        return openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+
+    with client() as bare:
+        expected = _normalise(_scenarios(bare, server, openai_module))
+    tel = make_telemetry()
+    tel.instrument(strict=False, capture_content=True)
+    try:
+        monkeypatch.setattr(owner, name, failing)
+        with client() as instrumented:
+            seen = _normalise(_scenarios(instrumented, server, openai_module))
+    finally:
+        llmmeter.uninstrument()
+        monkeypatch.undo()
+    return expected, seen, calls
+
+
 @pytest.mark.parametrize(("owner", "name"), STAGES, ids=[f"{o.__name__}.{n}" for o, n in STAGES])
 def test_internal_failure_at_each_stage_leaves_the_users_calls_unchanged(
     server: FakeOpenAI,
@@ -99,22 +148,35 @@ def test_internal_failure_at_each_stage_leaves_the_users_calls_unchanged(
     owner: Any,
     name: str,
 ) -> None:
-    with openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
-        expected = _normalise(_scenarios(client))
-        tel = make_telemetry()
-        llmmeter.instrument(tracer_provider=tel.tracer_provider, strict=False, capture_content=True)
-        try:
-            monkeypatch.setattr(owner, name, _boom)
-            with caplog.at_level(logging.DEBUG, logger="llmmeter"):
-                seen = _normalise(_scenarios(client))
-        finally:
-            llmmeter.uninstrument()
-            monkeypatch.undo()
+    with caplog.at_level(logging.DEBUG, logger="llmmeter"):
+        expected, seen, calls = _observe(server, openai_module, monkeypatch, owner, name)
     assert seen == expected
+    assert calls, f"the scenarios never reached {name}: the test would prove nothing"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings, "the first internal error at a site is logged as a warning"
     sites = [r.args[0] for r in warnings if r.args]
     assert len(sites) == len(set(sites)), "each site warns once; repeats go to debug"
+
+
+@pytest.mark.parametrize(
+    ("owner", "name"), STREAM_SHAPE_STAGES, ids=[n for _, n in STREAM_SHAPE_STAGES]
+)
+def test_failure_deciding_stream_shape_at_most_shows_the_usage_chunk(
+    server: FakeOpenAI,
+    openai_module: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    owner: Any,
+    name: str,
+) -> None:
+    expected, seen, calls = _observe(server, openai_module, monkeypatch, owner, name)
+    assert calls
+    for key in expected:
+        if key in ("stream", "stream-ctx"):
+            *content, extra = seen[key]
+            assert content == expected[key]
+            assert extra[1] == [] and extra[2] is not None  # no choices, usage set
+        else:
+            assert seen[key] == expected[key], key
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -158,7 +220,7 @@ def test_strict_mode_reraises_internal_errors(
     server: FakeOpenAI, openai_module: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tel = make_telemetry()
-    llmmeter.instrument(tracer_provider=tel.tracer_provider, strict=True)
+    tel.instrument()
     try:
         monkeypatch.setattr(_call, "read_response", _boom)
         with (

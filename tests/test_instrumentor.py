@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -38,7 +39,7 @@ def _originals(openai_module: Any) -> dict[str, Any]:
 def test_uninstrument_restores_the_original_methods_identically(openai_module: Any) -> None:
     before = _originals(openai_module)
     tel = make_telemetry()
-    llmmeter.instrument(tracer_provider=tel.tracer_provider)
+    tel.instrument()
     patched = [k for k, (cls, m, orig) in before.items() if cls.__dict__.get(m) is not orig]
     assert len(patched) >= 10
     llmmeter.uninstrument()
@@ -58,7 +59,7 @@ def test_instrument_twice_warns_and_patches_once(
 def test_instrument_uninstrument_instrument_again_works(server: FakeOpenAI, client: Any) -> None:
     for _ in range(2):
         tel = make_telemetry()
-        llmmeter.instrument(tracer_provider=tel.tracer_provider, strict=True)
+        tel.instrument()
         client.chat.completions.create(**CHAT)
         llmmeter.uninstrument()
         assert len(tel.spans()) == 1
@@ -79,8 +80,15 @@ def test_opentelemetry_instrument_entry_point_is_registered() -> None:
 def _run(code: str, fake: FakeOpenAI) -> dict[str, Any]:
     """Run a fresh interpreter (import order matters and must be clean)."""
     script = textwrap.dedent(code).replace("BASE_URL", fake.base_url)
+    # No exporter may try the network: the script passes its own tracer provider.
+    env = {**os.environ, "OTEL_METRICS_EXPORTER": "none", "OTEL_TRACES_EXPORTER": "none"}
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])

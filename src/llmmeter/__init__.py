@@ -56,7 +56,6 @@ def instrument(
         llmmeter.instrument()
         openai.OpenAI().chat.completions.create(model="gpt-4o-mini", messages=[...])
     """
-    from ._bootstrap import resolve_providers
     from ._config import resolve_settings
     from ._instrumentor import LLMMeterInstrumentor
 
@@ -67,7 +66,6 @@ def instrument(
     if instrumentor.is_instrumented_by_opentelemetry:
         logger.warning("llmmeter.instrument() called again; already instrumented, ignoring")
         return
-    tracer_provider, meter_provider = resolve_providers(tracer_provider, meter_provider)
     instrumentor.instrument(
         tracer_provider=tracer_provider, meter_provider=meter_provider, settings=settings
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+import traceback
 from collections import OrderedDict
 from contextvars import ContextVar, Token
 from time import perf_counter
@@ -28,6 +29,7 @@ from ._sdk import SdkTypes, rejects_stream_options, status_code
 from ._streams import wrap_stream
 from ._targets import (
     Target,
+    asks_stream_options,
     input_messages,
     request_attributes,
     system_instructions,
@@ -121,10 +123,6 @@ class Runtime:
         return known
 
 
-def _given(value: Any) -> bool:
-    return value is not None and type(value).__name__ not in ("NotGiven", "Omit")
-
-
 def _is_raw_request(kwargs: dict[str, Any]) -> bool:
     headers = kwargs.get("extra_headers")
     if not headers:
@@ -210,8 +208,7 @@ class Call:
             kwargs.get("stream") is True
             and endpoint in (CHAT, COMPLETIONS)
             and runtime.settings.inject_stream_usage
-            and not _given(kwargs.get("stream_options"))
-            and not _given((kwargs.get("extra_body") or {}).get("stream_options"))
+            and not asks_stream_options(kwargs)
             and not _is_raw_request(kwargs)
             and not runtime.rejects_stream_options(self.stream_key)
         ):
@@ -256,18 +253,26 @@ class Call:
         """True when our own ``stream_options`` caused this error and the call must be re-sent.
 
         Injection must never cause a failure that would not happen without llmmeter: the
-        request goes again exactly as the user wrote it, and the endpoint is remembered.
+        request goes again exactly as the user wrote it, and the endpoint is remembered. If
+        our own check fails we cannot tell, so we re-send too: one extra request is better
+        than an error we may have caused.
         """
-        with self.runtime.guard.site("call.retry"):
+        if not self.injected or not isinstance(exc, Exception):
+            return False
+        guard = self.runtime.guard
+        rejected = True
+        with guard.site("call.retry"):
             sdk = self.runtime.sdk
-            if self.injected and sdk is not None and rejects_stream_options(exc, sdk):
-                self.runtime.remember_rejection(self.stream_key)
-                self.kwargs = self.original_kwargs
-                self.injected = False
-                self.span.set_attribute(sc.LLMMETER_STREAM_USAGE_INJECTED, False)
-                self.span.add_event("llmmeter.stream_options_rejected")
-                return True
-        return False
+            rejected = sdk is None or rejects_stream_options(exc, sdk)
+        if not rejected:
+            return False
+        self.kwargs = self.original_kwargs
+        self.injected = False
+        with guard.site("call.retry"):
+            self.runtime.remember_rejection(self.stream_key)
+            self.span.set_attribute(sc.LLMMETER_STREAM_USAGE_INJECTED, False)
+            self.span.add_event("llmmeter.stream_options_rejected")
+        return True
 
     # --- how a call ends ---------------------------------------------------------------
 
@@ -292,7 +297,15 @@ class Call:
             self.finish(error=exc)
 
     def on_chunk(self, chunk: Any) -> bool:
-        """Read one stream chunk; False means hide it (the usage chunk only we asked for)."""
+        """Read one stream chunk; False means hide it (the usage chunk only we asked for).
+
+        The hide decision comes first and alone, so a failure while reading telemetry never
+        shows the user a chunk they would not have seen without llmmeter.
+        """
+        show = True
+        if self.injected:
+            with self.runtime.guard.site("stream.hide"):
+                show = not is_usage_only_chunk(chunk)
         with self.runtime.guard.site("stream.chunk"):
             outcome = self.outcome
             if (
@@ -300,9 +313,7 @@ class Call:
                 and outcome.first_output_at is None
             ):
                 outcome.first_output_at = perf_counter()
-            if self.injected and is_usage_only_chunk(chunk):
-                return False
-        return True
+        return show
 
     def end_stream(self, how: StreamEnd, error: BaseException | None = None) -> None:
         """A stream or raw response finished one of its four ways (or raised)."""
@@ -351,7 +362,12 @@ class Call:
             attrs[sc.ERROR_TYPE] = error_type
             metric_attrs = {**metric_attrs, sc.ERROR_TYPE: error_type}
             message = scrub(str(error))[:1024]
-            span.record_exception(error, attributes={"exception.message": message})
+            # The traceback ends with the message too: both are scrubbed of keys.
+            stacktrace = scrub("".join(traceback.format_exception(error)))
+            span.record_exception(
+                error,
+                attributes={"exception.message": message, "exception.stacktrace": stacktrace},
+            )
             span.set_status(Status(StatusCode.ERROR, message))
         span.set_attributes(attrs)
         span.end()

@@ -31,6 +31,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 
 from . import _sdk
+from ._bootstrap import resolve_providers
 from ._call import Runtime
 from ._config import Settings, resolve_settings
 from ._guard import Guard
@@ -62,12 +63,13 @@ class LLMMeterInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         settings = kwargs.get("settings")
         if not isinstance(settings, Settings):
             settings = resolve_settings()
-        tracer = trace.get_tracer(
-            "llmmeter", __version__, kwargs.get("tracer_provider"), schema_url=_SCHEMA_URL
+        # Under `opentelemetry-instrument` without a distro nothing configured the SDK: build
+        # providers from OTEL_* as the one-liner does (a no-op when globals are configured).
+        tracer_provider, meter_provider = resolve_providers(
+            kwargs.get("tracer_provider"), kwargs.get("meter_provider")
         )
-        meter = metrics.get_meter(
-            "llmmeter", __version__, kwargs.get("meter_provider"), schema_url=_SCHEMA_URL
-        )
+        tracer = trace.get_tracer("llmmeter", __version__, tracer_provider, schema_url=_SCHEMA_URL)
+        meter = metrics.get_meter("llmmeter", __version__, meter_provider, schema_url=_SCHEMA_URL)
         with self._lock:
             if not hasattr(self, "_applied"):
                 self._applied = []

@@ -120,6 +120,13 @@ class AsyncStreamProxy(_StreamProxy):
         finally:
             self._self_end("closed")
 
+    async def aclose(self) -> None:
+        """openai 3.x's alias of ``close()``; older SDKs raise AttributeError, as without us."""
+        try:
+            await self.__wrapped__.aclose()
+        finally:
+            self._self_end("closed")
+
 
 def wrap_stream(stream: Any, call: Call) -> Any:
     """The proxy for an SDK stream: async when the stream is async-iterable."""

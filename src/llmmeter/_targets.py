@@ -93,6 +93,11 @@ ATTEMPT_HOOK: Final = ("openai._base_client", "BaseClient._build_request")
 # --- reading a request -----------------------------------------------------------------
 
 
+def given(value: Any) -> bool:
+    """False for None and the SDK's ``NOT_GIVEN``/``omit`` sentinels (falsy, own types)."""
+    return value is not None and type(value).__name__ not in ("NotGiven", "Omit")
+
+
 def wire_model(kwargs: Mapping[str, Any]) -> str | None:
     """The model that goes on the wire: ``extra_body["model"]`` overrides ``model``."""
     extra = kwargs.get("extra_body")
@@ -104,9 +109,12 @@ def wire_model(kwargs: Mapping[str, Any]) -> str | None:
     return model if isinstance(model, str) else None
 
 
-def _given(value: Any) -> bool:
-    """The SDK's ``NOT_GIVEN``/``omit`` sentinels are falsy objects of their own types."""
-    return value is not None and type(value).__name__ not in ("NotGiven", "Omit")
+def asks_stream_options(kwargs: Mapping[str, Any]) -> bool:
+    """The user set ``stream_options`` (directly or through ``extra_body``)."""
+    extra = kwargs.get("extra_body")
+    return given(kwargs.get("stream_options")) or (
+        isinstance(extra, Mapping) and given(extra.get("stream_options"))
+    )
 
 
 _NUMERIC: Final = (

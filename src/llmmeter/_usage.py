@@ -26,7 +26,9 @@ models report tokens; others report none or seconds, which are not tokens)."""
 _RESPONSES_FINAL_EVENTS: Final = frozenset(
     {"response.completed", "response.incomplete", "response.failed"}
 )
-_RESPONSES_START_EVENTS: Final = frozenset({"response.created", "response.in_progress"})
+_RESPONSES_START_EVENTS: Final = frozenset(
+    {"response.created", "response.in_progress", "response.queued"}
+)
 
 
 @dataclass(frozen=True, slots=True)
