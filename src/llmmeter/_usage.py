@@ -125,11 +125,7 @@ def read_response(endpoint: str, obj: Any, outcome: Outcome, *, capture: bool) -
     if not choices:
         return
     for position, choice in enumerate(choices):
-        index = _get(choice, "index")
-        index = index if isinstance(index, int) else position
-        reason = _get(choice, "finish_reason")
-        if isinstance(reason, str):
-            outcome.finish_reasons[index] = reason
+        index = _read_choice(choice, position, outcome)
         if capture:
             if outcome.output is None:
                 outcome.output = {}
@@ -149,14 +145,20 @@ def read_chunk(endpoint: str, chunk: Any, outcome: Outcome, *, capture: bool) ->
     if not choices:
         return False
     for position, choice in enumerate(choices):
-        index = _get(choice, "index")
-        index = index if isinstance(index, int) else position
-        reason = _get(choice, "finish_reason")
-        if isinstance(reason, str):
-            outcome.finish_reasons[index] = reason
+        index = _read_choice(choice, position, outcome)
         if capture:
             _accumulate_delta(endpoint, choice, index, outcome)
     return True
+
+
+def _read_choice(choice: Any, position: int, outcome: Outcome) -> int:
+    """Record a choice's finish reason; return its index (its position if it has none)."""
+    index = _get(choice, "index")
+    index = index if isinstance(index, int) else position
+    reason = _get(choice, "finish_reason")
+    if isinstance(reason, str):
+        outcome.finish_reasons[index] = reason
+    return index
 
 
 def is_usage_only_chunk(chunk: Any) -> bool:

@@ -1,0 +1,689 @@
+"""``FakeOpenAI``: a loopback HTTP server that speaks the OpenAI API for tests.
+
+It runs the standard library's threading HTTP server (HTTP/1.1, keep-alive, chunked
+SSE) in a daemon thread, so the official SDK talks to it over real sockets exactly as it
+talks to api.openai.com: same retries, same streaming code paths, same exceptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import _errors
+from ._cache import PromptCache
+from ._catalog import Catalog, ModelInfo, ModelKind
+from ._chat import chat_completion
+from ._completions import completion
+from ._embeddings import embeddings
+from ._request import Context, PromptTemplate
+from ._responses_api import (
+    ResponseStore,
+    cancel_response,
+    create_response,
+    delete_response,
+    retrieve_response,
+)
+from ._sse import Reply
+from ._text import DEFAULT_REPLY, random_id
+
+logger = logging.getLogger("llmmeter.testing")
+
+#: Headers that carry credentials; the request log never keeps their values.
+REDACTED_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key"})
+REDACTED = "REDACTED"
+
+#: What an Azure deployment with an unmapped, non-model name serves.
+AZURE_DEFAULT_MODEL = "gpt-4o"
+
+_POST_ENDPOINTS = frozenset({"/chat/completions", "/completions", "/embeddings", "/responses"})
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request the fake server answered, as a test wants to assert on it.
+
+    Attributes:
+        method: HTTP method, e.g. ``"POST"``.
+        path: URL path as sent, e.g. ``"/v1/chat/completions"``.
+        query: raw query string without ``?`` (``""`` when absent).
+        headers: request headers with lower-case names; credentials are ``"REDACTED"``.
+        body: the parsed JSON object, or None when the body was empty or not an object.
+        response_status: the HTTP status the server answered with.
+        usage: the usage object the answer carried (body or stream), else None.
+    """
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    body: dict[str, Any] | None
+    response_status: int
+    usage: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    status: int
+    message: str | None
+    code: str | None
+    error_type: str | None
+    param: str | None
+    retry_after: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Latency:
+    first_chunk: float = 0.0
+    per_chunk: float = 0.0
+    response: float = 0.0
+
+
+class FakeOpenAI:
+    """A fake OpenAI API on 127.0.0.1 for tests that use the official SDK.
+
+    Answers are deterministic: the same request gets the same body, except ids and
+    timestamps. See docs/testing.md for the endpoints, the token-count rule and the
+    error bodies.
+
+    Args:
+        api_key: when set, requests must carry this key (``Authorization: Bearer`` or
+            Azure's ``api-key``) or they get the real 401 body; by default any key works.
+        reply: the text every model answers with.
+        host: interface to listen on; keep the loopback default in tests.
+        port: port to listen on; 0 picks a free one.
+
+    Example:
+        >>> import openai
+        >>> with FakeOpenAI() as server:
+        ...     client = openai.OpenAI(base_url=server.base_url, api_key="sk-test")
+        ...     reply = client.chat.completions.create(
+        ...         model="gpt-4o", messages=[{"role": "user", "content": "Hi"}]
+        ...     )
+        ...     client.close()
+        >>> reply.model, reply.usage.prompt_tokens
+        ('gpt-4o-2024-08-06', 7)
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        reply: str = DEFAULT_REPLY,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._initial = (api_key, reply)
+        self.api_key = api_key
+        self.reply = reply
+        #: When true, requests carrying ``stream_options`` get a 400 naming it, like
+        #: servers that predate the option.
+        self.reject_stream_options = False
+        self._address = (host, port)
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._failures: deque[_Failure] = deque()
+        self._drops: deque[int] = deque()
+        self._latency = _Latency()
+        self._catalog = Catalog()
+        self._deployments: dict[str, str] = {}
+        self._templates: dict[str, PromptTemplate] = {}
+        self._cache = PromptCache()
+        self._store = ResponseStore()
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: dict[socket.socket, threading.Thread] = {}
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> FakeOpenAI:
+        """Bind and serve in a daemon thread; returns self for chaining."""
+        if self._httpd is not None:
+            raise RuntimeError("FakeOpenAI is already running")
+        self._stopping.clear()
+        httpd = _HTTPServer(self._address, _Handler, self)
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"FakeOpenAI:{httpd.server_address[1]}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every connection and join the threads; safe to repeat."""
+        httpd, thread = self._httpd, self._thread
+        if httpd is None or thread is None:
+            return
+        self._stopping.set()
+        httpd.shutdown()
+        thread.join()
+        with self._lock:
+            connections = dict(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        for worker in connections.values():
+            worker.join(timeout=5)
+        httpd.server_close()
+        self._httpd = None
+        self._thread = None
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Root URL without ``/v1``, e.g. for ``AzureOpenAI(azure_endpoint=...)``."""
+        if self._httpd is None:
+            raise RuntimeError("FakeOpenAI is not running; call start() first")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def base_url(self) -> str:
+        """``url`` + ``/v1``: what ``openai.OpenAI(base_url=...)`` expects."""
+        return f"{self.url}/v1"
+
+    # -- scripting -------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        status: int,
+        times: int = 1,
+        *,
+        message: str | None = None,
+        code: str | None = None,
+        error_type: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        """Answer the next ``times`` requests with ``status`` and an OpenAI error body.
+
+        Each status gets the real API's wording (429 rate limit, 500 server error, ...);
+        ``message``, ``code``, ``error_type`` and ``param`` override it, and
+        ``code="insufficient_quota"`` gives the quota flavour of 429. 429 and 503 carry
+        ``retry-after: 0``; ``retry_after`` (seconds) sets it on any status, plus
+        ``retry-after-ms``, which the SDK prefers.
+        """
+        if status < 400 or status > 599:
+            raise ValueError(f"status must be an HTTP error status (400-599), got {status}")
+        if times < 1:
+            raise ValueError(f"times must be at least 1, got {times}")
+        failure = _Failure(status, message, code, error_type, param, retry_after)
+        with self._lock:
+            self._failures.extend([failure] * times)
+
+    def break_stream_after(self, events: int) -> None:
+        """Cut the next streamed answer after ``events`` events, without its end.
+
+        The connection closes mid-stream, as when a proxy or the network fails; the SDK
+        raises while the caller iterates.
+        """
+        if events < 0:
+            raise ValueError(f"events must be >= 0, got {events}")
+        with self._lock:
+            self._drops.append(events)
+
+    def set_latency(
+        self, *, first_chunk: float = 0.0, per_chunk: float = 0.0, response: float = 0.0
+    ) -> None:
+        """Delay answers, in seconds.
+
+        Args:
+            first_chunk: wait after a stream's headers, before its first event.
+            per_chunk: wait before each later event of a stream.
+            response: wait before a non-streamed answer (errors included).
+        """
+        for name, value in (
+            ("first_chunk", first_chunk),
+            ("per_chunk", per_chunk),
+            ("response", response),
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0 seconds, got {value}")
+        with self._lock:
+            self._latency = _Latency(first_chunk, per_chunk, response)
+
+    def add_model(
+        self,
+        name: str,
+        *,
+        snapshot: str | None = None,
+        kind: ModelKind = "chat",
+        reasoning: bool = False,
+        dimensions: int = 1536,
+    ) -> None:
+        """Make ``name`` a known model (answered as ``snapshot``, default ``name``)."""
+        with self._lock:
+            self._catalog.add(
+                name, snapshot=snapshot, kind=kind, reasoning=reasoning, dimensions=dimensions
+            )
+
+    def add_deployment(self, name: str, model: str) -> None:
+        """Serve Azure deployment ``name`` with ``model``.
+
+        Without this, a deployment named like a known model serves that model and any
+        other deployment name serves ``AZURE_DEFAULT_MODEL`` (Azure names are free-form).
+        Use ``fail_next(404)`` on an Azure route for ``DeploymentNotFound``.
+        """
+        with self._lock:
+            self._deployments[name] = model
+
+    def add_prompt(
+        self, prompt_id: str, *, model: str, developer: str = "", user: str = ""
+    ) -> None:
+        """Store a Responses prompt template for requests with ``prompt={"id": prompt_id}``.
+
+        ``developer`` and ``user`` are message templates; ``{{name}}`` is replaced by the
+        request's variable (text inline, images and files as their own parts).
+        """
+        with self._lock:
+            self._templates[prompt_id] = PromptTemplate(model, developer, user)
+
+    def reset(self) -> None:
+        """Forget everything since construction: log, scripts, latency, caches, additions."""
+        with self._lock:
+            self._requests.clear()
+            self._failures.clear()
+            self._drops.clear()
+            self._latency = _Latency()
+            self._catalog.clear_added()
+            self._deployments.clear()
+            self._templates.clear()
+        self.api_key, self.reply = self._initial
+        self.reject_stream_options = False
+        self._cache.clear()
+        self._store.clear()
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of the requests answered so far, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    # -- used by the handler ---------------------------------------------------------
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _next_failure(self) -> _Failure | None:
+        with self._lock:
+            return self._failures.popleft() if self._failures else None
+
+    def _next_drop(self) -> int | None:
+        with self._lock:
+            return self._drops.popleft() if self._drops else None
+
+    def _current_latency(self) -> _Latency:
+        with self._lock:
+            return self._latency
+
+    def _track(self, connection: socket.socket, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections[connection] = threading.current_thread()
+            else:
+                self._connections.pop(connection, None)
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+    def _resolve_model(self, name: Any, deployment: str | None, azure: bool) -> ModelInfo:
+        with self._lock:
+            wanted = deployment if deployment is not None else name
+            if azure and isinstance(wanted, str) and wanted in self._deployments:
+                wanted = self._deployments[wanted]
+            info = self._catalog.lookup(wanted)
+        if info is None and azure and isinstance(wanted, str):
+            info = self._catalog.lookup(AZURE_DEFAULT_MODEL)
+        if info is None:
+            raise _errors.model_not_found(str(wanted))
+        return info
+
+    def _answer(self, method: str, endpoint: str, request: _Parsed) -> Reply:
+        """Route one authenticated request to its endpoint builder."""
+        parts = endpoint.strip("/").split("/")
+        if method == "GET" and endpoint == "/models":
+            with self._lock:
+                names = self._catalog.names()
+            return Reply(body={"object": "list", "data": [_model_entry(n) for n in names]})
+        if method == "GET" and len(parts) == 2 and parts[0] == "models":
+            with self._lock:
+                info = self._catalog.lookup(parts[1])
+            if info is None:
+                raise _errors.invalid_request(
+                    f"The model '{parts[1]}' does not exist",
+                    param="model",
+                    code="model_not_found",
+                    status=404,
+                )
+            return Reply(body=_model_entry(parts[1]))
+        if parts[0] == "responses" and len(parts) in (2, 3):
+            if method == "GET" and len(parts) == 2:
+                return retrieve_response(self._store, parts[1])
+            if method == "DELETE" and len(parts) == 2:
+                return delete_response(self._store, parts[1])
+            if method == "POST" and parts[2:] == ["cancel"]:
+                return cancel_response(self._store, parts[1])
+        if method != "POST" or endpoint not in _POST_ENDPOINTS:
+            raise _errors.invalid_request(f"Invalid URL ({method} {request.path})", status=404)
+        body = request.body
+        if body is None:
+            raise _errors.invalid_request(
+                "We could not parse the JSON body of your request. (HINT: This likely means "
+                "you aren't using your HTTP library correctly. The OpenAI API expects a JSON "
+                "payload, but what was sent was not valid JSON. If you have trouble figuring "
+                "out how to fix this, please contact us through our help center at "
+                "help.openai.com.)"
+            )
+        if self.reject_stream_options and "stream_options" in body:
+            raise _errors.invalid_request(
+                "Unrecognized request argument supplied: stream_options", param="stream_options"
+            )
+        model_name = body.get("model")
+        if endpoint == "/responses" and model_name is None:
+            model_name = self._template_model(body)
+        if model_name is None and request.deployment is None:
+            if endpoint == "/responses":
+                raise _errors.missing_parameter("model")
+            raise _errors.invalid_request("you must provide a model parameter")
+        try:
+            model = self._resolve_model(model_name, request.deployment, request.azure)
+        except _errors.APIErrorResponse:
+            if endpoint == "/responses":
+                raise _errors.responses_model_not_found(str(model_name)) from None
+            raise
+        ctx = Context(body, model, self.reply, self._cache, azure=request.azure)
+        if endpoint == "/chat/completions":
+            return chat_completion(ctx)
+        if endpoint == "/completions":
+            return completion(ctx)
+        if endpoint == "/embeddings":
+            return embeddings(ctx)
+        with self._lock:
+            templates = dict(self._templates)
+        return create_response(ctx, self._store, templates)
+
+    def _template_model(self, body: dict[str, Any]) -> str | None:
+        reference = body.get("prompt")
+        if not isinstance(reference, dict):
+            return None
+        with self._lock:
+            template = self._templates.get(str(reference.get("id")))
+        return template.model if template is not None else None
+
+    def _check_key(self, headers: Mapping[str, str], azure: bool) -> None:
+        expected = self.api_key
+        if expected is None:
+            return
+        bearer = headers.get("authorization", "")
+        given = bearer[7:] if bearer.lower().startswith("bearer ") else headers.get("api-key")
+        if given == expected:
+            return
+        if azure:
+            raise _errors.azure_access_denied()
+        raise _errors.invalid_api_key(given)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    path: str
+    deployment: str | None
+    azure: bool
+    body: dict[str, Any] | None
+
+
+def _model_entry(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 1700000000, "owned_by": "system"}
+
+
+def _split_path(path: str) -> tuple[str, str | None, bool] | None:
+    """``(endpoint, deployment, azure)`` for an OpenAI or Azure OpenAI path."""
+    while "//" in path:
+        path = path.replace("//", "/")
+    path = path.rstrip("/") or "/"
+    if path.startswith("/openai/deployments/"):
+        deployment, _, rest = path[len("/openai/deployments/") :].partition("/")
+        return "/" + rest, deployment, True
+    for prefix, azure in (("/openai/v1/", True), ("/openai/", True), ("/v1/", False)):
+        if path.startswith(prefix):
+            return path[len(prefix) - 1 :], None, azure
+    return None
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    #: Listen backlog: hundreds of clients may connect at once.
+    request_queue_size = 1024
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: FakeOpenAI
+    ) -> None:
+        self.fake = fake
+        super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-answer is normal in tests; anything else is a bug.
+        logger.debug("connection error from %s", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    #: Idle keep-alive connections close after this many seconds.
+    timeout = 120
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.fake._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.fake._track(self.connection, add=False)
+
+    def version_string(self) -> str:
+        return "FakeOpenAI"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s - %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _handle(self, method: str) -> None:
+        fake = self.server.fake
+        started = time.monotonic()
+        parts = urlsplit(self.path)
+        raw = self._read_body()
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        body = _parse_json(raw)
+        try:
+            reply = self._reply(method, parts.path, body, headers)
+        except _errors.APIErrorResponse as error:
+            reply = Reply(status=error.status, body=error.body, headers=error.headers)
+        except Exception as error:
+            # A bug in the fake itself: say so in the body instead of posing as OpenAI.
+            logger.exception("FakeOpenAI failed on %s %s", method, self.path)
+            reply = Reply(
+                status=500,
+                body=_errors.error_body(
+                    f"FakeOpenAI internal error: {type(error).__name__}: {error}", "server_error"
+                ),
+            )
+        fake._record(
+            RecordedRequest(
+                method=method,
+                path=parts.path,
+                query=parts.query,
+                headers={
+                    name: REDACTED if name in REDACTED_HEADERS else value
+                    for name, value in headers.items()
+                },
+                body=body,
+                response_status=reply.status,
+                usage=reply.usage,
+            )
+        )
+        try:
+            self._write(reply, started)
+        except OSError:
+            self.close_connection = True
+
+    def _reply(
+        self, method: str, path: str, body: dict[str, Any] | None, headers: Mapping[str, str]
+    ) -> Reply:
+        fake = self.server.fake
+        route = _split_path(path)
+        if route is None:
+            raise _errors.invalid_request(f"Invalid URL ({method} {path})", status=404)
+        endpoint, deployment, azure = route
+        failure = fake._next_failure()
+        if failure is not None:
+            return _scripted_reply(failure, body, deployment, azure)
+        fake._check_key(headers, azure)
+        return fake._answer(method, endpoint, _Parsed(path, deployment, azure, body))
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _write(self, reply: Reply, started: float) -> None:
+        fake = self.server.fake
+        latency = fake._current_latency()
+        common = {
+            "x-request-id": random_id("req_", 32, "0123456789abcdef"),
+            "openai-version": "2020-10-01",
+            **reply.headers,
+        }
+        if reply.events is None:
+            fake._sleep(latency.response)
+            payload = json.dumps(reply.body).encode()
+            self.send_response(reply.status)
+            self._headers(
+                common,
+                {
+                    "content-type": "application/json",
+                    "content-length": str(len(payload)),
+                    "openai-processing-ms": str(int((time.monotonic() - started) * 1000)),
+                },
+            )
+            self.wfile.write(payload)
+            self.wfile.flush()
+            return
+        drop_after = fake._next_drop()
+        self.send_response(reply.status)
+        self._headers(
+            common,
+            {
+                "content-type": "text/event-stream; charset=utf-8",
+                "transfer-encoding": "chunked",
+                "cache-control": "no-cache",
+                "openai-processing-ms": str(int((time.monotonic() - started) * 1000)),
+            },
+        )
+        self.wfile.flush()
+        for index, event in enumerate(reply.events):
+            fake._sleep(latency.first_chunk if index == 0 else latency.per_chunk)
+            if drop_after is not None and index >= drop_after:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            data = event.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _headers(self, *groups: Mapping[str, str]) -> None:
+        for group in groups:
+            for name, value in group.items():
+                self.send_header(name, value)
+        self.end_headers()
+
+
+def _scripted_reply(
+    failure: _Failure, body: dict[str, Any] | None, deployment: str | None, azure: bool
+) -> Reply:
+    model = (body or {}).get("model") or deployment or "gpt-4o"
+    headers: dict[str, str] = {}
+    overridden = failure.message is not None or failure.code is not None
+    if azure and not overridden and failure.status in (401, 404):
+        # Azure words these two its own way (recorded).
+        error = (
+            _errors.azure_access_denied()
+            if failure.status == 401
+            else _errors.azure_deployment_not_found()
+        )
+        return Reply(status=error.status, body=error.body)
+    retry_after = failure.retry_after
+    if retry_after is None and failure.status in (429, 503):
+        retry_after = 0.0
+    if retry_after is not None:
+        headers["retry-after"] = str(int(retry_after))
+        if failure.retry_after is not None:
+            headers["retry-after-ms"] = str(round(retry_after * 1000))
+    return Reply(
+        status=failure.status,
+        body=_errors.scripted(
+            failure.status,
+            model=str(model),
+            message=failure.message,
+            code=failure.code,
+            error_type=failure.error_type,
+            param=failure.param,
+        ),
+        headers=headers,
+    )
+
+
+def _parse_json(raw: bytes) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,0 +1,902 @@
+"""``llmmeter.testing.FakeOpenAI`` driven by the official openai SDK over real HTTP.
+
+Each scenario runs with the sync and the async client (the ``api`` fixture). Token
+numbers follow the documented rule: text counts ceil(chars / 4), each message 3, the
+prompt 3 more; the default reply is 22 tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmmeter.testing import DEFAULT_REPLY, FakeOpenAI, RecordedRequest
+
+openai = pytest.importorskip("openai")
+
+HELLO = [{"role": "user", "content": "Hi"}]
+#: 3 (priming) + 3 (message) + 1 ("Hi")
+HELLO_TOKENS = 7
+REPLY_TOKENS = 22
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city", "days"],
+        },
+    },
+}
+LONG_PROMPT = [
+    {"role": "system", "content": "You are terse. " * 400},
+    {"role": "user", "content": "Summarize."},
+]
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_server(running: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    running.reset()
+    yield running
+    running.reset()
+
+
+class Api:
+    """One scenario, written once, run with the sync or the async SDK client."""
+
+    def __init__(self, client: Any, is_async: bool) -> None:
+        self.client = client
+        self.is_async = is_async
+
+    async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        target = self.client
+        for name in method.split("."):
+            target = getattr(target, name)
+        result = target(*args, **kwargs)
+        return await result if self.is_async else result
+
+    async def stream(self, method: str, /, **kwargs: Any) -> list[Any]:
+        stream = await self.call(method, stream=True, **kwargs)
+        if self.is_async:
+            return [item async for item in stream]
+        return list(stream)
+
+
+@pytest.fixture(params=["sync", "async"])
+async def api(request: pytest.FixtureRequest, fake_server: FakeOpenAI) -> AsyncIterator[Api]:
+    if request.param == "sync":
+        with openai.OpenAI(base_url=fake_server.base_url, api_key="sk-test", max_retries=0) as c:
+            yield Api(c, is_async=False)
+        return
+    client = openai.AsyncOpenAI(base_url=fake_server.base_url, api_key="sk-test", max_retries=0)
+    yield Api(client, is_async=True)
+    await client.close()
+
+
+@pytest.fixture
+def client(fake_server: FakeOpenAI) -> Iterator[Any]:
+    with openai.OpenAI(base_url=fake_server.base_url, api_key="sk-test", max_retries=0) as c:
+        yield c
+
+
+# -- package --------------------------------------------------------------------------------
+
+
+def test_public_surface_is_sorted_and_importing_it_leaves_openai_unimported() -> None:
+    import llmmeter.testing
+
+    assert llmmeter.testing.__all__ == sorted(llmmeter.testing.__all__)
+    code = "import sys, llmmeter.testing; print('openai' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+# -- chat completions -----------------------------------------------------------------------
+
+
+async def test_chat_reports_snapshot_usage_and_service_tier(api: Api) -> None:
+    reply = await api.call("chat.completions.create", model="gpt-4o", messages=HELLO)
+    assert reply.model == "gpt-4o-2024-08-06"
+    assert reply.object == "chat.completion"
+    assert reply.service_tier == "default"
+    assert reply.choices[0].message.content == DEFAULT_REPLY
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage.prompt_tokens == HELLO_TOKENS
+    assert reply.usage.completion_tokens == REPLY_TOKENS
+    assert reply.usage.total_tokens == HELLO_TOKENS + REPLY_TOKENS
+    assert reply.usage.prompt_tokens_details.cached_tokens == 0
+    assert reply.usage.completion_tokens_details.reasoning_tokens == 0
+
+
+async def test_chat_echoes_requested_service_tier(api: Api) -> None:
+    reply = await api.call(
+        "chat.completions.create", model="gpt-5", messages=HELLO, service_tier="priority"
+    )
+    assert reply.service_tier == "priority"
+
+
+async def test_chat_stream_with_include_usage_nulls_usage_until_the_last_chunk(api: Api) -> None:
+    chunks = await api.stream(
+        "chat.completions.create",
+        model="gpt-4o-mini",
+        messages=HELLO,
+        stream_options={"include_usage": True},
+    )
+    *content, last = chunks
+    assert all(chunk.usage is None for chunk in content)
+    assert "".join(c.choices[0].delta.content or "" for c in content) == DEFAULT_REPLY
+    assert content[-1].choices[0].finish_reason == "stop"
+    assert last.choices == []
+    assert last.usage.prompt_tokens == HELLO_TOKENS
+    assert last.usage.completion_tokens == REPLY_TOKENS
+
+
+async def test_chat_stream_without_include_usage_sends_no_usage(
+    api: Api, fake_server: FakeOpenAI
+) -> None:
+    chunks = await api.stream("chat.completions.create", model="gpt-4o", messages=HELLO)
+    assert all(chunk.choices for chunk in chunks)
+    assert all("usage" not in chunk.model_dump(exclude_unset=True) for chunk in chunks)
+    assert fake_server.requests[-1].usage is None
+
+
+async def test_chat_n_choices_stream_interleaved(api: Api) -> None:
+    chunks = await api.stream(
+        "chat.completions.create",
+        model="gpt-4o-mini",
+        messages=HELLO,
+        n=2,
+        stream_options={"include_usage": True},
+    )
+    texts = {0: "", 1: ""}
+    for chunk in chunks[:-1]:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+    assert texts == {0: DEFAULT_REPLY, 1: DEFAULT_REPLY}
+    assert chunks[-1].usage.completion_tokens == 2 * REPLY_TOKENS
+
+
+async def test_chat_max_tokens_cuts_the_reply(api: Api) -> None:
+    reply = await api.call("chat.completions.create", model="gpt-4o", messages=HELLO, max_tokens=5)
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.choices[0].message.content == "This is a test reply"
+    assert reply.usage.completion_tokens == 5
+
+
+async def test_chat_calls_the_first_tool_with_schema_arguments(api: Api) -> None:
+    reply = await api.call(
+        "chat.completions.create", model="gpt-4o", messages=HELLO, tools=[WEATHER_TOOL]
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "example", "days": 1}
+    assert call.id.startswith("call_")
+
+
+async def test_chat_stream_tool_call_arguments_reassemble(api: Api) -> None:
+    other = {"type": "function", "function": {"name": "other", "parameters": {}}}
+    chunks = await api.stream(
+        "chat.completions.create",
+        model="gpt-4o",
+        messages=HELLO,
+        tools=[other, WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
+    calls = [c.choices[0].delta.tool_calls for c in chunks if c.choices[0].delta.tool_calls]
+    assert calls[0][0].function.name == "get_weather"
+    arguments = "".join(call[0].function.arguments or "" for call in calls)
+    assert json.loads(arguments) == {"city": "example", "days": 1}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+async def test_chat_answers_in_text_after_a_tool_result(api: Api) -> None:
+    messages = [
+        *HELLO,
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{}"},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    reply = await api.call(
+        "chat.completions.create", model="gpt-4o", messages=messages, tools=[WEATHER_TOOL]
+    )
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.choices[0].message.content == DEFAULT_REPLY
+
+
+async def test_chat_tool_choice_none_answers_in_text(api: Api) -> None:
+    reply = await api.call(
+        "chat.completions.create",
+        model="gpt-4o",
+        messages=HELLO,
+        tools=[WEATHER_TOOL],
+        tool_choice="none",
+    )
+    assert reply.choices[0].message.tool_calls is None
+
+
+async def test_chat_legacy_functions_get_a_function_call(api: Api) -> None:
+    reply = await api.call(
+        "chat.completions.create",
+        model="gpt-4",
+        messages=HELLO,
+        functions=[WEATHER_TOOL["function"]],
+    )
+    assert reply.choices[0].finish_reason == "function_call"
+    assert reply.choices[0].message.function_call.name == "get_weather"
+
+
+def test_chat_parse_with_json_schema_returns_a_valid_document(client: Any) -> None:
+    from pydantic import BaseModel
+
+    class Step(BaseModel):
+        explanation: str
+        output: int
+
+    class Solution(BaseModel):
+        steps: list[Step]
+        final_answer: str
+
+    completion = client.chat.completions.parse(
+        model="gpt-4o", messages=HELLO, response_format=Solution
+    )
+    parsed = completion.choices[0].message.parsed
+    assert parsed == Solution(steps=[Step(explanation="example", output=1)], final_answer="example")
+
+
+async def test_reasoning_models_spend_reasoning_tokens_by_effort(api: Api) -> None:
+    default = await api.call("chat.completions.create", model="o3-mini", messages=HELLO)
+    low = await api.call(
+        "chat.completions.create", model="gpt-5", messages=HELLO, reasoning_effort="low"
+    )
+    none = await api.call("chat.completions.create", model="gpt-5.1", messages=HELLO)
+    assert default.usage.completion_tokens_details.reasoning_tokens == 64
+    assert default.usage.completion_tokens == 64 + REPLY_TOKENS
+    assert low.usage.completion_tokens_details.reasoning_tokens == 32
+    assert none.usage.completion_tokens_details.reasoning_tokens == 0
+
+
+async def test_reasoning_budget_smaller_than_thinking_leaves_empty_content(api: Api) -> None:
+    reply = await api.call(
+        "chat.completions.create", model="gpt-5", messages=HELLO, max_completion_tokens=20
+    )
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.choices[0].message.content == ""
+    assert reply.usage.completion_tokens == 20
+
+
+async def test_reasoning_model_rejects_max_tokens_like_the_real_api(api: Api) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await api.call("chat.completions.create", model="o3", messages=HELLO, max_tokens=10)
+    assert info.value.code == "unsupported_parameter"
+    assert info.value.param == "max_tokens"
+
+
+async def test_repeated_long_prompt_reports_cached_tokens(api: Api) -> None:
+    first = await api.call("chat.completions.create", model="gpt-4o", messages=LONG_PROMPT)
+    second = await api.call("chat.completions.create", model="gpt-4o", messages=LONG_PROMPT)
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached >= 1024
+    assert cached % 128 == 0
+    assert cached <= second.usage.prompt_tokens
+
+
+async def test_short_prompts_are_never_cached(api: Api) -> None:
+    for _ in range(2):
+        reply = await api.call("chat.completions.create", model="gpt-4o", messages=HELLO)
+    assert reply.usage.prompt_tokens_details.cached_tokens == 0
+
+
+async def test_explicit_prompt_cache_writes_then_reads(api: Api) -> None:
+    kwargs = {
+        "model": "gpt-5",
+        "messages": HELLO,
+        "extra_body": {"prompt_cache_options": {"mode": "explicit"}},
+        "prompt_cache_key": "k",
+    }
+    written = await api.call("chat.completions.create", **kwargs)
+    read = await api.call("chat.completions.create", **kwargs)
+    details = written.usage.prompt_tokens_details
+    assert (details.cache_write_tokens, details.cached_tokens) == (HELLO_TOKENS, 0)
+    details = read.usage.prompt_tokens_details
+    assert (details.cache_write_tokens, details.cached_tokens) == (0, HELLO_TOKENS)
+
+
+async def test_unknown_model_is_404_until_added(api: Api, fake_server: FakeOpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        await api.call("chat.completions.create", model="my-finetune", messages=HELLO)
+    assert info.value.code == "model_not_found"
+    assert info.value.body["message"] == (
+        "The model `my-finetune` does not exist or you do not have access to it."
+    )
+    fake_server.add_model("my-finetune", snapshot="my-finetune-2026-01-01")
+    reply = await api.call("chat.completions.create", model="my-finetune", messages=HELLO)
+    assert reply.model == "my-finetune-2026-01-01"
+
+
+async def test_same_request_gets_the_same_body_except_ids(api: Api) -> None:
+    def stable(reply: Any) -> Any:
+        return reply.model_dump(exclude={"id", "created"})
+
+    first = await api.call("chat.completions.create", model="gpt-4o", messages=HELLO)
+    second = await api.call("chat.completions.create", model="gpt-4o", messages=HELLO)
+    assert stable(first) == stable(second)
+    assert first.id != second.id
+
+
+# -- responses --------------------------------------------------------------------------------
+
+
+async def test_responses_text(api: Api) -> None:
+    response = await api.call("responses.create", model="gpt-4.1", input="Hi")
+    assert response.status == "completed"
+    assert response.model == "gpt-4.1-2025-04-14"
+    assert response.output_text == DEFAULT_REPLY
+    assert response.usage.input_tokens == HELLO_TOKENS
+    assert response.usage.output_tokens == REPLY_TOKENS
+    assert response.usage.input_tokens_details.cached_tokens == 0
+
+
+async def test_responses_stream_event_sequence(api: Api) -> None:
+    events = await api.stream("responses.create", model="gpt-4o-mini", input="Hi")
+    types = [event.type for event in events]
+    deltas = types.count("response.output_text.delta")
+    assert deltas == REPLY_TOKENS
+    assert [t for t in types if t != "response.output_text.delta"] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert events[-1].response.usage.output_tokens == REPLY_TOKENS
+
+
+async def test_responses_reasoning_items_and_summary_stream(api: Api) -> None:
+    events = await api.stream(
+        "responses.create", model="o4-mini", input="Hi", reasoning={"summary": "auto"}
+    )
+    types = [event.type for event in events]
+    assert "response.reasoning_summary_text.delta" in types
+    final = events[-1].response
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert final.usage.output_tokens_details.reasoning_tokens == 64
+
+
+async def test_responses_function_call_then_text_after_output(api: Api) -> None:
+    tool = {"type": "function", **WEATHER_TOOL["function"]}
+    first = await api.call("responses.create", model="gpt-4o", input="Hi", tools=[tool])
+    (call,) = first.output
+    assert call.type == "function_call"
+    assert json.loads(call.arguments) == {"city": "example", "days": 1}
+    follow_up = await api.call(
+        "responses.create",
+        model="gpt-4o",
+        tools=[tool],
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+    )
+    assert follow_up.output_text == DEFAULT_REPLY
+    assert follow_up.usage.input_tokens > first.usage.total_tokens
+
+
+async def test_responses_builtin_tools_emit_their_items(api: Api) -> None:
+    response = await api.call(
+        "responses.create",
+        model="gpt-5",
+        input="What is new?",
+        tools=[{"type": "web_search"}],
+        include=["web_search_call.action.sources"],
+    )
+    assert [item.type for item in response.output] == [
+        "reasoning",
+        "web_search_call",
+        "reasoning",
+        "message",
+    ]
+    annotation = response.output[-1].content[0].annotations[0]
+    assert annotation.type == "url_citation"
+    assert response.usage.input_tokens_details.cached_tokens >= 1024
+
+
+async def test_responses_background_is_queued_then_retrieved_complete(api: Api) -> None:
+    queued = await api.call("responses.create", model="gpt-4o", input="Hi", background=True)
+    assert queued.status == "queued"
+    assert queued.usage is None
+    done = await api.call("responses.retrieve", queued.id)
+    assert done.status == "completed"
+    assert done.usage.output_tokens == REPLY_TOKENS
+
+
+async def test_responses_small_max_output_tokens_is_incomplete(api: Api) -> None:
+    events = await api.stream("responses.create", model="gpt-4o", input="Hi", max_output_tokens=16)
+    assert events[-1].type == "response.incomplete"
+    final = events[-1].response
+    assert final.incomplete_details.reason == "max_output_tokens"
+    assert final.usage.output_tokens == 16
+
+
+async def test_responses_retrieve_unknown_is_404(api: Api) -> None:
+    with pytest.raises(openai.NotFoundError):
+        await api.call("responses.retrieve", "resp_missing")
+
+
+async def test_responses_prompt_template_supplies_model_and_instructions(
+    api: Api, fake_server: FakeOpenAI
+) -> None:
+    fake_server.add_prompt("pmpt_1", model="o4-mini", user="Say {{word}}.")
+    response = await api.call(
+        "responses.create", prompt={"id": "pmpt_1", "variables": {"word": "hello"}}
+    )
+    assert response.model == "o4-mini-2025-04-16"
+    assert response.instructions[1].content[0].text == "Say hello."
+
+
+async def test_responses_unknown_model_is_400_naming_model(api: Api) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await api.call("responses.create", model="no-such-model", input="Hi")
+    assert (info.value.code, info.value.param) == ("model_not_found", "model")
+
+
+# -- embeddings and legacy completions ------------------------------------------------------
+
+
+async def test_embeddings_float_base64_dimensions_and_batches(api: Api) -> None:
+    floats = await api.call(
+        "embeddings.create",
+        model="text-embedding-3-small",
+        input=["Hi", "there"],
+        encoding_format="float",
+    )
+    assert [len(item.embedding) for item in floats.data] == [1536, 1536]
+    assert floats.data[0].embedding != floats.data[1].embedding
+    assert floats.usage.prompt_tokens == 1 + 2  # "Hi", "there"
+    encoded = await api.call(
+        "embeddings.create", model="text-embedding-3-small", input="Hi", encoding_format="base64"
+    )
+    raw = base64.b64decode(encoded.data[0].embedding)
+    assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == floats.data[0].embedding
+    short = await api.call(
+        "embeddings.create", model="text-embedding-3-large", input="Hi", dimensions=256
+    )
+    assert len(short.data[0].embedding) == 256
+    tokens = await api.call(
+        "embeddings.create", model="text-embedding-ada-002", input=[[1, 2, 3], [4, 5]]
+    )
+    assert tokens.model == "text-embedding-ada-002-v2"
+    assert tokens.usage.prompt_tokens == 5
+
+
+async def test_embeddings_reject_dimensions_on_ada(api: Api) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await api.call(
+            "embeddings.create", model="text-embedding-ada-002", input="Hi", dimensions=8
+        )
+    assert info.value.param == "dimensions"
+
+
+async def test_legacy_completions_default_to_16_tokens_and_stream_usage(api: Api) -> None:
+    reply = await api.call("completions.create", model="davinci-002", prompt="Hi")
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 16
+    chunks = await api.stream(
+        "completions.create",
+        model="gpt-3.5-turbo-instruct",
+        prompt="Hi",
+        max_tokens=100,
+        stream_options={"include_usage": True},
+    )
+    assert "".join(c.choices[0].text for c in chunks[:-1]) == DEFAULT_REPLY
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert chunks[-1].usage.completion_tokens == REPLY_TOKENS
+
+
+async def test_models_list_and_retrieve(api: Api) -> None:
+    page = await api.call("models.list")
+    names = [model.id async for model in page] if api.is_async else [m.id for m in page]
+    assert {"gpt-4o", "text-embedding-3-small", "o3"} <= set(names)
+    model = await api.call("models.retrieve", "gpt-4o")
+    assert model.id == "gpt-4o"
+
+
+# -- errors, retries, latency ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "exception"),
+    [
+        (400, "BadRequestError"),
+        (401, "AuthenticationError"),
+        (403, "PermissionDeniedError"),
+        (404, "NotFoundError"),
+        (409, "ConflictError"),
+        (422, "UnprocessableEntityError"),
+        (429, "RateLimitError"),
+        (500, "InternalServerError"),
+        (502, "InternalServerError"),
+        (503, "InternalServerError"),
+    ],
+)
+async def test_scripted_status_raises_the_sdk_exception(
+    api: Api, fake_server: FakeOpenAI, status: int, exception: str
+) -> None:
+    fake_server.fail_next(status)
+    with pytest.raises(getattr(openai, exception)) as info:
+        await api.call("chat.completions.create", model="gpt-4o", messages=HELLO)
+    error = info.value
+    assert error.status_code == status
+    assert set(error.body) == {"message", "type", "param", "code"}
+    assert error.response.headers.get("retry-after") == ("0" if status in (429, 503) else None)
+    reply = await api.call("chat.completions.create", model="gpt-4o", messages=HELLO)
+    assert reply.choices
+
+
+async def test_scripted_error_overrides(api: Api, fake_server: FakeOpenAI) -> None:
+    fake_server.fail_next(429, code="insufficient_quota")
+    with pytest.raises(openai.RateLimitError) as info:
+        await api.call("chat.completions.create", model="gpt-4o", messages=HELLO)
+    assert info.value.type == "insufficient_quota"
+    fake_server.fail_next(400, message="nope", code="custom", param="messages")
+    with pytest.raises(openai.BadRequestError) as info:
+        await api.call("chat.completions.create", model="gpt-4o", messages=HELLO)
+    assert info.value.body == {
+        "message": "nope",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "custom",
+    }
+
+
+async def test_sdk_retries_succeed_after_scripted_failures(fake_server: FakeOpenAI) -> None:
+    fake_server.fail_next(500, times=2, retry_after=0.001)
+    async with openai.AsyncOpenAI(
+        base_url=fake_server.base_url, api_key="sk-test", max_retries=2
+    ) as client:
+        reply = await client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert reply.choices[0].message.content == DEFAULT_REPLY
+    log = fake_server.requests
+    assert [r.response_status for r in log] == [500, 500, 200]
+    assert [r.headers.get("x-stainless-retry-count") for r in log] == ["0", "1", "2"]
+
+
+def test_wrong_api_key_gets_the_real_401(fake_server: FakeOpenAI) -> None:
+    fake_server.api_key = "sk-right-key-123456"
+    with (
+        openai.OpenAI(base_url=fake_server.base_url, api_key="sk-wrong-key-999999") as client,
+        pytest.raises(openai.AuthenticationError) as info,
+    ):
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert info.value.code == "invalid_api_key"
+    assert "sk-wrong-key-999999" not in info.value.message
+    assert re.search(r"Incorrect API key provided: sk-\*+9999\.", info.value.message)
+
+
+async def test_first_chunk_latency_delays_the_stream(api: Api, fake_server: FakeOpenAI) -> None:
+    fake_server.set_latency(first_chunk=0.3)
+    started = time.monotonic()
+    stream = await api.call("chat.completions.create", model="gpt-4o", messages=HELLO, stream=True)
+    first = await anext(aiter(stream)) if api.is_async else next(iter(stream))
+    assert time.monotonic() - started >= 0.3
+    assert first.choices[0].delta.role == "assistant"
+    await stream.close() if api.is_async else stream.close()
+
+
+def test_response_and_per_chunk_latency(client: Any, fake_server: FakeOpenAI) -> None:
+    fake_server.set_latency(response=0.2, per_chunk=0.01)
+    started = time.monotonic()
+    client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert time.monotonic() - started >= 0.2
+    started = time.monotonic()
+    list(client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True))
+    # 1 role chunk + 22 content chunks + finish chunk + [DONE], all but the first delayed
+    assert time.monotonic() - started >= 0.01 * (REPLY_TOKENS + 2)
+
+
+def test_negative_latency_is_rejected(fake_server: FakeOpenAI) -> None:
+    with pytest.raises(ValueError, match="per_chunk"):
+        fake_server.set_latency(per_chunk=-1)
+
+
+async def test_reject_stream_options_names_the_parameter(api: Api, fake_server: FakeOpenAI) -> None:
+    fake_server.reject_stream_options = True
+    with pytest.raises(openai.BadRequestError) as info:
+        await api.stream(
+            "chat.completions.create",
+            model="gpt-4o",
+            messages=HELLO,
+            stream_options={"include_usage": True},
+        )
+    assert info.value.param == "stream_options"
+    assert "stream_options" in info.value.message
+    chunks = await api.stream("chat.completions.create", model="gpt-4o", messages=HELLO)
+    assert chunks
+
+
+async def test_stream_options_without_stream_is_rejected(api: Api) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await api.call(
+            "chat.completions.create",
+            model="gpt-4o",
+            messages=HELLO,
+            stream_options={"include_usage": True},
+        )
+    assert info.value.param == "stream_options"
+
+
+async def test_broken_stream_raises_while_iterating(api: Api, fake_server: FakeOpenAI) -> None:
+    fake_server.break_stream_after(3)
+    stream = await api.call("chat.completions.create", model="gpt-4o", messages=HELLO, stream=True)
+    received: list[Any] = []
+
+    async def drain() -> None:
+        if api.is_async:
+            async for chunk in stream:
+                received.append(chunk)
+        else:
+            received.extend(chunk for chunk in stream)
+
+    # openai 3.x raises APIConnectionError; 1.x/2.x let the transport's error through.
+    with pytest.raises(Exception) as info:  # noqa: PT011
+        await drain()
+    assert type(info.value).__name__ in {"APIConnectionError", "RemoteProtocolError"}
+    assert len(received) == 3
+    assert await api.call("chat.completions.create", model="gpt-4o", messages=HELLO)
+
+
+# -- azure ------------------------------------------------------------------------------------
+
+
+def test_azure_client_uses_deployment_paths(fake_server: FakeOpenAI) -> None:
+    fake_server.add_deployment("prod-chat", "gpt-4.1-mini")
+    with openai.AzureOpenAI(
+        azure_endpoint=fake_server.url, api_key="azure-key", api_version="2024-10-21"
+    ) as azure:
+        chat = azure.chat.completions.create(model="prod-chat", messages=HELLO)
+        embedded = azure.embeddings.create(model="text-embedding-3-large", input="Hi")
+        legacy = azure.completions.create(model="gpt-35-turbo-instruct", prompt="Hi")
+        response = azure.responses.create(model="gpt-4o", input="Hi")
+    assert chat.model == "gpt-4.1-mini-2025-04-14"
+    assert chat.model_extra["prompt_filter_results"][0]["prompt_index"] == 0
+    assert len(embedded.data[0].embedding) == 3072
+    assert legacy.choices[0].text
+    assert response.output_text == DEFAULT_REPLY
+    paths = [(r.path, r.query) for r in fake_server.requests]
+    assert paths == [
+        ("/openai/deployments/prod-chat/chat/completions", "api-version=2024-10-21"),
+        ("/openai/deployments/text-embedding-3-large/embeddings", "api-version=2024-10-21"),
+        ("/openai/deployments/gpt-35-turbo-instruct/completions", "api-version=2024-10-21"),
+        ("/openai/responses", "api-version=2024-10-21"),
+    ]
+
+
+def test_azure_stream_starts_with_prompt_filter_chunk(fake_server: FakeOpenAI) -> None:
+    with openai.AzureOpenAI(
+        azure_endpoint=fake_server.url,
+        api_key="azure-key",
+        api_version="2024-10-21",
+        azure_deployment="any-name",
+    ) as azure:
+        chunks = list(azure.chat.completions.create(model="x", messages=HELLO, stream=True))
+    assert chunks[0].choices == []
+    assert chunks[1].model == "gpt-4o-2024-08-06"
+
+
+def test_azure_v1_base_path_serves_responses(fake_server: FakeOpenAI) -> None:
+    with openai.OpenAI(base_url=f"{fake_server.url}/openai/v1", api_key="azure-key") as c:
+        response = c.responses.create(model="gpt-5.5", input="Hi")
+    assert response.status == "completed"
+    assert fake_server.requests[-1].path == "/openai/v1/responses"
+
+
+def test_azure_errors_have_azure_bodies(fake_server: FakeOpenAI) -> None:
+    fake_server.api_key = "right"
+    with (
+        openai.AzureOpenAI(
+            azure_endpoint=fake_server.url, api_key="wrong", api_version="2024-10-21"
+        ) as azure,
+        pytest.raises(openai.AuthenticationError) as info,
+    ):
+        azure.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert info.value.code == "401"
+    fake_server.api_key = None
+    fake_server.fail_next(404)
+    with (
+        openai.AzureOpenAI(
+            azure_endpoint=fake_server.url, api_key="k", api_version="2024-10-21"
+        ) as azure,
+        pytest.raises(openai.NotFoundError) as not_found,
+    ):
+        azure.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert not_found.value.code == "DeploymentNotFound"
+
+
+# -- request log ------------------------------------------------------------------------------
+
+
+def test_request_log_redacts_credentials(fake_server: FakeOpenAI) -> None:
+    secret = "sk-proj-secret-value-0123456789"
+    with openai.OpenAI(base_url=fake_server.base_url, api_key=secret) as client:
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    with openai.AzureOpenAI(
+        azure_endpoint=fake_server.url, api_key=secret, api_version="2024-10-21"
+    ) as azure:
+        azure.chat.completions.create(model="gpt-4o", messages=HELLO)
+    openai_call, azure_call = fake_server.requests
+    assert openai_call.headers["authorization"] == "REDACTED"
+    assert azure_call.headers["api-key"] == "REDACTED"
+    assert secret not in repr(fake_server.requests)
+
+
+def test_request_log_records_body_status_and_usage(client: Any, fake_server: FakeOpenAI) -> None:
+    client.chat.completions.create(model="gpt-4o", messages=HELLO, temperature=0.5)
+    list(client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True))
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=HELLO)
+    plain, streamed, failed = fake_server.requests
+    assert isinstance(plain, RecordedRequest)
+    assert (plain.method, plain.path, plain.query) == ("POST", "/v1/chat/completions", "")
+    assert plain.body == {"model": "gpt-4o", "messages": HELLO, "temperature": 0.5}
+    assert plain.response_status == 200
+    assert plain.usage is not None
+    assert plain.usage["prompt_tokens"] == HELLO_TOKENS
+    assert streamed.usage is None
+    assert (failed.response_status, failed.usage) == (404, None)
+
+
+def test_reset_forgets_log_scripts_and_additions(client: Any, fake_server: FakeOpenAI) -> None:
+    fake_server.add_model("extra")
+    fake_server.fail_next(500, times=3)
+    fake_server.set_latency(response=5)
+    fake_server.reject_stream_options = True
+    fake_server.reply = "changed"
+    fake_server.reset()
+    assert fake_server.requests == []
+    reply = client.chat.completions.create(
+        model="gpt-4o", messages=HELLO, stream=True, stream_options={"include_usage": True}
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in reply if c.choices) == DEFAULT_REPLY
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="extra", messages=HELLO)
+
+
+def test_reply_text_is_configurable(client: Any, fake_server: FakeOpenAI) -> None:
+    fake_server.reply = "Short answer."
+    reply = client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert reply.choices[0].message.content == "Short answer."
+    assert reply.usage.completion_tokens == 3
+
+
+def test_invalid_json_and_unknown_routes_get_openai_errors(fake_server: FakeOpenAI) -> None:
+    import http.client
+
+    port = int(fake_server.url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    try:
+        connection.request("POST", "/v1/chat/completions", body="{not json")
+        bad = connection.getresponse()
+        bad_body = json.loads(bad.read())
+        connection.request("POST", "/v1/nope", body="{}")
+        missing = connection.getresponse()
+        missing_body = json.loads(missing.read())
+    finally:
+        connection.close()
+    assert bad.status == 400
+    assert bad_body["error"]["message"].startswith("We could not parse the JSON body")
+    assert missing.status == 404
+    assert missing_body["error"]["message"] == "Invalid URL (POST /v1/nope)"
+
+
+# -- lifecycle and load -----------------------------------------------------------------------
+
+
+def test_start_twice_fails_and_stop_is_idempotent() -> None:
+    server = FakeOpenAI().start()
+    try:
+        with pytest.raises(RuntimeError, match="already running"):
+            server.start()
+    finally:
+        server.stop()
+    server.stop()
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = server.url
+
+
+def test_stop_closes_idle_and_busy_connections_promptly() -> None:
+    server = FakeOpenAI().start()
+    server.set_latency(per_chunk=0.5)
+    client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    client.chat.completions.create(model="gpt-4o", messages=HELLO)  # leaves a keep-alive
+    stream = client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True)
+    next(iter(stream))
+    errors: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            list(stream)
+        except Exception as error:  # the server went away mid-stream
+            errors.append(error)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 5
+    reader.join(timeout=5)
+    stream.close()
+    client.close()
+    assert not reader.is_alive()
+
+
+async def test_serves_500_concurrent_requests(fake_server: FakeOpenAI) -> None:
+    fake_server.set_latency(response=0.2)
+    async with openai.AsyncOpenAI(
+        base_url=fake_server.base_url, api_key="k", max_retries=0
+    ) as client:
+        replies = await asyncio.gather(
+            *(
+                client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+                for _ in range(500)
+            )
+        )
+    assert len(replies) == 500
+    assert {reply.choices[0].message.content for reply in replies} == {DEFAULT_REPLY}
+    assert len(fake_server.requests) == 500
+
+
+# -- docs -----------------------------------------------------------------------------------
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "testing.md"
+
+
+def test_docstring_example_runs() -> None:
+    import doctest
+
+    import llmmeter.testing._server
+
+    result = doctest.testmod(llmmeter.testing._server)
+    assert (result.attempted, result.failed) == (3, 0)
+
+
+def test_docs_examples_run() -> None:
+    """Every ```python block in docs/testing.md runs as written."""
+    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(DOCS), "exec"), {"__name__": "docs_example"})
