@@ -203,18 +203,18 @@ class Call:
             if isinstance(rid, str):
                 attrs[sc.GEN_AI_RESPONSE_ID] = rid
 
-        self.stream_key = f"{address}:{port}/{endpoint}"
-        if (
-            kwargs.get("stream") is True
-            and endpoint in (CHAT, COMPLETIONS)
-            and runtime.settings.inject_stream_usage
-            and not asks_stream_options(kwargs)
-            and not _is_raw_request(kwargs)
-            and not runtime.rejects_stream_options(self.stream_key)
-        ):
-            self.kwargs = {**kwargs, "stream_options": {"include_usage": True}}
-            self.injected = True
-            attrs[sc.LLMMETER_STREAM_USAGE_INJECTED] = True
+        self.stream_key = ""
+        if kwargs.get("stream") is True and endpoint in (CHAT, COMPLETIONS):
+            self.stream_key = f"{address}:{port}/{endpoint}"
+            if (
+                runtime.settings.inject_stream_usage
+                and not asks_stream_options(kwargs)
+                and not _is_raw_request(kwargs)
+                and not runtime.rejects_stream_options(self.stream_key)
+            ):
+                self.kwargs = {**kwargs, "stream_options": {"include_usage": True}}
+                self.injected = True
+                attrs[sc.LLMMETER_STREAM_USAGE_INJECTED] = True
 
         if self.capture:
             limit = runtime.settings.content_max_length
