@@ -206,27 +206,25 @@ class Call:
         self.stream_key = ""
         if kwargs.get("stream") is True and endpoint in (CHAT, COMPLETIONS):
             self.stream_key = f"{address}:{port}/{endpoint}"
-            if (
-                runtime.settings.inject_stream_usage
-                and not asks_stream_options(kwargs)
-                and not _is_raw_request(kwargs)
-                and not runtime.rejects_stream_options(self.stream_key)
-            ):
-                self.kwargs = {**kwargs, "stream_options": {"include_usage": True}}
-                self.injected = True
-                attrs[sc.LLMMETER_STREAM_USAGE_INJECTED] = True
-
+            self._inject_stream_usage(attrs)
         if self.capture:
-            limit = runtime.settings.content_max_length
-            messages = input_messages(endpoint, kwargs)
-            if messages:
-                attrs[sc.GEN_AI_INPUT_MESSAGES] = truncated_json(messages, limit)
-            instructions = system_instructions(endpoint, kwargs)
-            if instructions:
-                attrs[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = truncated_json(instructions, limit)
+            _capture_input(endpoint, kwargs, attrs, runtime.settings.content_max_length)
 
         name = f"{target.operation} {model}" if model else target.operation
         self.span = runtime.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)
+
+    def _inject_stream_usage(self, attrs: dict[str, AttributeValue]) -> None:
+        """Ask for stream usage the user did not ask for (hidden again chunk by chunk)."""
+        kwargs = self.original_kwargs
+        if (
+            self.runtime.settings.inject_stream_usage
+            and not asks_stream_options(kwargs)
+            and not _is_raw_request(kwargs)
+            and not self.runtime.rejects_stream_options(self.stream_key)
+        ):
+            self.kwargs = {**kwargs, "stream_options": {"include_usage": True}}
+            self.injected = True
+            attrs[sc.LLMMETER_STREAM_USAGE_INJECTED] = True
 
     # --- while the SDK method runs -----------------------------------------------------
 
@@ -385,6 +383,17 @@ class Call:
                 instruments.token_usage.record(
                     usage.output_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "output"}
                 )
+
+
+def _capture_input(
+    endpoint: str, kwargs: dict[str, Any], attrs: dict[str, AttributeValue], limit: int
+) -> None:
+    messages = input_messages(endpoint, kwargs)
+    if messages:
+        attrs[sc.GEN_AI_INPUT_MESSAGES] = truncated_json(messages, limit)
+    instructions = system_instructions(endpoint, kwargs)
+    if instructions:
+        attrs[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = truncated_json(instructions, limit)
 
 
 def _response_attributes(outcome: Outcome) -> dict[str, AttributeValue]:
