@@ -530,9 +530,339 @@ async def test_legacy_completions_default_to_16_tokens_and_stream_usage(api: Api
 async def test_models_list_and_retrieve(api: Api) -> None:
     page = await api.call("models.list")
     names = [model.id async for model in page] if api.is_async else [m.id for m in page]
-    assert {"gpt-4o", "text-embedding-3-small", "o3"} <= set(names)
+    assert {"gpt-4o", "text-embedding-3-small", "o3", "gpt-image-1", "whisper-1"} <= set(names)
     model = await api.call("models.retrieve", "gpt-4o")
     assert model.id == "gpt-4o"
+
+
+# -- images and audio -------------------------------------------------------------------------
+
+#: A valid 1x1 PNG, as a test would upload it.
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"
+    b"\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N"
+    b"\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+#: One second of 16 kHz 16-bit mono audio by the fake's rule: 10 audio tokens.
+ONE_SECOND_WAV = ("speech.wav", b"RIFF" + b"\x00" * 31996, "audio/wav")
+#: "A lighthouse at dawn" is 20 characters: 5 text tokens.
+LIGHTHOUSE = "A lighthouse at dawn"
+
+
+def _can_stream_images() -> bool:
+    import inspect
+
+    generate = openai.OpenAI(api_key="k", base_url="http://127.0.0.1:9").images.generate
+    return "stream" in inspect.signature(generate).parameters
+
+
+async def test_gpt_image_generation_reports_token_usage_and_settings(api: Api) -> None:
+    result = await api.call("images.generate", model="gpt-image-1", prompt=LIGHTHOUSE)
+    assert len(result.data) == 1
+    assert base64.b64decode(result.data[0].b64_json).startswith(b"\x89PNG\r\n\x1a\n")
+    assert (result.data[0].url, result.data[0].revised_prompt) == (None, None)
+    # Defaults are answered resolved, as the real API does.
+    assert (result.background, result.output_format, result.quality, result.size) == (
+        "opaque",
+        "png",
+        "high",
+        "1024x1024",
+    )
+    usage = result.usage
+    assert usage.input_tokens == 5
+    assert usage.input_tokens_details.text_tokens == 5
+    assert usage.input_tokens_details.image_tokens == 0
+    assert usage.output_tokens == 4160
+    assert usage.total_tokens == 4165
+    for quality, tokens in (("low", 272), ("medium", 1056), ("high", 4160)):
+        result = await api.call(
+            "images.generate", model="gpt-image-1-mini", prompt=LIGHTHOUSE, quality=quality
+        )
+        assert (result.quality, result.usage.output_tokens) == (quality, tokens)
+    result = await api.call(
+        "images.generate",
+        model="gpt-image-1",
+        prompt=LIGHTHOUSE,
+        n=2,
+        size="1024x1536",
+        quality="medium",
+        background="transparent",
+        output_format="webp",
+    )
+    assert len(result.data) == 2
+    assert (result.background, result.output_format, result.size) == (
+        "transparent",
+        "webp",
+        "1024x1536",
+    )
+    assert result.usage.output_tokens == 2 * 1584
+
+
+async def test_dall_e_generation_has_urls_revised_prompt_and_no_usage(
+    api: Api, fake_server: FakeOpenAI
+) -> None:
+    import urllib.request
+
+    result = await api.call("images.generate", model="dall-e-3", prompt=LIGHTHOUSE)
+    assert result.usage is None
+    assert result.quality is None
+    image = result.data[0]
+    assert image.revised_prompt == LIGHTHOUSE
+    assert image.b64_json is None
+    # The URL is served by the fake itself, like a signed blob URL: no key needed.
+    with urllib.request.urlopen(image.url) as download:  # noqa: ASYNC210
+        assert download.headers["content-type"] == "image/png"
+        assert download.read().startswith(b"\x89PNG")
+    result = await api.call(
+        "images.generate",
+        model="dall-e-2",
+        prompt=LIGHTHOUSE,
+        n=3,
+        size="256x256",
+        response_format="b64_json",
+    )
+    assert [(i.url, i.revised_prompt) for i in result.data] == [(None, None)] * 3
+    assert all(base64.b64decode(i.b64_json).startswith(b"\x89PNG") for i in result.data)
+    with pytest.raises(openai.BadRequestError) as info:
+        await api.call("images.generate", model="dall-e-3", prompt=LIGHTHOUSE, n=2)
+    assert info.value.param == "n"
+    generations = [r for r in fake_server.requests if r.method == "POST"]
+    assert [r.usage for r in generations] == [None, None, None]
+
+
+async def test_image_generation_rejects_what_the_real_api_rejects(api: Api) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await api.call(
+            "images.generate", model="gpt-image-1", prompt="x", response_format="b64_json"
+        )
+    assert (info.value.param, info.value.code) == ("response_format", "unknown_parameter")
+    with pytest.raises(openai.BadRequestError) as info:
+        await api.call("images.generate", model="gpt-image-1", prompt="x", size="999x999")
+    assert (info.value.param, info.value.code) == ("size", "invalid_value")
+    with pytest.raises(openai.BadRequestError) as info:
+        await api.call("images.generate", model="gpt-4o", prompt="x")
+    assert info.value.param == "model"
+    with pytest.raises(openai.NotFoundError) as not_found:
+        await api.call("images.generate", model="no-such-image-model", prompt="x")
+    assert not_found.value.code == "model_not_found"
+
+
+async def test_image_generation_stream_sends_partials_then_completed_with_usage(
+    api: Api, fake_server: FakeOpenAI
+) -> None:
+    if not _can_stream_images():
+        pytest.skip(f"openai {openai.__version__} cannot stream image generation")
+    events = await api.stream(
+        "images.generate",
+        model="gpt-image-1",
+        prompt=LIGHTHOUSE,
+        partial_images=2,
+        size="1536x1024",
+        quality="low",
+    )
+    assert [event.type for event in events] == [
+        "image_generation.partial_image",
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    assert [event.partial_image_index for event in events[:2]] == [0, 1]
+    completed = events[-1]
+    assert (completed.size, completed.quality, completed.background) == (
+        "1536x1024",
+        "low",
+        "opaque",
+    )
+    assert base64.b64decode(completed.b64_json).startswith(b"\x89PNG")
+    assert completed.usage.input_tokens == 5
+    assert completed.usage.output_tokens == 400
+    assert fake_server.requests[-1].usage == completed.usage.model_dump()
+    events = await api.stream(
+        "images.edit", model="gpt-image-1", image=("in.png", PNG, "image/png"), prompt="Boat"
+    )
+    assert [event.type for event in events] == ["image_edit.completed"]
+    assert events[0].usage.input_tokens_details.image_tokens == 85
+
+
+async def test_image_edit_counts_each_uploaded_image(api: Api, fake_server: FakeOpenAI) -> None:
+    result = await api.call(
+        "images.edit",
+        model="gpt-image-1",
+        image=("in.png", PNG, "image/png"),
+        prompt="Add a boat",  # 10 characters: 3 tokens
+    )
+    assert result.usage.input_tokens_details.text_tokens == 3
+    assert result.usage.input_tokens_details.image_tokens == 85
+    assert result.usage.input_tokens == 88
+    assert result.usage.output_tokens == 4160
+    two = await api.call(
+        "images.edit",
+        model="gpt-image-1",
+        image=[("a.png", PNG, "image/png"), ("b.jpg", PNG, "image/jpeg")],
+        mask=("mask.png", PNG, "image/png"),
+        prompt="Add a boat",
+        quality="low",
+    )
+    assert two.usage.input_tokens_details.image_tokens == 170
+    assert two.usage.output_tokens == 272
+    # An upload without a type is refused with the real wording.
+    with pytest.raises(openai.BadRequestError) as info:
+        await api.call("images.edit", model="gpt-image-1", image=PNG, prompt="x")
+    assert "unsupported mimetype ('application/octet-stream')" in info.value.message
+    # dall-e-2 edits answer like dall-e-2 generations.
+    legacy = await api.call(
+        "images.edit", model="dall-e-2", image=("in.png", PNG, "image/png"), prompt="x"
+    )
+    assert legacy.usage is None
+    assert legacy.data[0].url
+    first = fake_server.requests[0]
+    assert first.body == {"model": "gpt-image-1", "prompt": "Add a boat"}
+    assert first.usage == result.usage.model_dump(exclude_none=True)
+    assert fake_server.requests[1].body == {
+        "model": "gpt-image-1",
+        "prompt": "Add a boat",
+        "quality": "low",
+    }
+    assert "IHDR" not in repr(fake_server.requests)
+
+
+async def test_gpt_4o_transcription_reports_audio_and_text_tokens(
+    api: Api, fake_server: FakeOpenAI
+) -> None:
+    result = await api.call(
+        "audio.transcriptions.create",
+        model="gpt-4o-transcribe",
+        file=ONE_SECOND_WAV,
+        prompt="Names: Ada",  # 10 characters: 3 tokens
+    )
+    assert result.text == DEFAULT_REPLY
+    usage = result.usage
+    assert usage.type == "tokens"
+    assert usage.input_token_details.audio_tokens == 10
+    assert usage.input_token_details.text_tokens == 3
+    assert usage.input_tokens == 13
+    assert usage.output_tokens == REPLY_TOKENS
+    assert usage.total_tokens == 13 + REPLY_TOKENS
+    record = fake_server.requests[-1]
+    assert record.body == {"model": "gpt-4o-transcribe", "prompt": "Names: Ada"}
+    assert record.usage == usage.model_dump(exclude_none=True)
+    assert record.headers["content-type"].startswith("multipart/form-data; boundary=")
+    with_logprobs = await api.call(
+        "audio.transcriptions.create",
+        model="gpt-4o-mini-transcribe",
+        file=ONE_SECOND_WAV,
+        include=["logprobs"],
+    )
+    assert "".join(lp.token for lp in with_logprobs.logprobs) == DEFAULT_REPLY
+    assert fake_server.requests[-1].body == {
+        "model": "gpt-4o-mini-transcribe",
+        "include": ["logprobs"],
+    }
+
+
+async def test_text_transcription_is_a_plain_string(api: Api, fake_server: FakeOpenAI) -> None:
+    text = await api.call(
+        "audio.transcriptions.create",
+        model="gpt-4o-transcribe",
+        file=ONE_SECOND_WAV,
+        response_format="text",
+    )
+    assert isinstance(text, str)
+    assert text == DEFAULT_REPLY + "\n"
+    record = fake_server.requests[-1]
+    assert (record.response_status, record.usage) == (200, None)
+
+
+async def test_whisper_reports_seconds_and_verbose_json(api: Api) -> None:
+    two_seconds = ("speech.mp3", b"\x00" * 64000)
+    result = await api.call("audio.transcriptions.create", model="whisper-1", file=two_seconds)
+    assert result.text == DEFAULT_REPLY
+    assert (result.usage.type, result.usage.seconds) == ("duration", 2)
+    verbose = await api.call(
+        "audio.transcriptions.create",
+        model="whisper-1",
+        file=two_seconds,
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+        language="fr",
+    )
+    assert (verbose.language, verbose.duration, verbose.text) == ("french", 2.0, DEFAULT_REPLY)
+    assert verbose.segments[0].end == 2.0
+    assert verbose.words[0].word == "This"
+    assert verbose.words[-1].end == 2.0
+    assert verbose.usage.seconds == 2
+    srt = await api.call(
+        "audio.transcriptions.create", model="whisper-1", file=two_seconds, response_format="srt"
+    )
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:02,000\n")
+
+
+async def test_transcription_stream_sends_deltas_then_done_with_usage(
+    api: Api, fake_server: FakeOpenAI
+) -> None:
+    events = await api.stream(
+        "audio.transcriptions.create", model="gpt-4o-mini-transcribe", file=ONE_SECOND_WAV
+    )
+    deltas, done = events[:-1], events[-1]
+    assert {event.type for event in deltas} == {"transcript.text.delta"}
+    assert len(deltas) == REPLY_TOKENS
+    assert "".join(event.delta for event in deltas) == DEFAULT_REPLY
+    assert done.type == "transcript.text.done"
+    assert done.text == DEFAULT_REPLY
+    assert (done.usage.input_tokens, done.usage.output_tokens) == (10, REPLY_TOKENS)
+    assert fake_server.requests[-1].usage == done.usage.model_dump(exclude_none=True)
+
+
+async def test_transcription_rejects_what_the_real_api_rejects(api: Api) -> None:
+    import io
+
+    with pytest.raises(openai.BadRequestError) as info:
+        # A nameless buffer is uploaded as "upload", which has no audio extension.
+        await api.call(
+            "audio.transcriptions.create", model="whisper-1", file=io.BytesIO(b"\x00" * 100)
+        )
+    assert "Invalid file format. Supported formats: ['flac'" in info.value.message
+    with pytest.raises(openai.BadRequestError) as info:
+        await api.call(
+            "audio.transcriptions.create",
+            model="gpt-4o-transcribe",
+            file=ONE_SECOND_WAV,
+            response_format="verbose_json",
+        )
+    assert info.value.param == "response_format"
+    with pytest.raises(openai.NotFoundError):
+        await api.call("audio.transcriptions.create", model="whisper-9", file=ONE_SECOND_WAV)
+
+
+def test_media_endpoints_need_their_body_kind(fake_server: FakeOpenAI) -> None:
+    import http.client
+
+    port = int(fake_server.url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    try:
+        connection.request(
+            "POST",
+            "/v1/audio/transcriptions",
+            body='{"model": "whisper-1"}',
+            headers={"content-type": "application/json"},
+        )
+        as_json = connection.getresponse()
+        json_body = json.loads(as_json.read())
+        connection.request(
+            "POST",
+            "/v1/images/edits",
+            body=b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nx',
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )
+        truncated = connection.getresponse()
+        truncated.read()
+    finally:
+        connection.close()
+    assert as_json.status == 400
+    assert json_body["error"]["message"].startswith(
+        "Invalid Content-Type header (application/json), expected multipart/form-data."
+    )
+    assert truncated.status == 400
+    assert fake_server.requests[-1].body is None
 
 
 # -- errors, retries, latency ---------------------------------------------------------------
@@ -702,6 +1032,31 @@ def test_azure_client_uses_deployment_paths(fake_server: FakeOpenAI) -> None:
         ("/openai/deployments/text-embedding-3-large/embeddings", "api-version=2024-10-21"),
         ("/openai/deployments/gpt-35-turbo-instruct/completions", "api-version=2024-10-21"),
         ("/openai/responses", "api-version=2024-10-21"),
+    ]
+
+
+def test_azure_deployments_serve_images_and_transcriptions(fake_server: FakeOpenAI) -> None:
+    fake_server.add_deployment("painter", "dall-e-3")
+    with openai.AzureOpenAI(
+        azure_endpoint=fake_server.url, api_key="azure-key", api_version="2025-04-01-preview"
+    ) as azure:
+        painted = azure.images.generate(model="painter", prompt=LIGHTHOUSE)
+        drawn = azure.images.generate(model="gpt-image-1", prompt=LIGHTHOUSE, quality="low")
+        heard = azure.audio.transcriptions.create(model="gpt-4o-transcribe", file=ONE_SECOND_WAV)
+        # A deployment name that is no model serves gpt-image-1 / whisper-1.
+        unnamed = azure.images.generate(model="my-images", prompt=LIGHTHOUSE)
+        listened = azure.audio.transcriptions.create(model="my-stt", file=ONE_SECOND_WAV)
+    assert (painted.usage, painted.data[0].revised_prompt) == (None, LIGHTHOUSE)
+    assert drawn.usage.output_tokens == 272
+    assert heard.usage.input_token_details.audio_tokens == 10
+    assert unnamed.usage.output_tokens == 4160
+    assert listened.usage.type == "duration"
+    assert [r.path for r in fake_server.requests] == [
+        "/openai/deployments/painter/images/generations",
+        "/openai/deployments/gpt-image-1/images/generations",
+        "/openai/deployments/gpt-4o-transcribe/audio/transcriptions",
+        "/openai/deployments/my-images/images/generations",
+        "/openai/deployments/my-stt/audio/transcriptions",
     ]
 
 

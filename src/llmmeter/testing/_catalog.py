@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Literal
 
-ModelKind = Literal["chat", "embedding", "completion"]
+ModelKind = Literal["chat", "embedding", "completion", "image", "transcription"]
 
 #: Requested name -> the dated snapshot the real API reports in ``model``.
 _SNAPSHOTS: dict[str, str] = {
@@ -83,6 +83,18 @@ _SNAPSHOTS: dict[str, str] = {
     "gpt-3.5-turbo-instruct": "gpt-3.5-turbo-instruct",
     "gpt-3.5-turbo-instruct-0914": "gpt-3.5-turbo-instruct-0914",
     "gpt-35-turbo-instruct": "gpt-35-turbo-instruct",
+    # images (their answers name no model, so each name is its own snapshot)
+    "gpt-image-1": "gpt-image-1",
+    "gpt-image-1-mini": "gpt-image-1-mini",
+    "gpt-image-1.5": "gpt-image-1.5",
+    "gpt-image-2": "gpt-image-2",
+    "chatgpt-image-latest": "chatgpt-image-latest",
+    "dall-e-2": "dall-e-2",
+    "dall-e-3": "dall-e-3",
+    # speech to text
+    "whisper-1": "whisper-1",
+    "gpt-4o-transcribe": "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe": "gpt-4o-mini-transcribe",
 }
 
 _EMBEDDING_DIMENSIONS = {
@@ -99,6 +111,18 @@ _COMPLETION_MODELS = frozenset(
         "gpt-35-turbo-instruct",
     }
 )
+_IMAGE_MODELS = frozenset(
+    {
+        "gpt-image-1",
+        "gpt-image-1-mini",
+        "gpt-image-1.5",
+        "gpt-image-2",
+        "chatgpt-image-latest",
+        "dall-e-2",
+        "dall-e-3",
+    }
+)
+_TRANSCRIPTION_MODELS = frozenset({"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"})
 _DATED = re.compile(r"^(?P<alias>.+?)-(?P<date>\d{4}-\d{2}-\d{2})$")
 _GPT5_MINOR = re.compile(r"^gpt-5\.(\d+)")
 
@@ -132,6 +156,9 @@ class ModelInfo:
     dimensions: int = 0
     #: Embedding model accepts a ``dimensions`` parameter (text-embedding-3-*).
     custom_dimensions: bool = False
+    #: Image and transcription models: usage is reported in tokens (GPT image models,
+    #: gpt-4o-*-transcribe); dall-e reports no usage and whisper-1 reports seconds.
+    media_tokens: bool = True
 
 
 def _default_effort(name: str) -> str:
@@ -156,6 +183,13 @@ def _describe(name: str, snapshot: str) -> ModelInfo:
         )
     if name in _COMPLETION_MODELS:
         return ModelInfo(name, snapshot, kind="completion", default_max_tokens=16)
+    if name in _IMAGE_MODELS or name in _TRANSCRIPTION_MODELS:
+        return ModelInfo(
+            name,
+            snapshot,
+            kind="image" if name in _IMAGE_MODELS else "transcription",
+            media_tokens=not name.startswith(("dall-e", "whisper")),
+        )
     chat_only = name.endswith("-chat-latest")
     reasoning = not chat_only and name.startswith(("o1", "o3", "o4", "gpt-5"))
     minor = _GPT5_MINOR.match(name)

@@ -7,7 +7,7 @@ with the exact wording the real API uses, so SDK exception classes, ``e.code`` a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 API_KEYS_URL = "https://platform.openai.com/account/api-keys"
@@ -35,6 +35,16 @@ def invalid_request(
     message: str, *, param: str | None = None, code: str | None = None, status: int = 400
 ) -> APIErrorResponse:
     return APIErrorResponse(status, error_body(message, "invalid_request_error", param, code))
+
+
+def invalid_json() -> APIErrorResponse:
+    return invalid_request(
+        "We could not parse the JSON body of your request. (HINT: This likely means "
+        "you aren't using your HTTP library correctly. The OpenAI API expects a JSON "
+        "payload, but what was sent was not valid JSON. If you have trouble figuring "
+        "out how to fix this, please contact us through our help center at "
+        "help.openai.com.)"
+    )
 
 
 def model_not_found(model: str) -> APIErrorResponse:
@@ -66,6 +76,24 @@ def unsupported_value(param: str, message: str) -> APIErrorResponse:
 def unsupported_parameter(param: str, message: str) -> APIErrorResponse:
     return invalid_request(
         f"Unsupported parameter: {message}", param=param, code="unsupported_parameter"
+    )
+
+
+def unknown_parameter(name: str) -> APIErrorResponse:
+    return invalid_request(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
+
+
+def invalid_value(param: str, value: Any, allowed: Sequence[str]) -> APIErrorResponse:
+    """``Invalid value: 'x'. Supported values are: 'a', 'b', and 'c'.``"""
+    quoted = [f"'{item}'" for item in allowed]
+    if len(quoted) > 2:
+        listed = ", ".join(quoted[:-1]) + f", and {quoted[-1]}"
+    else:
+        listed = " and ".join(quoted)
+    return invalid_request(
+        f"Invalid value: '{value}'. Supported values are: {listed}.",
+        param=param,
+        code="invalid_value",
     )
 
 

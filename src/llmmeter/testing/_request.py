@@ -81,3 +81,55 @@ def output_limit(body: dict[str, Any], *names: str) -> int | None:
                 raise error
             return value
     return None
+
+
+def field_bool(body: dict[str, Any], name: str) -> bool:
+    """A boolean from a JSON body (``true``) or a form (``"true"``)."""
+    value = body.get(name)
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def field_int(body: dict[str, Any], name: str, default: int) -> int:
+    """An integer from a JSON body or a form (sent as its decimal string)."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise _errors.invalid_request(
+        f"Invalid type for '{name}': expected an integer, but got {_json_type(value)} instead.",
+        param=name,
+        code="invalid_type",
+    )
+
+
+def field_str(body: dict[str, Any], name: str, default: str) -> str:
+    value = body.get(name)
+    return value if isinstance(value, str) else default
+
+
+def field_list(body: dict[str, Any], name: str) -> list[str]:
+    """A list of strings (JSON array or repeated ``name[]`` form fields)."""
+    value = body.get(name)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)]
+    return []
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return "a decimal"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "a string"

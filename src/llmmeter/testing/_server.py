@@ -22,11 +22,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import _errors
+from ._audio import transcription, wrong_content_type
 from ._cache import PromptCache
 from ._catalog import Catalog, ModelInfo, ModelKind
 from ._chat import chat_completion
 from ._completions import completion
 from ._embeddings import embeddings
+from ._images import TINY_PNG, image_edit, image_generation
+from ._multipart import Form, is_multipart, parse_form
 from ._request import Context, PromptTemplate
 from ._responses_api import (
     ResponseStore,
@@ -47,7 +50,20 @@ REDACTED = "REDACTED"
 #: What an Azure deployment with an unmapped, non-model name serves.
 AZURE_DEFAULT_MODEL = "gpt-4o"
 
-_POST_ENDPOINTS = frozenset({"/chat/completions", "/completions", "/embeddings", "/responses"})
+#: What an Azure deployment with an unmapped, non-model name serves on the media routes.
+AZURE_MEDIA_MODELS = {
+    "/images/generations": "gpt-image-1",
+    "/images/edits": "gpt-image-1",
+    "/audio/transcriptions": "whisper-1",
+}
+
+#: Where the URLs of dall-e answers point: the fake serves its tiny PNG there, without a
+#: key, as a signed blob URL would.
+IMAGE_FILES_PATH = "/fake-images"
+
+_POST_ENDPOINTS = frozenset(
+    {"/chat/completions", "/completions", "/embeddings", "/responses", *AZURE_MEDIA_MODELS}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +75,9 @@ class RecordedRequest:
         path: URL path as sent, e.g. ``"/v1/chat/completions"``.
         query: raw query string without ``?`` (``""`` when absent).
         headers: request headers with lower-case names; credentials are ``"REDACTED"``.
-        body: the parsed JSON object, or None when the body was empty or not an object.
+        body: the parsed JSON object; for ``multipart/form-data`` uploads the form's
+            non-file fields (string values, ``name[]`` fields as a list under ``name``),
+            never the files; None when the body was empty or could not be parsed.
         response_status: the HTTP status the server answered with.
         usage: the usage object the answer carried (body or stream), else None.
     """
@@ -353,14 +371,20 @@ class FakeOpenAI:
         if seconds > 0:
             self._stopping.wait(seconds)
 
-    def _resolve_model(self, name: Any, deployment: str | None, azure: bool) -> ModelInfo:
+    def _resolve_model(
+        self,
+        name: Any,
+        deployment: str | None,
+        azure: bool,
+        azure_default: str = AZURE_DEFAULT_MODEL,
+    ) -> ModelInfo:
         with self._lock:
             wanted = deployment if deployment is not None else name
             if azure and isinstance(wanted, str) and wanted in self._deployments:
                 wanted = self._deployments[wanted]
             info = self._catalog.lookup(wanted)
         if info is None and azure and isinstance(wanted, str):
-            info = self._catalog.lookup(AZURE_DEFAULT_MODEL)
+            info = self._catalog.lookup(azure_default)
         if info is None:
             raise _errors.model_not_found(str(wanted))
         return info
@@ -392,15 +416,11 @@ class FakeOpenAI:
                 return cancel_response(self._store, parts[1])
         if method != "POST" or endpoint not in _POST_ENDPOINTS:
             raise _errors.invalid_request(f"Invalid URL ({method} {request.path})", status=404)
+        if endpoint in AZURE_MEDIA_MODELS:
+            return self._answer_media(endpoint, request)
         body = request.body
         if body is None:
-            raise _errors.invalid_request(
-                "We could not parse the JSON body of your request. (HINT: This likely means "
-                "you aren't using your HTTP library correctly. The OpenAI API expects a JSON "
-                "payload, but what was sent was not valid JSON. If you have trouble figuring "
-                "out how to fix this, please contact us through our help center at "
-                "help.openai.com.)"
-            )
+            raise _errors.invalid_json()
         if self.reject_stream_options and "stream_options" in body:
             raise _errors.invalid_request(
                 "Unrecognized request argument supplied: stream_options", param="stream_options"
@@ -429,6 +449,31 @@ class FakeOpenAI:
             templates = dict(self._templates)
         return create_response(ctx, self._store, templates)
 
+    def _answer_media(self, endpoint: str, request: _Parsed) -> Reply:
+        """Images and transcriptions: JSON or multipart/form-data bodies."""
+        form = request.form
+        if endpoint == "/audio/transcriptions" and form is None:
+            raise wrong_content_type(request.content_type)
+        body = request.body
+        if body is None:
+            if is_multipart(request.content_type):
+                raise _errors.invalid_request("Could not parse multipart form.")
+            raise _errors.invalid_json()
+        model_name = body.get("model")
+        if model_name is None and request.deployment is None:
+            raise _errors.invalid_request("you must provide a model parameter")
+        model = self._resolve_model(
+            model_name, request.deployment, request.azure, AZURE_MEDIA_MODELS[endpoint]
+        )
+        ctx = Context(body, model, self.reply, self._cache, azure=request.azure)
+        files_url = self.url + IMAGE_FILES_PATH
+        if endpoint == "/images/generations":
+            return image_generation(ctx, files_url)
+        if endpoint == "/images/edits":
+            return image_edit(ctx, form, files_url)
+        assert form is not None
+        return transcription(ctx, form)
+
     def _template_model(self, body: dict[str, Any]) -> str | None:
         reference = body.get("prompt")
         if not isinstance(reference, dict):
@@ -456,6 +501,9 @@ class _Parsed:
     deployment: str | None
     azure: bool
     body: dict[str, Any] | None
+    content_type: str = ""
+    #: The parsed multipart/form-data body (files included), when one was sent.
+    form: Form | None = None
 
 
 def _model_entry(name: str) -> dict[str, Any]:
@@ -530,9 +578,16 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         raw = self._read_body()
         headers = {name.lower(): value for name, value in self.headers.items()}
-        body = _parse_json(raw)
+        content_type = headers.get("content-type", "")
+        form: Form | None = None
+        if is_multipart(content_type):
+            form = parse_form(content_type, raw)
+            body = form.fields if form is not None else None
+        else:
+            body = _parse_json(raw)
+        del raw  # uploads are read once and never kept
         try:
-            reply = self._reply(method, parts.path, body, headers)
+            reply = self._reply(method, parts.path, body, headers, form)
         except _errors.APIErrorResponse as error:
             reply = Reply(status=error.status, body=error.body, headers=error.headers)
         except Exception as error:
@@ -564,9 +619,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _reply(
-        self, method: str, path: str, body: dict[str, Any] | None, headers: Mapping[str, str]
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        headers: Mapping[str, str],
+        form: Form | None,
     ) -> Reply:
         fake = self.server.fake
+        if method == "GET" and path.startswith(IMAGE_FILES_PATH + "/img-"):
+            return Reply(body=TINY_PNG, content_type="image/png")
         route = _split_path(path)
         if route is None:
             raise _errors.invalid_request(f"Invalid URL ({method} {path})", status=404)
@@ -575,7 +637,8 @@ class _Handler(BaseHTTPRequestHandler):
         if failure is not None:
             return _scripted_reply(failure, body, deployment, azure)
         fake._check_key(headers, azure)
-        return fake._answer(method, endpoint, _Parsed(path, deployment, azure, body))
+        parsed = _Parsed(path, deployment, azure, body, headers.get("content-type", ""), form)
+        return fake._answer(method, endpoint, parsed)
 
     def _read_body(self) -> bytes:
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
@@ -600,12 +663,19 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if reply.events is None:
             fake._sleep(latency.response)
-            payload = json.dumps(reply.body).encode()
+            content_type = reply.content_type
+            if isinstance(reply.body, bytes):
+                payload = reply.body
+            elif isinstance(reply.body, str):
+                payload = reply.body.encode()
+            else:
+                payload = json.dumps(reply.body).encode()
+                content_type = "application/json"
             self.send_response(reply.status)
             self._headers(
                 common,
                 {
-                    "content-type": "application/json",
+                    "content-type": content_type,
                     "content-length": str(len(payload)),
                     "openai-processing-ms": str(int((time.monotonic() - started) * 1000)),
                 },

@@ -42,8 +42,9 @@ def typed_event(event: dict[str, Any]) -> Event:
 class Reply:
     """A finished answer: ``body`` for JSON responses, ``events`` for SSE streams.
 
-    ``usage`` is the usage object the reply carries (None when it carries none), which
-    the request log records.
+    ``body`` is sent as JSON, except ``str`` (sent as text) and ``bytes`` (sent as is),
+    both with ``content_type``. ``usage`` is the usage object the reply carries (None when
+    it carries none), which the request log records.
     """
 
     status: int = 200
@@ -51,3 +52,4 @@ class Reply:
     events: list[Event] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     usage: dict[str, Any] | None = None
+    content_type: str = "text/plain; charset=utf-8"
