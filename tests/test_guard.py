@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import llmmeter
-from llmmeter import _call, _raw, _streams, _usage
+from llmmeter import _call, _pricing, _raw, _streams, _usage
 from llmmeter.testing import FakeOpenAI
 
 from .conftest import make_telemetry
@@ -48,6 +48,8 @@ STAGES: list[tuple[Any, str]] = [
     (_call, "rejects_stream_options"),
     (_call, "status_code"),
     (_call, "truncated_json"),
+    (_pricing.PriceTable, "price"),  # pricing
+    (_pricing, "compute_cost"),
 ]
 
 

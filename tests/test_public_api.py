@@ -10,7 +10,15 @@ from llmmeter._task import current_task
 
 
 def test_public_names_are_exactly_these() -> None:
-    assert llmmeter.__all__ == ["ConfigError", "__version__", "instrument", "task", "uninstrument"]
+    assert llmmeter.__all__ == [
+        "ConfigError",
+        "Cost",
+        "__version__",
+        "instrument",
+        "price",
+        "task",
+        "uninstrument",
+    ]
     for name in llmmeter.__all__:
         assert hasattr(llmmeter, name)
 

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+import llmmeter
 from llmmeter.testing import FakeOpenAI
 
 from .conftest import Telemetry
@@ -97,6 +98,16 @@ def test_call_makes_one_span_with_request_response_and_usage_attributes(
     tier = _service_tier_seen_by_user(endpoint, result)
     if tier is not None:
         expected["openai.response.service_tier"] = tier
+    cost = llmmeter.price(response_model, logged.usage, service_tier=tier)
+    assert cost is not None, f"the fake server's {response_model} has a price"
+    expected |= {
+        "gen_ai.usage.cost.amount": pytest.approx(cost.total),
+        "gen_ai.usage.cost.currency": "USD",
+        "gen_ai.usage.cost.source": "local",
+        "llmmeter.cost.input": pytest.approx(cost.input),
+        "llmmeter.cost.output": pytest.approx(cost.output),
+        "llmmeter.price.ref": cost.ref,
+    }
     assert attrs == expected
     assert span.name == f"{OPERATION[endpoint]} {kwargs['model']}"
     assert span.kind.name == "CLIENT"

@@ -9,15 +9,19 @@ Example::
 from __future__ import annotations
 
 import logging
+import os
+from datetime import datetime
+from typing import Any
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ._package import __version__
+from ._pricing import Cost
 from ._task import task
 from .exceptions import ConfigError
 
-__all__ = ["ConfigError", "__version__", "instrument", "task", "uninstrument"]
+__all__ = ["ConfigError", "Cost", "__version__", "instrument", "price", "task", "uninstrument"]
 
 logger = logging.getLogger("llmmeter")
 
@@ -26,6 +30,7 @@ def instrument(
     *,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    prices: str | os.PathLike[str] | None = None,
     capture_content: bool | None = None,
     inject_stream_usage: bool | None = None,
     strict: bool | None = None,
@@ -39,6 +44,8 @@ def instrument(
         tracer_provider: where spans go. Default: the global provider if the application
             configured one, else an SDK provider exporting per the ``OTEL_*`` variables.
         meter_provider: where metrics go; same defaults as ``tracer_provider``.
+        prices: a TOML prices file whose rates and aliases win over the bundled price data
+            (env ``LLMMETER_PRICES``; format in docs/pricing.md).
         capture_content: record prompts and completions (off by default; env
             ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
         inject_stream_usage: ask streams for exact token usage and hide the extra chunk
@@ -60,7 +67,10 @@ def instrument(
     from ._instrumentor import LLMMeterInstrumentor
 
     settings = resolve_settings(
-        capture_content=capture_content, inject_stream_usage=inject_stream_usage, strict=strict
+        capture_content=capture_content,
+        inject_stream_usage=inject_stream_usage,
+        strict=strict,
+        prices=prices,
     )
     instrumentor = LLMMeterInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
@@ -68,6 +78,42 @@ def instrument(
         return
     instrumentor.instrument(
         tracer_provider=tracer_provider, meter_provider=meter_provider, settings=settings
+    )
+
+
+def price(
+    model: str,
+    usage: Any,
+    *,
+    service_tier: str | None = None,
+    batch: bool = False,
+    at: datetime | None = None,
+) -> Cost | None:
+    """The USD cost of ``usage`` on ``model``, computed as spans compute it.
+
+    Args:
+        model: a model name (dated snapshots, aliases and override names work).
+        usage: an openai usage object, a dict of its fields, or a ``Usage``.
+        service_tier: ``flex``, ``priority``, ... where the data prices tiers.
+        batch: price at Batch API rates where the data has them.
+        at: when the call happened (prices change over time); default now.
+
+    Returns:
+        A :class:`Cost` (``.input``, ``.output``, ``.total`` in USD, ``.ref``), or ``None`` when
+        no price is known for the model: llmmeter never prices an unknown model at $0.
+
+    Example::
+
+        >>> llmmeter.price("gpt-4o-mini", {"prompt_tokens": 1000, "completion_tokens": 500}).total
+        0.00045
+    """
+    from ._instrumentor import LLMMeterInstrumentor
+    from ._pricing import usage_from
+
+    table = LLMMeterInstrumentor().price_table()
+    when = at.timestamp() if at is not None else None
+    return table.price(
+        usage_from(usage), (model,), service_tier=service_tier, batch=batch, when=when
     )
 
 

@@ -24,6 +24,7 @@ from . import _semconv as sc
 from ._config import Settings
 from ._guard import Guard
 from ._metrics import Instruments
+from ._pricing import UNKNOWN_REF, Cost, PriceTable
 from ._raw import wrap_raw_response
 from ._sdk import SdkTypes, rejects_stream_options, status_code
 from ._streams import wrap_stream
@@ -77,15 +78,22 @@ class Runtime:
         "_rejected",
         "guard",
         "instruments",
+        "prices",
         "sdk",
         "settings",
         "tracer",
     )
 
     def __init__(
-        self, tracer: Tracer, instruments: Instruments, settings: Settings, guard: Guard
+        self,
+        tracer: Tracer,
+        instruments: Instruments,
+        settings: Settings,
+        guard: Guard,
+        prices: PriceTable,
     ) -> None:
         self.tracer = tracer
+        self.prices = prices
         self.instruments = instruments
         self.settings = settings
         self.guard = guard
@@ -348,8 +356,11 @@ class Call:
         ):
             attrs[sc.LLMMETER_USAGE_ALREADY_COUNTED] = True
             usage = None
+        cost = None
         if usage is not None:
             attrs.update(_usage_attributes(usage))
+            with runtime.guard.site("call.price"):
+                cost = self._price(usage, attrs, metric_attrs)
         if self.capture and outcome.output:
             attrs[sc.GEN_AI_OUTPUT_MESSAGES] = truncated_json(
                 output_messages(outcome), runtime.settings.content_max_length
@@ -370,19 +381,59 @@ class Call:
         span.set_attributes(attrs)
         span.end()
 
-        instruments = runtime.instruments
-        instruments.duration.record(duration, metric_attrs)
-        if ttfc is not None:
-            instruments.time_to_first_chunk.record(ttfc, metric_attrs)
-        if usage is not None:
-            if usage.input_tokens is not None:
-                instruments.token_usage.record(
-                    usage.input_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "input"}
-                )
-            if usage.output_tokens is not None:
-                instruments.token_usage.record(
-                    usage.output_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "output"}
-                )
+        _record_metrics(
+            runtime.instruments, metric_attrs, duration=duration, ttfc=ttfc, usage=usage, cost=cost
+        )
+
+    def _price(
+        self, usage: Usage, attrs: dict[str, AttributeValue], metric_attrs: dict[str, Any]
+    ) -> Cost | None:
+        """Price by the response model, then the request model; unknown is never $0."""
+        outcome = self.outcome
+        requested = metric_attrs.get(sc.GEN_AI_REQUEST_MODEL)
+        models = (outcome.response_model, requested if isinstance(requested, str) else None)
+        cost = self.runtime.prices.price(usage, models, service_tier=outcome.service_tier)
+        if cost is None:
+            attrs[sc.LLMMETER_PRICE_REF] = UNKNOWN_REF
+            name = models[0] or models[1]
+            if name:
+                self.runtime.prices.warn_unpriced(name)
+            return None
+        attrs[sc.GEN_AI_USAGE_COST_AMOUNT] = cost.total
+        attrs[sc.GEN_AI_USAGE_COST_CURRENCY] = cost.currency
+        attrs[sc.GEN_AI_USAGE_COST_SOURCE] = "local"
+        attrs[sc.LLMMETER_COST_INPUT] = cost.input
+        attrs[sc.LLMMETER_COST_OUTPUT] = cost.output
+        attrs[sc.LLMMETER_PRICE_REF] = cost.ref
+        return cost
+
+
+def _record_metrics(
+    instruments: Instruments,
+    metric_attrs: dict[str, Any],
+    *,
+    duration: float,
+    ttfc: float | None,
+    usage: Usage | None,
+    cost: Cost | None,
+) -> None:
+    instruments.duration.record(duration, metric_attrs)
+    if ttfc is not None:
+        instruments.time_to_first_chunk.record(ttfc, metric_attrs)
+    if usage is None:
+        return
+    if usage.input_tokens is not None:
+        instruments.token_usage.record(
+            usage.input_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "input"}
+        )
+    if usage.output_tokens is not None:
+        instruments.token_usage.record(
+            usage.output_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "output"}
+        )
+    if cost is not None:
+        instruments.cost.add(cost.total, metric_attrs)
+    else:
+        instruments.unpriced.add(1, metric_attrs)
 
 
 def _capture_input(

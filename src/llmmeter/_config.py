@@ -33,6 +33,10 @@ LLMMETER_STRICT: Final = "LLMMETER_STRICT"
 """Re-raise llmmeter's own internal errors instead of logging them; for llmmeter's test suite
 and for users' CI. Never set it in production. ``true``/``false``. Default: ``false``."""
 
+LLMMETER_PRICES: Final = "LLMMETER_PRICES"
+"""Path of a TOML prices file whose rates and aliases win over the bundled data (see
+docs/pricing.md). Default: none."""
+
 DEFAULT_CONTENT_MAX_LENGTH: Final = 16384
 
 _TRUE = frozenset({"1", "true", "yes", "on", "span_only", "span_and_event"})
@@ -47,6 +51,7 @@ class Settings:
     content_max_length: int = DEFAULT_CONTENT_MAX_LENGTH
     inject_stream_usage: bool = True
     strict: bool = False
+    prices_path: str | None = None
 
 
 def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -81,6 +86,7 @@ def resolve_settings(
     capture_content: bool | None = None,
     inject_stream_usage: bool | None = None,
     strict: bool | None = None,
+    prices: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Combine arguments and environment into :class:`Settings`, validating both."""
@@ -92,7 +98,11 @@ def resolve_settings(
     ):
         if arg is not None and not isinstance(arg, bool):
             raise ConfigError(f"argument {name}: expected a bool or None; got {arg!r}")
+    if prices is not None and not isinstance(prices, (str, os.PathLike)):
+        raise ConfigError(f"argument prices: expected a path to a TOML file; got {prices!r}")
+    prices_path = os.fspath(prices) if prices is not None else env.get(LLMMETER_PRICES) or None
     return Settings(
+        prices_path=prices_path,
         capture_content=(
             capture_content
             if capture_content is not None

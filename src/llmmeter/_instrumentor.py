@@ -37,6 +37,7 @@ from ._config import Settings, resolve_settings
 from ._guard import Guard
 from ._metrics import Instruments
 from ._package import __version__, _instruments
+from ._pricing import PriceTable
 from ._targets import ATTEMPT_HOOK, TARGETS
 from ._wrappers import async_wrapper, attempt_wrapper, sync_wrapper
 
@@ -55,6 +56,20 @@ class LLMMeterInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
+    def price_table(self) -> PriceTable:
+        """The live table when instrumented; else one built on first use (for scripts)."""
+        runtime = self._runtime
+        if runtime is not None:
+            return runtime.prices
+        with self._lock:
+            table: PriceTable | None = getattr(self, "_standalone_prices", None)
+            if table is None:
+                from ._config import resolve_settings
+
+                table = PriceTable.load(resolve_settings().prices_path)
+                self._standalone_prices = table
+            return table
+
     def runtime(self) -> Runtime | None:
         """The live runtime, or None when not instrumented (wrappers then pass through)."""
         return self._runtime
@@ -70,11 +85,12 @@ class LLMMeterInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         )
         tracer = trace.get_tracer("llmmeter", __version__, tracer_provider, schema_url=_SCHEMA_URL)
         meter = metrics.get_meter("llmmeter", __version__, meter_provider, schema_url=_SCHEMA_URL)
+        prices = PriceTable.load(settings.prices_path)  # ConfigError on a bad file
         with self._lock:
             if not hasattr(self, "_applied"):
                 self._applied = []
             self._runtime = Runtime(
-                tracer, Instruments.create(meter), settings, Guard(strict=settings.strict)
+                tracer, Instruments.create(meter), settings, Guard(strict=settings.strict), prices
             )
         # Runs now if openai is already imported, else on the application's own import.
         wrapt.register_post_import_hook(self._patch, "openai")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from opentelemetry.metrics import Histogram, Meter
+from opentelemetry.metrics import Counter, Histogram, Meter
 
 from . import _semconv as sc
 
@@ -23,6 +23,8 @@ class Instruments:
     duration: Histogram
     token_usage: Histogram
     time_to_first_chunk: Histogram
+    cost: Counter
+    unpriced: Counter
 
     @classmethod
     def create(cls, meter: Meter) -> Instruments:
@@ -44,5 +46,13 @@ class Instruments:
                 unit="s",
                 description="Time from request start to the first streamed chunk of output",
                 explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+            ),
+            cost=meter.create_counter(
+                sc.METRIC_COST, unit="{USD}", description="Cost of GenAI calls in US dollars"
+            ),
+            unpriced=meter.create_counter(
+                sc.METRIC_UNPRICED,
+                unit="{call}",
+                description="GenAI calls with token usage that no price covers",
             ),
         )

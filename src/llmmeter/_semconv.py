@@ -47,6 +47,15 @@ GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tok
 GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
 
+# --- cost (semconv has none merged; these follow the open proposal, DESIGN section 4) ----
+GEN_AI_USAGE_COST_AMOUNT: Final = "gen_ai.usage.cost.amount"
+GEN_AI_USAGE_COST_CURRENCY: Final = "gen_ai.usage.cost.currency"
+GEN_AI_USAGE_COST_SOURCE: Final = "gen_ai.usage.cost.source"
+LLMMETER_COST_INPUT: Final = "llmmeter.cost.input"
+LLMMETER_COST_OUTPUT: Final = "llmmeter.cost.output"
+LLMMETER_PRICE_REF: Final = "llmmeter.price.ref"
+"""Where the price came from: ``genai-prices <version>``, ``override``, or ``unknown``."""
+
 # --- content (opt-in only) -------------------------------------------------------------
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
@@ -73,6 +82,10 @@ METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
 METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
 METRIC_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"
 GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+METRIC_COST: Final = "llmmeter.cost.usd"
+"""Monotonic USD counter; unit ``{USD}`` so Prometheus names it ``llmmeter_cost_usd_total``."""
+METRIC_UNPRICED: Final = "llmmeter.cost.unpriced"
+"""Calls with usage that no price covers; Prometheus: ``llmmeter_cost_unpriced_total``."""
 
 # --- values ----------------------------------------------------------------------------
 PROVIDER_OPENAI: Final = "openai"

@@ -43,6 +43,11 @@ class Usage:
     cache_read_tokens: int | None = None
     cache_creation_tokens: int | None = None
     reasoning_tokens: int | None = None
+    # Parts of input/output billed at their own rates where the price data has them.
+    input_audio_tokens: int | None = None
+    input_image_tokens: int | None = None
+    output_audio_tokens: int | None = None
+    output_image_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -79,7 +84,8 @@ def read_usage(usage: Any) -> Usage | None:
         return None
     input_tokens = _int(_get(usage, "input_tokens"))
     if input_tokens is not None or _get(usage, "prompt_tokens") is None:
-        in_details = _get(usage, "input_tokens_details")
+        # Responses, images; transcriptions spell it input_token_details.
+        in_details = _get(usage, "input_tokens_details") or _get(usage, "input_token_details")
         out_details = _get(usage, "output_tokens_details")
         output_tokens = _int(_get(usage, "output_tokens"))
     else:
@@ -95,6 +101,10 @@ def read_usage(usage: Any) -> Usage | None:
             _int(_get(in_details, "cache_write_tokens")) if in_details else None
         ),
         reasoning_tokens=_int(_get(out_details, "reasoning_tokens")) if out_details else None,
+        input_audio_tokens=_int(_get(in_details, "audio_tokens")) if in_details else None,
+        input_image_tokens=_int(_get(in_details, "image_tokens")) if in_details else None,
+        output_audio_tokens=_int(_get(out_details, "audio_tokens")) if out_details else None,
+        output_image_tokens=_int(_get(out_details, "image_tokens")) if out_details else None,
     )
 
 

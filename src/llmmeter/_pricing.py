@@ -1,0 +1,438 @@
+"""Prices: the genai-prices data behind our own layer, user overrides, and the arithmetic.
+
+genai-prices' own ``calc_price`` costs tens of microseconds a call; we resolve a model name
+once, cache its rates per (model, service tier, batch, UTC day), and multiply ourselves, so a
+priced call adds about a microsecond. Rates are USD per token as floats: a double carries ~15
+significant digits, far finer than any bill (see docs/pricing.md).
+
+Arithmetic, as OpenAI bills: ``input_tokens`` includes cached input, cache writes, audio and
+image tokens, each charged at its own rate where the data has one and at the input rate
+otherwise; ``output_tokens`` includes reasoning (charged as output), audio and image tokens
+likewise. Tiered rates are cliffs on the call's input tokens, as in the data.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import re
+import threading
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+from ._usage import Usage
+from .exceptions import ConfigError
+
+logger = logging.getLogger("llmmeter")
+
+Rate = float | tuple[tuple[int, float], ...]
+"""USD per token; or cliff tiers ``((0, base), (threshold, rate), ...)`` on input tokens."""
+
+OVERRIDE_REF: Final = "override"
+UNKNOWN_REF: Final = "unknown"
+
+# Our rate fields and the genai-prices price keys they come from (USD per 1M tokens there).
+_PRICE_KEYS: Final = {
+    "input": "input_mtok",
+    "cached_input": "cache_read_mtok",
+    "cache_write": "cache_write_mtok",
+    "output": "output_mtok",
+    "input_audio": "input_audio_mtok",
+    "output_audio": "output_audio_mtok",
+    "input_image": "input_image_mtok",
+    "output_image": "output_image_mtok",
+}
+_MAX_NAMES: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """What one model costs, resolved for one tier, batch flag and day. USD per token."""
+
+    model: str
+    """The model the rates belong to (the data's id, or the override's key)."""
+    ref: str
+    """Where the rates came from: ``genai-prices <version>`` or ``override``."""
+    input: Rate
+    output: Rate
+    cached_input: Rate | None = None
+    cache_write: Rate | None = None
+    input_audio: Rate | None = None
+    output_audio: Rate | None = None
+    input_image: Rate | None = None
+    output_image: Rate | None = None
+
+    def per_million(self, name: str) -> float | None:
+        """A rate in USD per 1M tokens (the base rate of a tiered one), for display."""
+        value: Rate | None = getattr(self, name)
+        if value is None:
+            return None
+        base = value[0][1] if isinstance(value, tuple) else value
+        return round(base * 1_000_000, 10)
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """The cost of one usage, in USD."""
+
+    input: float
+    output: float
+    model: str
+    ref: str
+    currency: str = "USD"
+
+    @property
+    def total(self) -> float:
+        return self.input + self.output
+
+
+def _at(rate: Rate | None, fallback: Rate, input_tokens: int) -> float:
+    chosen = fallback if rate is None else rate
+    if isinstance(chosen, float):
+        return chosen
+    per_token = chosen[0][1]
+    for threshold, value in chosen[1:]:
+        if input_tokens > threshold:
+            per_token = value
+    return per_token
+
+
+def compute_cost(rates: Rates, usage: Usage) -> Cost:
+    """The cost of ``usage`` at ``rates``; parts without their own rate use the parent's."""
+    n_in = usage.input_tokens or 0
+    cached = usage.cache_read_tokens or 0
+    written = usage.cache_creation_tokens or 0
+    audio_in = usage.input_audio_tokens or 0
+    image_in = usage.input_image_tokens or 0
+    plain_in = max(0, n_in - cached - written - audio_in - image_in)
+    base_in = _at(rates.input, rates.input, n_in)
+    input_cost = (
+        plain_in * base_in
+        + cached * _at(rates.cached_input, rates.input, n_in)
+        + written * _at(rates.cache_write, rates.input, n_in)
+        + audio_in * _at(rates.input_audio, rates.input, n_in)
+        + image_in * _at(rates.input_image, rates.input, n_in)
+    )
+    n_out = usage.output_tokens or 0
+    audio_out = usage.output_audio_tokens or 0
+    image_out = usage.output_image_tokens or 0
+    plain_out = max(0, n_out - audio_out - image_out)
+    output_cost = (
+        plain_out * _at(rates.output, rates.output, n_in)
+        + audio_out * _at(rates.output_audio, rates.output, n_in)
+        + image_out * _at(rates.output_image, rates.output, n_in)
+    )
+    return Cost(input=input_cost, output=output_cost, model=rates.model, ref=rates.ref)
+
+
+# --- the genai-prices data -------------------------------------------------------------
+
+
+def _per_token(value: Any) -> Rate | None:
+    """A genai-prices price (Decimal per 1M, or TieredPrices) as our per-token rate."""
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return float(value) / 1_000_000
+    base = getattr(value, "base", None)
+    tiers = getattr(value, "tiers", None)
+    if isinstance(base, Decimal) and isinstance(tiers, list):
+        steps = tuple((int(t.start), float(t.price) / 1_000_000) for t in tiers)
+        return ((0, float(base) / 1_000_000), *steps)
+    return None  # a price kind we do not use (per request, per hour of audio, ...)
+
+
+class _Data:
+    """The bundled genai-prices snapshot for OpenAI, imported once (about 0.1 s)."""
+
+    def __init__(self) -> None:
+        import genai_prices
+        from genai_prices import data_snapshot
+
+        self.version = f"genai-prices {genai_prices.__version__}"
+        snapshot = data_snapshot.get_snapshot()
+        self._providers = snapshot.providers
+        self._openai = next(p for p in snapshot.providers if p.id == "openai")
+
+    def find(self, name: str) -> Any | None:
+        return self._openai.find_model(name.lower(), all_providers=self._providers)
+
+    def model_ids(self) -> list[str]:
+        return sorted(m.id for m in self._openai.models)
+
+    def rates(self, model: Any, tier: str | None, batch: bool, when: datetime) -> Rates | None:
+        context: dict[str, str] = {}
+        if tier is not None:
+            context["service_tier"] = tier
+        if batch:
+            context["processing"] = "batch"
+        prices = model.get_prices(when, context or None)
+        values = {name: _per_token(getattr(prices, key, None)) for name, key in _PRICE_KEYS.items()}
+        if values["input"] is None and values["output"] is None:
+            return None  # priced per hour or per request only: not tokens
+        return Rates(
+            model=model.id,
+            ref=self.version,
+            input=values.pop("input") or 0.0,
+            output=values.pop("output") or 0.0,
+            **values,
+        )
+
+
+# --- user overrides --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Rates and aliases from the user's TOML file; they win over the data."""
+
+    path: str
+    models: tuple[tuple[str, Rates], ...] = ()
+    aliases: tuple[tuple[str, str], ...] = ()
+
+    def rates_for(self, name: str) -> Rates | None:
+        for pattern, rates in self.models:
+            if name == pattern or ("*" in pattern and fnmatch.fnmatchcase(name, pattern)):
+                return rates
+        return None
+
+    def alias_for(self, name: str) -> str | None:
+        for pattern, target in self.aliases:
+            if name == pattern or ("*" in pattern and fnmatch.fnmatchcase(name, pattern)):
+                return target
+        return None
+
+
+_RATE_NAMES: Final = tuple(_PRICE_KEYS)
+_KEY = re.compile(r"^[A-Za-z0-9_.:/*@\-]+$")
+
+
+def load_overrides(path: str | Path, *, known_model: Any = None) -> Overrides:
+    """Read and validate an overrides file; :class:`ConfigError` names file, key, expected, got.
+
+    Format (rates in USD per 1M tokens)::
+
+        [models."gpt-4o"]
+        input = 2.5
+        cached_input = 1.25
+        output = 10.0
+
+        [models."ft:gpt-4o-mini:acme:*"]     # globs with * match model names
+        input = 0.3
+        output = 1.2
+
+        [aliases]
+        "prod-gpt4o" = "gpt-4o"                # Azure deployment -> model
+    """
+    where = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read the prices file: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{where}: expected a TOML file; got invalid TOML ({exc})") from None
+    for key in data:
+        if key not in ("models", "aliases"):
+            raise ConfigError(
+                f"{where}: key {key!r}: expected only [models] and [aliases] tables; got {key!r}"
+            )
+    models_table = data.get("models", {})
+    if not isinstance(models_table, dict):
+        raise ConfigError(f"{where}: key 'models': expected a table; got {models_table!r}")
+    models: list[tuple[str, Rates]] = []
+    for name, table in models_table.items():
+        models.append((name, _parse_rates(where, name, table)))
+    aliases_table = data.get("aliases", {})
+    if not isinstance(aliases_table, dict):
+        raise ConfigError(f"{where}: key 'aliases': expected a table; got {aliases_table!r}")
+    priced = {name for name, _ in models}
+    aliases: list[tuple[str, str]] = []
+    for name, target in aliases_table.items():
+        key = f"aliases.{name!r}"
+        if not _KEY.match(name):
+            raise ConfigError(f"{where}: key {key}: expected a model or deployment name")
+        if not isinstance(target, str) or not target:
+            raise ConfigError(f"{where}: key {key}: expected a model name string; got {target!r}")
+        if target not in priced and (known_model is None or not known_model(target)):
+            raise ConfigError(
+                f"{where}: key {key}: expected a model with a price (in [models] or in the "
+                f"price data); got {target!r}, which has none"
+            )
+        aliases.append((name, target))
+    return Overrides(path=where, models=tuple(models), aliases=tuple(aliases))
+
+
+def _parse_rates(where: str, name: str, table: Any) -> Rates:
+    key = f"models.{name!r}"
+    if not _KEY.match(name):
+        raise ConfigError(f"{where}: key {key}: expected a model name (letters, digits, -_.:/*@)")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: key {key}: expected a table of rates; got {table!r}")
+    values: dict[str, float] = {}
+    for field_name, value in table.items():
+        if field_name not in _RATE_NAMES:
+            raise ConfigError(
+                f"{where}: key {key}.{field_name}: expected one of {', '.join(_RATE_NAMES)}; "
+                f"got {field_name!r}"
+            )
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ConfigError(
+                f"{where}: key {key}.{field_name}: expected a non-negative number "
+                f"(USD per 1M tokens); got {value!r}"
+            )
+        values[field_name] = float(value) / 1_000_000
+    for required in ("input", "output"):
+        if required not in values:
+            raise ConfigError(
+                f"{where}: key {key}: expected an {required!r} rate (USD per 1M tokens); got none"
+            )
+    return Rates(model=name, ref=OVERRIDE_REF, **values)
+
+
+# --- the table the instrumentation asks ------------------------------------------------
+
+
+class PriceTable:
+    """Resolves a model name once and caches its rates per (model, tier, batch, UTC day)."""
+
+    @classmethod
+    def load(cls, overrides_path: str | None = None) -> PriceTable:
+        """The bundled data plus a validated overrides file (ConfigError if it is invalid)."""
+        table = cls()
+        if overrides_path is not None:
+            table.overrides = load_overrides(
+                overrides_path, known_model=lambda name: table._data.find(name) is not None
+            )
+        return table
+
+    def __init__(self, overrides: Overrides | None = None) -> None:
+        self._data = _Data()
+        self.overrides = overrides
+        self._models: dict[str, tuple[Any, Rates | None] | None] = {}
+        self._rates: dict[tuple[str, str | None, bool, int], Rates | None] = {}
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def data_ref(self) -> str:
+        return self._data.version
+
+    def knows(self, name: str) -> bool:
+        return self._resolve(name) is not None
+
+    def model_ids(self) -> list[str]:
+        return self._data.model_ids()
+
+    def _resolve(self, name: str) -> tuple[Any, Rates | None] | None:
+        """(data model or None, override rates or None), or None when nothing prices it."""
+        try:
+            return self._models[name]
+        except KeyError:
+            pass
+        found: tuple[Any, Rates | None] | None = None
+        overrides = self.overrides
+        if overrides is not None:
+            rates = overrides.rates_for(name)
+            if rates is not None:
+                found = (None, rates)
+            else:
+                target = overrides.alias_for(name)
+                if target is not None:
+                    found = self._resolve(target)
+        if found is None:
+            model = self._data.find(name)
+            if model is not None:
+                found = (model, None)
+        if len(self._models) < _MAX_NAMES:
+            self._models[name] = found
+        return found
+
+    def rates(
+        self,
+        name: str,
+        *,
+        service_tier: str | None = None,
+        batch: bool = False,
+        when: float | None = None,
+    ) -> Rates | None:
+        """Rates for ``name`` at epoch seconds ``when`` (default now), or None if unpriced."""
+        day = int((time.time() if when is None else when) // 86400)
+        key = (name, service_tier, batch, day)
+        try:
+            return self._rates[key]
+        except KeyError:
+            pass
+        resolved = self._resolve(name)
+        rates: Rates | None = None
+        if resolved is not None:
+            model, override = resolved
+            if override is not None:
+                rates = override
+            else:
+                moment = datetime.fromtimestamp(day * 86400 + 43200, tz=UTC)
+                rates = self._data.rates(model, service_tier, batch, moment)
+        if len(self._rates) < _MAX_NAMES:
+            self._rates[key] = rates
+        return rates
+
+    def price(
+        self,
+        usage: Usage,
+        models: tuple[str | None, ...],
+        *,
+        service_tier: str | None = None,
+        batch: bool = False,
+        when: float | None = None,
+    ) -> Cost | None:
+        """Price by the first model that has rates (response model, then request model)."""
+        for name in models:
+            if name:
+                rates = self.rates(name, service_tier=service_tier, batch=batch, when=when)
+                if rates is not None:
+                    return compute_cost(rates, usage)
+        return None
+
+    def warn_unpriced(self, name: str) -> None:
+        """One warning per unpriced model name (bounded)."""
+        with self._lock:
+            if name in self._warned or len(self._warned) >= _MAX_NAMES:
+                return
+            self._warned.add(name)
+        logger.warning(
+            "llmmeter: no price for model %r; its calls carry no cost (llmmeter.price.ref="
+            "'unknown'). Add it to a prices file (LLMMETER_PRICES) to price it.",
+            name,
+        )
+
+
+def usage_from(value: Any) -> Usage:
+    """Accept our Usage, an SDK usage object, or a dict of usage fields."""
+    from ._usage import read_usage
+
+    if isinstance(value, Usage):
+        return value
+    if isinstance(value, Mapping) and not any(
+        k in value for k in ("input_tokens", "prompt_tokens")
+    ):
+        raise TypeError(
+            "llmmeter.price: expected usage with input_tokens or prompt_tokens; got "
+            f"{dict(value)!r}"
+        )
+    usage = read_usage(dict(value) if isinstance(value, Mapping) else value)
+    if usage is None:
+        raise TypeError(f"llmmeter.price: expected a usage object; got {value!r}")
+    return usage
