@@ -260,3 +260,27 @@ def test_unpriced_warning_is_logged_once_per_model(caplog: pytest.LogCaptureFixt
             table.warn_unpriced("mystery-1")
         table.warn_unpriced("mystery-2")
     assert len(caplog.records) == 2
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "pricing.md"
+
+
+def test_docs_pricing_examples_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The TOML example loads as documented; the script example prints what it says."""
+    import re
+
+    text = DOCS.read_text()
+    (toml_block,) = re.findall(r"```toml\n(.*?)```", text, flags=re.DOTALL)
+    table = PriceTable.load(str(_write(tmp_path, toml_block)))
+    tuned = table.price(Usage(input_tokens=M, output_tokens=M), ("ft:gpt-4o-mini:acme:x",))
+    assert tuned is not None
+    assert tuned.total == pytest.approx(1.5)
+    (python_block,) = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    exec(compile(python_block, str(DOCS), "exec"), {"__name__": "docs_example"})
+    assert capsys.readouterr().out.strip() == "0.00045"
+    (error_line,) = re.findall(r"```\n(prices\.toml: .*?)\n```", text, flags=re.DOTALL)
+    bad = tmp_path / "prices.toml"
+    bad.write_text('[models."gpt-4o"]\ninput = 1\noutput = 1\noutptu = 2\n')
+    with pytest.raises(ConfigError) as info:
+        load_overrides(bad)
+    assert str(info.value) == error_line.replace("prices.toml", str(bad), 1)
