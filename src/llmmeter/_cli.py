@@ -1,0 +1,613 @@
+"""The ``llmmeter`` command line: look up, list and compare model prices from a shell.
+
+It asks the same price layer the instrumentation uses (bundled data plus the user's overrides
+file), so the rates and costs it prints are the ones that end up on spans. Tests call
+:func:`main` with an argument list; the console script and ``python -m llmmeter`` call
+:func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Final, NoReturn
+
+from ._config import resolve_settings
+from ._package import __version__
+from ._pricing import Cost, PriceTable, Rate, Rates
+from ._usage import Usage
+from .exceptions import ConfigError
+
+DAYS_PER_MONTH: Final = 30
+# Service tiers the price data distinguishes for OpenAI; any other value would silently get
+# standard rates, so the CLI refuses it instead.
+SERVICE_TIERS: Final = ("default", "flex", "priority", "fast")
+
+# Rate fields of Rates, with column labels; the first four are always shown.
+_BASE_FIELDS: Final = (
+    ("input", "input"),
+    ("cached_input", "cached input"),
+    ("cache_write", "cache write"),
+    ("output", "output"),
+)
+_MEDIA_FIELDS: Final = (
+    ("input_audio", "audio in"),
+    ("output_audio", "audio out"),
+    ("input_image", "image in"),
+    ("output_image", "image out"),
+)
+_RATE_FIELDS: Final = tuple(name for name, _ in (*_BASE_FIELDS, *_MEDIA_FIELDS))
+
+_TOKEN_SUFFIXES: Final = {"": 1, "k": 1_000, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
+_TOKEN_AMOUNT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)([kKMB]?)$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+Writer = Callable[[str], None]
+
+
+class _UsageError(Exception):
+    """A bad command line or configuration; :func:`main` prints it as one line, returns 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake as one line instead of a usage dump and an exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# --- argument types ----------------------------------------------------------------------
+
+
+def parse_tokens(text: str) -> int:
+    """``10M``, ``2.5M``, ``300k``, ``1B`` or ``1_000_000`` as a positive whole token count."""
+    match = _TOKEN_AMOUNT.match(text.strip().replace("_", ""))
+    amount = Decimal(match[1]) * _TOKEN_SUFFIXES[match[2]] if match else Decimal(0)
+    if amount <= 0 or amount != amount.to_integral_value():
+        raise argparse.ArgumentTypeError(
+            f"expected a positive whole number of tokens such as 300k, 2.5M, 10M or 1B; "
+            f"got {text!r}"
+        )
+    return int(amount)
+
+
+def _parse_share(text: str) -> float:
+    try:
+        share = float(text)
+    except ValueError:
+        share = math.nan
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1; got {text!r}")
+    return share
+
+
+def _parse_date(text: str) -> date:
+    try:
+        if _DATE.match(text):
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD; got {text!r}")
+
+
+# --- number formatting -------------------------------------------------------------------
+
+
+def _usd(value: float, decimals: int) -> str:
+    """``$`` with at least ``decimals`` places, more below $1 so 3 significant digits show.
+
+    Rounds half up from 12 significant digits, clear of float noise: $2.475 shows as $2.48, not
+    as the $2.47 that 2.4749999999999996 would give.
+    """
+    if 0 < value < 1:
+        decimals = max(decimals, 2 - math.floor(math.log10(value)))
+    exact = Decimal(f"{value:.12g}").quantize(Decimal(1).scaleb(-decimals), ROUND_HALF_UP)
+    whole, _, fraction = f"{exact:,f}".partition(".")
+    return f"${whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
+def format_rate(per_million: float) -> str:
+    """A rate per 1M tokens: ``$2.50``, ``$0.075``, ``$10.00`` (up to 4 decimals)."""
+    return _usd(per_million, 4)
+
+
+def format_cost(usd: float) -> str:
+    """A cost: ``$45.00``, ``$1,350.00``; below $1 with enough decimals never to read $0.00."""
+    return _usd(usd, 2)
+
+
+# --- shared plumbing ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """The price conditions every mode shares: which day, tier and batch flag."""
+
+    table: PriceTable
+    day: date
+    service_tier: str | None
+    batch: bool
+
+    @property
+    def when(self) -> float:
+        return datetime(self.day.year, self.day.month, self.day.day, tzinfo=UTC).timestamp()
+
+    def rates(self, name: str) -> Rates | None:
+        return self.table.rates(
+            name, service_tier=self.service_tier, batch=self.batch, when=self.when
+        )
+
+    def describe(self) -> str:
+        tier = "standard tier" if self.service_tier is None else f"{self.service_tier} tier"
+        return f"{self.day.isoformat()}, {tier}{', batch' if self.batch else ''}"
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "date": self.day.isoformat(),
+            "service_tier": self.service_tier,
+            "batch": self.batch,
+            "currency": "USD",
+        }
+
+    def unpriced(self, name: str) -> str:
+        """Why ``name`` has no row of numbers, with the nearest known id as a hint."""
+        if self.table.knows(name):
+            return "no per-token price known"
+        close = difflib.get_close_matches(name, self.table.model_ids(), n=1)
+        return "no price known" + (f" (did you mean {close[0]}?)" if close else "")
+
+
+def _per_million(rate: float) -> float:
+    return round(rate * 1_000_000, 10)
+
+
+def _tiers(rates: Rates) -> dict[str, list[list[float]]]:
+    """Tiered fields as ``[[above_input_tokens, usd_per_1m], ...]``; empty when flat."""
+    tiers: dict[str, list[list[float]]] = {}
+    for name in _RATE_FIELDS:
+        value: Rate | None = getattr(rates, name)
+        if isinstance(value, tuple):
+            tiers[name] = [[start, _per_million(rate)] for start, rate in value]
+    return tiers
+
+
+def _first_threshold(rates: Rates) -> int | None:
+    """The lowest input-token cliff above which a call pays more, or None for flat rates."""
+    starts = [int(tier[0]) for steps in _tiers(rates).values() for tier in steps[1:]]
+    return min(starts, default=None)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns; a short row's last cell (a message) widens no column it spans."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for index, cell in enumerate(row if len(row) == len(headers) else row[:-1]):
+            widths[index] = max(widths[index], len(cell))
+    lines = []
+    for row in (headers, *rows):
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return lines
+
+
+def _tier_note(thresholds: set[int], what: str) -> str:
+    above = " or ".join(f"{t:,}" for t in sorted(thresholds))
+    return f"* {what} above {above} input tokens per call (see --json for the tiers)"
+
+
+# --- the three modes of `prices` ---------------------------------------------------------
+
+
+def _show_rates(query: _Query, models: Sequence[str], as_json: bool, out: Writer) -> int:
+    found = [(name, query.rates(name)) for name in models]
+    known = [rates for _, rates in found if rates is not None]
+    media = [
+        (field, label)
+        for field, label in _MEDIA_FIELDS
+        if any(getattr(rates, field) is not None for rates in known)
+    ]
+    if as_json:
+        entries = [
+            {
+                "model": name,
+                "known": rates is not None,
+                "resolved_model": rates.model if rates else None,
+                "ref": rates.ref if rates else None,
+                "rates_per_1m": (
+                    {field: rates.per_million(field) for field in _RATE_FIELDS} if rates else None
+                ),
+                "tiers_per_1m": _tiers(rates) if rates else None,
+            }
+            for name, rates in found
+        ]
+        out(
+            json.dumps({**query.header(), "unit": "USD per 1M tokens", "models": entries}, indent=2)
+        )
+        return 0 if len(known) == len(found) else 1
+
+    fields = [*_BASE_FIELDS, *media]
+    headers = ["model", *(label for _, label in fields), "resolved model", "source"]
+    rows: list[list[str]] = []
+    thresholds: set[int] = set()
+    missing_rate = False
+    for name, rates in found:
+        if rates is None:
+            rows.append([name, query.unpriced(name)])
+            continue
+        tiered = _tiers(rates)
+        if (threshold := _first_threshold(rates)) is not None:
+            thresholds.add(threshold)
+        cells = []
+        for field, _ in fields:
+            value = rates.per_million(field)
+            missing_rate |= value is None
+            mark = "*" if field in tiered else ""
+            cells.append("-" if value is None else format_rate(value) + mark)
+        rows.append([name, *cells, rates.model, rates.ref])
+    out(f"USD per 1M tokens, {query.describe()}")
+    for line in _table(headers, rows):
+        out(line)
+    if missing_rate:
+        out("- no separate rate: those tokens are billed at the plain input or output rate")
+    if thresholds:
+        out(_tier_note(thresholds, "base rate; a higher rate applies"))
+    return 0 if len(known) == len(found) else 1
+
+
+def _list_models(query: _Query, as_json: bool, out: Writer) -> int:
+    names = set(query.table.model_ids())
+    overrides = query.table.overrides
+    if overrides is not None:
+        names.update(name for name, _ in overrides.models if "*" not in name)
+    found = [(name, query.rates(name)) for name in sorted(names)]
+    if as_json:
+        entries = [
+            {
+                "model": name,
+                "input_per_1m": rates.per_million("input") if rates else None,
+                "output_per_1m": rates.per_million("output") if rates else None,
+                "tiered": bool(_tiers(rates)) if rates else None,
+                "ref": rates.ref if rates else None,
+            }
+            for name, rates in found
+        ]
+        out(json.dumps({**query.header(), "models": entries}, indent=2))
+        return 0
+
+    rows: list[list[str]] = []
+    thresholds: set[int] = set()
+    for name, rates in found:
+        if rates is None:
+            rows.append([name, "no per-token price"])
+            continue
+        tiered = _tiers(rates)
+        if (threshold := _first_threshold(rates)) is not None:
+            thresholds.add(threshold)
+        cells = [
+            format_rate(rates.per_million(field) or 0.0) + ("*" if field in tiered else "")
+            for field in ("input", "output")
+        ]
+        note = "override" if rates.ref != query.table.data_ref else ""
+        rows.append([name, *cells, note])
+    source = query.table.data_ref + (f" + {overrides.path}" if overrides is not None else "")
+    out(f"Known models, USD per 1M tokens, {query.describe()} ({source})")
+    for line in _table(["model", "input", "output", ""], rows):
+        out(line)
+    if thresholds:
+        out(_tier_note(thresholds, "base rate; a higher rate applies"))
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Traffic:
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+
+
+def _calls(tokens: int, cliff: int) -> list[tuple[int, int]]:
+    """``tokens`` as (number of calls, tokens per call), each call at most ``cliff``."""
+    full, rest = divmod(tokens, cliff)
+    return [(count, size) for count, size in ((full, cliff), (1, rest)) if count and size]
+
+
+def _daily_cost(query: _Query, name: str, traffic: _Traffic) -> tuple[Cost, int] | None:
+    """A day of traffic on ``name`` through ``table.price``, and the calls it assumed (or 1).
+
+    Long-context tiers are cliffs on one call's input tokens, so a day's total as one usage
+    would always land above them. For a tiered model whose daily input passes the first
+    cliff, the day is priced as the fewest calls that stay under it (plain and cached input
+    apart, output at its per-call base rate): the same token totals, at the rates typical
+    calls pay.
+    """
+    rates = query.rates(name)
+    if rates is None:
+        return None
+    cliff = _first_threshold(rates)
+    if cliff is None or traffic.input_tokens <= cliff:
+        calls = 1
+        usages = [
+            (
+                1,
+                Usage(
+                    input_tokens=traffic.input_tokens,
+                    output_tokens=traffic.output_tokens,
+                    cache_read_tokens=traffic.cached_tokens,
+                ),
+            )
+        ]
+    else:
+        plain = _calls(traffic.input_tokens - traffic.cached_tokens, cliff)
+        cached = _calls(traffic.cached_tokens, cliff)
+        calls = sum(count for count, _ in (*plain, *cached))
+        usages = [
+            *((count, Usage(input_tokens=size)) for count, size in plain),
+            *((count, Usage(input_tokens=size, cache_read_tokens=size)) for count, size in cached),
+            (1, Usage(input_tokens=0, output_tokens=traffic.output_tokens)),
+        ]
+    cost_in = cost_out = 0.0
+    for count, usage in usages:
+        cost = query.table.price(
+            usage, (name,), service_tier=query.service_tier, batch=query.batch, when=query.when
+        )
+        if cost is None:  # pragma: no cover - rates() has just priced this model
+            return None
+        cost_in += cost.input * count
+        cost_out += cost.output * count
+    return Cost(input=cost_in, output=cost_out, model=rates.model, ref=rates.ref), calls
+
+
+def _ratio_words(cost: float, base: float) -> str:
+    if base <= 0:
+        return "n/a (first model costs nothing)"
+    if math.isclose(cost, base, rel_tol=1e-9):
+        return "same cost"
+    if cost <= 0:
+        return "free"
+    if cost < base:
+        return f"{base / cost:,.2f}x cheaper"
+    return f"{cost / base:,.2f}x the cost"
+
+
+def _compare(
+    query: _Query, models: Sequence[str], traffic: _Traffic, as_json: bool, out: Writer
+) -> int:
+    found = [(name, _daily_cost(query, name, traffic)) for name in models]
+    first = found[0][1]
+    base = first[0].total if first is not None else None
+
+    def ratio(cost: Cost) -> float | None:
+        return round(cost.total / base, 10) if base else None
+
+    if as_json:
+        entries = []
+        for name, priced in found:
+            entry: dict[str, Any] = {"model": name, "known": priced is not None}
+            if priced is None:
+                entry |= {"resolved_model": None, "ref": None, "per_day": None, "per_month": None}
+                entry |= {"ratio_to_first": None, "calls_per_day_assumed": None}
+            else:
+                cost, calls = priced
+                entry |= {"resolved_model": cost.model, "ref": cost.ref}
+                for key, days in (("per_day", 1), ("per_month", DAYS_PER_MONTH)):
+                    entry[key] = {
+                        "input": round(cost.input * days, 10),
+                        "output": round(cost.output * days, 10),
+                        "total": round(cost.total * days, 10),
+                    }
+                entry["ratio_to_first"] = ratio(cost)
+                entry["calls_per_day_assumed"] = calls if calls > 1 else None
+            entries.append(entry)
+        doc = {
+            **query.header(),
+            "days_per_month": DAYS_PER_MONTH,
+            "daily_input_tokens": traffic.input_tokens,
+            "daily_cached_input_tokens": traffic.cached_tokens,
+            "daily_output_tokens": traffic.output_tokens,
+            "models": entries,
+        }
+        out(json.dumps(doc, indent=2))
+        return 0 if all(priced for _, priced in found) else 1
+
+    headers = ["model", "per day", "per month", f"vs {models[0]}", "priced as", "source"]
+    rows: list[list[str]] = []
+    split: dict[str, int] = {}
+    for index, (name, priced) in enumerate(found):
+        if priced is None:
+            rows.append([name, query.unpriced(name)])
+            continue
+        cost, calls = priced
+        if calls > 1:
+            split[name] = calls
+        if index == 0:
+            versus = "baseline"
+        elif base is None:
+            versus = "n/a (the first model has no price)"
+        else:
+            versus = _ratio_words(cost.total, base)
+        mark = "*" if calls > 1 else ""
+        rows.append(
+            [
+                name,
+                format_cost(cost.total) + mark,
+                format_cost(cost.total * DAYS_PER_MONTH) + mark,
+                versus,
+                cost.model,
+                cost.ref,
+            ]
+        )
+    out(
+        f"Daily traffic: {traffic.input_tokens:,} input tokens ({traffic.cached_tokens:,} cached), "
+        f"{traffic.output_tokens:,} output tokens; {query.describe()}; "
+        f"a month is {DAYS_PER_MONTH} days"
+    )
+    for line in _table(headers, rows):
+        out(line)
+    for name, calls in split.items():
+        out(
+            f"* {name} has long-context rates: priced as {calls:,} calls a day, each under "
+            "the first cliff"
+        )
+    return 0 if all(priced for _, priced in found) else 1
+
+
+# --- the parser and the entry points -----------------------------------------------------
+
+_PRICES_EPILOG = """\
+examples:
+  llmmeter prices gpt-4o gpt-4o-mini          rates per 1M tokens
+  llmmeter prices --list                      every known model
+  llmmeter prices --compare gpt-4o gpt-4o-mini --daily-input 10M --daily-output 2M
+"""
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(
+        prog="llmmeter", description="Look up and compare the model prices llmmeter uses."
+    )
+    parser.add_argument("--version", action="version", version=f"llmmeter {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    prices = commands.add_parser(
+        "prices",
+        help="rates per 1M tokens, the list of known models, or a cost comparison",
+        description=(
+            "Show rates per 1M tokens for MODELs (or list every known model when none is\n"
+            "given), or compare what a day of traffic costs on several models. Prices come\n"
+            "from the bundled data plus the overrides file (--prices or LLMMETER_PRICES)."
+        ),
+        epilog=_PRICES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    prices.add_argument("models", nargs="*", metavar="MODEL", help="model names or ids")
+    prices.add_argument("--list", action="store_true", help="list every known model id")
+    prices.add_argument(
+        "--compare",
+        action="store_true",
+        help="compare the daily and monthly cost of the MODELs (two or more; the first is the "
+        "baseline)",
+    )
+    prices.add_argument(
+        "--daily-input",
+        type=parse_tokens,
+        metavar="TOKENS",
+        help="input tokens per day for --compare (e.g. 10M, 2.5M, 300k)",
+    )
+    prices.add_argument(
+        "--daily-output",
+        type=parse_tokens,
+        metavar="TOKENS",
+        help="output tokens per day for --compare (default: none)",
+    )
+    prices.add_argument(
+        "--cached-share",
+        type=_parse_share,
+        metavar="SHARE",
+        help="fraction of the input tokens that are cached, 0 to 1 (default: 0)",
+    )
+    prices.add_argument("--service-tier", choices=SERVICE_TIERS, help="price at this tier")
+    prices.add_argument("--batch", action="store_true", help="price as Batch API calls")
+    prices.add_argument(
+        "--date",
+        type=_parse_date,
+        metavar="YYYY-MM-DD",
+        help="price as on this day, UTC (default: today); prices change over time",
+    )
+    prices.add_argument(
+        "--prices",
+        metavar="FILE",
+        help="TOML overrides file (default: $LLMMETER_PRICES)",
+    )
+    prices.add_argument("--json", action="store_true", help="machine-readable output")
+    prices.set_defaults(handler=_prices)
+    return parser
+
+
+def _prices(args: argparse.Namespace, out: Writer) -> int:
+    """``llmmeter prices``: validate the combination of options, then run one of three modes."""
+    models: list[str] = args.models
+    traffic_options = {
+        "--daily-input": args.daily_input,
+        "--daily-output": args.daily_output,
+        "--cached-share": args.cached_share,
+    }
+    if args.list and models:
+        raise _UsageError("--list takes no MODEL; give either --list or model names")
+    if args.list and args.compare:
+        raise _UsageError("--list and --compare cannot be combined")
+    if args.compare:
+        if len(models) < 2:
+            raise _UsageError(f"--compare needs at least two models; got {len(models)}")
+        if args.daily_input is None:
+            raise _UsageError("--compare needs --daily-input (input tokens per day, e.g. 10M)")
+    else:
+        given = [name for name, value in traffic_options.items() if value is not None]
+        if given:
+            raise _UsageError(f"{given[0]} only applies with --compare")
+    try:
+        settings = resolve_settings(prices=args.prices)
+        table = PriceTable.load(settings.prices_path)
+    except ConfigError as exc:
+        raise _UsageError(str(exc)) from None
+    day: date = args.date or datetime.now(UTC).date()
+    query = _Query(table=table, day=day, service_tier=args.service_tier, batch=args.batch)
+    if args.compare:
+        daily_input: int = args.daily_input
+        traffic = _Traffic(
+            input_tokens=daily_input,
+            output_tokens=args.daily_output or 0,
+            cached_tokens=round(daily_input * (args.cached_share or 0.0)),
+        )
+        return _compare(query, models, traffic, args.json, out)
+    if not models:
+        return _list_models(query, args.json, out)
+    return _show_rates(query, models, args.json, out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``llmmeter`` command and return its exit code (0 ok, 1 unpriced, 2 usage).
+
+    Mistakes are one ``llmmeter: error:`` line on stderr, never a traceback or usage dump, so
+    scripts can show them as they are.
+    """
+    parser = _build_parser()
+    try:
+        try:
+            args, extras = parser.parse_known_args(argv)
+        except SystemExit as exc:  # --help and --version print, then exit through argparse
+            return exc.code if isinstance(exc.code, int) else 0
+        # argparse stops filling MODEL at the first option; later bare words are models too.
+        unknown = [arg for arg in extras if arg.startswith("-")]
+        if unknown:
+            raise _UsageError(
+                f"unrecognized arguments: {' '.join(unknown)} "
+                f"(see 'llmmeter {args.command} --help')"
+            )
+        args.models = [*args.models, *extras]
+        code: int = args.handler(args, print)
+    except _UsageError as exc:
+        message = " ".join(str(exc).split())
+        print(f"llmmeter: error: {message}", file=sys.stderr)
+        return 2
+    return code
+
+
+def run() -> None:
+    """Console-script entry point: exit with :func:`main`'s code."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`llmmeter prices --list | head`): not an error of ours.
+        # Point stdout at devnull so the interpreter's final flush stays quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    sys.exit(code)
