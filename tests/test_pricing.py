@@ -284,3 +284,18 @@ def test_docs_pricing_examples_run(tmp_path: Path, capsys: pytest.CaptureFixture
     with pytest.raises(ConfigError) as info:
         load_overrides(bad)
     assert str(info.value) == error_line.replace("prices.toml", str(bad), 1)
+
+
+def test_rate_cache_stays_bounded_and_keeps_caching_across_days(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keys carry the day: a long-running process must not fill the cache and stop using it."""
+    from llmmeter import _pricing
+
+    monkeypatch.setattr(_pricing, "_MAX_NAMES", 3)
+    table = PriceTable.load()
+    for day in range(10):
+        when = NOW.timestamp() + day * 86400
+        rates = table.rates("gpt-4o", when=when)
+        assert table._rates[("gpt-4o", None, False, int(when // 86400))] is rates
+        assert len(table._rates) <= 3

@@ -385,8 +385,10 @@ class PriceTable:
             else:
                 moment = datetime.fromtimestamp(day * 86400 + 43200, tz=UTC)
                 rates = self._data.rates(model, service_tier, batch, moment)
-        if len(self._rates) < _MAX_NAMES:
-            self._rates[key] = rates
+        if len(self._rates) >= _MAX_NAMES:
+            # Keys carry the day, so old entries go stale: start over rather than stop caching.
+            self._rates.clear()
+        self._rates[key] = rates
         return rates
 
     def price(
@@ -399,6 +401,8 @@ class PriceTable:
         when: float | None = None,
     ) -> Cost | None:
         """Price by the first model that has rates (response model, then request model)."""
+        if when is None:
+            when = time.time()  # once per call, whichever model ends up priced
         for name in models:
             if name:
                 rates = self.rates(name, service_tier=service_tier, batch=batch, when=when)
