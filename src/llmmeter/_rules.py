@@ -1,0 +1,714 @@
+"""``RulePolicy``: routing rules from a TOML file or dicts, validated up front, reloaded live.
+
+The file format is DESIGN section 8 (reference in docs/policy.md). Everything that can be
+wrong with a file is found when it is loaded, at ``instrument()``: unknown keys, wrong types,
+bad globs and regular expressions, impossible values. Each raises one ``ConfigError`` naming
+the file, the key, what was expected and what was found. A file that changes later is
+reloaded; if the new version is invalid the last good one stays in force and the reason is
+logged.
+
+Deciding is the hot path: rules are compiled once (a rule's ``from`` globs into one regular
+expression, its ``prompt`` patterns into one alternation), the rules that can apply to a
+model name are cached per name, and the checks of a rule run cheapest first, so a call whose
+model no rule names costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import translate
+from time import monotonic
+from typing import Any, Final
+
+from ._policy import Accept, CallView, Route, sampled
+from .exceptions import ConfigError
+
+logger = logging.getLogger("llmmeter")
+
+MODES: Final = ("enforce", "shadow", "off")
+FALLBACKS: Final = ("on-error", "off")
+APIS: Final = ("chat_completions", "responses", "completions")
+DEFAULT_RELOAD_INTERVAL: Final = 1.0
+"""Seconds between checks of a policy file for changes (one ``stat`` per interval)."""
+
+_TOP_KEYS: Final = ("mode", "fallback", "deployments", "rules")
+_RULE_KEYS: Final = (
+    "name",
+    "from",
+    "to",
+    "mode",
+    "apis",
+    "tasks",
+    "prompt",
+    "min_input_tokens",
+    "max_input_tokens",
+    "max_output_tokens",
+    "allow_tools",
+    "allow_images",
+    "allow_response_format",
+    "sample",
+)
+_NOT_YET: Final = ("evaluate", "compare", "label", "when_spend_over")
+_RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_MODEL_NAME = re.compile(r"^[^\s*?\[\]]+$")
+_GLOBAL_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
+_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
+_MAX_CACHED_MODELS: Final = 4096
+
+# Why a rule does not match a call; the order is the order of the checks.
+MODEL: Final = "model"
+API: Final = "api"
+TASK: Final = "task"
+TOOLS: Final = "tools"
+IMAGES: Final = "images"
+RESPONSE_FORMAT: Final = "response_format"
+MAX_OUTPUT_TOKENS: Final = "max_output_tokens"
+MIN_INPUT_TOKENS: Final = "min_input_tokens"
+MAX_INPUT_TOKENS: Final = "max_input_tokens"
+PROMPT: Final = "prompt"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Rule:
+    """One validated, compiled rule: the conditions a call must meet, and where it goes."""
+
+    name: str
+    models: tuple[str, ...]
+    """Globs on the requested model (``from`` in the file)."""
+    to: str
+    mode: str | None = None
+    """This rule's own mode; ``None`` follows the policy's."""
+    apis: frozenset[str] | None = None
+    tasks: frozenset[str] | None = None
+    prompt: tuple[str, ...] = ()
+    min_input_tokens: int | None = None
+    max_input_tokens: int | None = None
+    max_output_tokens: int | None = None
+    allow_tools: bool = True
+    allow_images: bool = True
+    allow_response_format: bool = True
+    sample: float = 1.0
+    _model_re: re.Pattern[str] = field(default=re.compile(""), repr=False)
+    _prompt_res: tuple[re.Pattern[str], ...] = field(default=(), repr=False)
+
+    def matches_model(self, model: str) -> bool:
+        return self._model_re.fullmatch(model) is not None
+
+    def mismatch(self, call: CallView) -> str | None:
+        """The first condition ``call`` fails (one of this module's reason constants), or
+        ``None`` when the rule applies. Cheapest checks first; the prompt scan last."""
+        if self._model_re.fullmatch(call.model) is None:
+            return MODEL
+        if self.apis is not None and call.api not in self.apis:
+            return API
+        if self.tasks is not None and call.task not in self.tasks:
+            return TASK
+        if not self.allow_tools and call.tools:
+            return TOOLS
+        if not self.allow_images and call.images:
+            return IMAGES
+        if not self.allow_response_format and call.response_format:
+            return RESPONSE_FORMAT
+        if self.max_output_tokens is not None:
+            cap = call.max_output_tokens
+            if cap is None or cap > self.max_output_tokens:
+                return MAX_OUTPUT_TOKENS
+        if self.min_input_tokens is not None and call.input_tokens < self.min_input_tokens:
+            return MIN_INPUT_TOKENS
+        if self.max_input_tokens is not None and call.input_tokens > self.max_input_tokens:
+            return MAX_INPUT_TOKENS
+        if self._prompt_res:
+            text = call.prompt
+            if not any(pattern.search(text) for pattern in self._prompt_res):
+                return PROMPT
+        return None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Compiled:
+    """One loaded version of a policy; swapped whole on reload, never changed in place."""
+
+    mode: str
+    fallback: bool
+    rules: tuple[Rule, ...]
+    deployments: Mapping[str, str]
+    routes: Mapping[str, Route]
+    """Each rule's Route under the effective mode, built once (deciding allocates nothing)."""
+    by_model: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
+
+    def candidates(self, model: str) -> tuple[Rule, ...]:
+        found = self.by_model.get(model)
+        if found is None:
+            found = tuple(rule for rule in self.rules if rule.matches_model(model))
+            if len(self.by_model) >= _MAX_CACHED_MODELS:
+                self.by_model.clear()
+            self.by_model[model] = found
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """What :meth:`RulePolicy.explain` found: every rule's verdict and the decision."""
+
+    verdicts: tuple[tuple[Rule, str | None], ...]
+    """Each rule with the first condition it fails, or ``None`` if it matches."""
+    rule: Rule | None
+    """The first matching rule that is not off: the one that decides."""
+    route: Route | None
+    """The decision (``None`` when no rule applies, or the call fell outside ``sample``)."""
+    in_sample: bool | None
+    """For a matching rule: whether this call's key falls inside its ``sample`` (``None``
+    when the call has no key and the rule samples, so each call is drawn on its own)."""
+
+
+class RulePolicy:
+    """Routing rules: the first rule a call matches decides where it goes.
+
+    Build one from a TOML file with :meth:`load`, from a file-shaped mapping with
+    :meth:`from_dict`, or with keyword arguments. The format is in docs/policy.md.
+
+    Args:
+        rules: rule tables, as in the file's ``[[rules]]``.
+        mode: ``"enforce"`` (route), ``"shadow"`` (only report what routing would do and
+            save) or ``"off"``.
+        fallback: ``"on-error"`` re-sends a routed call that failed with the original model;
+            ``"off"`` lets the error through.
+        deployments: model name to Azure deployment name, needed to route ``AzureOpenAI``
+            calls (whose ``model`` is a deployment name).
+        accept: optional check of a routed non-streaming result; ``False`` re-sends the call
+            with the original model.
+
+    Raises:
+        ConfigError: anything invalid, naming the key, what was expected and what was found.
+
+    Example::
+
+        policy = llmmeter.RulePolicy(rules=[{
+            "name": "classify-to-mini", "from": ["gpt-4o"], "to": "gpt-4o-mini",
+            "tasks": ["classify"],
+        }])
+        llmmeter.instrument(policy=policy)
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[Mapping[str, Any]] = (),
+        *,
+        mode: str = "enforce",
+        fallback: str = "on-error",
+        deployments: Mapping[str, str] | None = None,
+        accept: Accept | None = None,
+    ) -> None:
+        data: dict[str, Any] = {"mode": mode, "fallback": fallback, "rules": list(rules)}
+        if deployments is not None:
+            data["deployments"] = deployments
+        self._init("RulePolicy", data, accept=accept)
+
+    def _init(
+        self,
+        source: str,
+        data: Any,
+        *,
+        path: str | None = None,
+        accept: Accept | None = None,
+        override: str | None = None,
+        reload_interval: float = DEFAULT_RELOAD_INTERVAL,
+    ) -> None:
+        if accept is not None and not callable(accept):
+            raise ConfigError(f"{source}: accept: expected a callable; got {accept!r}")
+        if override is not None and override not in MODES:
+            raise ConfigError(
+                f"{source}: mode override: expected one of {', '.join(MODES)}; got {override!r}"
+            )
+        if isinstance(reload_interval, bool) or not isinstance(reload_interval, (int, float)):
+            raise ConfigError(
+                f"{source}: reload_interval: expected seconds; got {reload_interval!r}"
+            )
+        self.source = source
+        self.accept = accept
+        self._path = path
+        self._override = override
+        self._interval = float(reload_interval)
+        self._data = data if path is None else None
+        self._state = _compile(data, source, override)
+        self._signature: tuple[int, int, int] | None = None
+        self._next_check = monotonic() + self._interval
+        self._reload_lock = threading.Lock()
+        self._bad_signature: tuple[int, int, int] | None = None
+        if path is not None:
+            self._signature = _signature(path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        accept: Accept | None = None,
+        mode: str | None = None,
+        reload_interval: float = DEFAULT_RELOAD_INTERVAL,
+    ) -> RulePolicy:
+        """Read a TOML policy file; it is reloaded when it changes (checked every
+        ``reload_interval`` seconds, on the next call after that).
+
+        Args:
+            path: the file.
+            accept: see the class.
+            mode: overrides the file's mode and every rule's (as ``LLMMETER_POLICY_MODE``).
+            reload_interval: seconds between checks for a changed file.
+        """
+        name = os.fspath(path)
+        self = cls.__new__(cls)
+        self._init(
+            name,
+            _read(name),
+            path=name,
+            accept=accept,
+            override=mode,
+            reload_interval=reload_interval,
+        )
+        return self
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        accept: Accept | None = None,
+        mode: str | None = None,
+        source: str = "policy",
+    ) -> RulePolicy:
+        """Build from a mapping shaped like the file (``mode``, ``fallback``, ``rules``, ...);
+        ``source`` names it in error messages."""
+        self = cls.__new__(cls)
+        self._init(source, data, accept=accept, override=mode)
+        return self
+
+    def with_mode(self, mode: str) -> RulePolicy:
+        """A copy whose mode overrides the file's and every rule's."""
+        copy = type(self).__new__(type(self))
+        path = self._path
+        copy._init(
+            self.source,
+            _read(path) if path is not None else self._data,
+            path=path,
+            accept=self.accept,
+            override=mode,
+            reload_interval=self._interval,
+        )
+        return copy
+
+    # --- what is in force ----------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        """The policy-wide mode in force (after any override)."""
+        return self._state.mode
+
+    @property
+    def fallback(self) -> str:
+        return "on-error" if self._state.fallback else "off"
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self._state.rules
+
+    @property
+    def deployments(self) -> Mapping[str, str]:
+        return self._state.deployments
+
+    @property
+    def path(self) -> str | None:
+        """The file this policy was loaded from (and is reloaded from), if any."""
+        return self._path
+
+    def rule_mode(self, rule: Rule) -> str:
+        """The mode in force for ``rule``: the override, else its own, else the policy's."""
+        return _effective_mode(rule, self._state.mode, self._override)
+
+    # --- deciding --------------------------------------------------------------------------
+
+    def decide(self, call: CallView) -> Route | None:
+        """The first matching rule's route, ``None`` if no rule applies or the call falls
+        outside the rule's ``sample``. Rules in mode ``off`` are skipped."""
+        if self._path is not None and monotonic() >= self._next_check:
+            self._reload()
+        state = self._state
+        for rule in state.candidates(call.model):
+            if rule.mismatch(call) is None:
+                route = state.routes.get(rule.name)
+                if route is None:
+                    continue  # this rule is off
+                if rule.to == call.model or not sampled(rule.name, rule.sample, call.key):
+                    return None
+                return route
+        return None
+
+    def explain(self, call: CallView) -> Explanation:
+        """Every rule's verdict on ``call`` and the decision, for ``llmmeter policy explain``."""
+        state = self._state
+        verdicts = tuple((rule, rule.mismatch(call)) for rule in state.rules)
+        for rule, reason in verdicts:
+            if reason is None and rule.name in state.routes:
+                route = state.routes[rule.name]
+                if rule.to == call.model:
+                    return Explanation(verdicts, rule, None, None)
+                if rule.sample >= 1.0:
+                    return Explanation(verdicts, rule, route, True)
+                if call.key is None:
+                    return Explanation(verdicts, rule, route, None)
+                inside = sampled(rule.name, rule.sample, call.key)
+                return Explanation(verdicts, rule, route if inside else None, inside)
+        return Explanation(verdicts, None, None, None)
+
+    # --- reloading -------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        """Swap in the file's new version if it changed and is valid; never raises."""
+        if not self._reload_lock.acquire(blocking=False):
+            return  # another thread is at it; this call uses the policy in force
+        try:
+            self._next_check = monotonic() + self._interval
+            path = self._path
+            assert path is not None
+            try:
+                signature = _signature(path)
+            except OSError as exc:
+                if self._signature is not None:
+                    logger.warning(
+                        "llmmeter: policy file %s cannot be read (%s); keeping the last good "
+                        "policy",
+                        path,
+                        exc,
+                    )
+                    self._signature = None
+                return
+            if signature in (self._signature, self._bad_signature):
+                return
+            try:
+                state = _compile(_read(path), path, self._override)
+            except ConfigError as exc:
+                self._bad_signature = signature
+                logger.warning(
+                    "llmmeter: policy file %s changed but is invalid; keeping the last good "
+                    "policy: %s",
+                    path,
+                    exc,
+                )
+                return
+            except Exception:
+                self._bad_signature = signature
+                logger.warning(
+                    "llmmeter: policy file %s could not be reloaded; keeping the last good policy",
+                    path,
+                    exc_info=True,
+                )
+                return
+            self._state = state
+            self._signature = signature
+            self._bad_signature = None
+            logger.info("llmmeter: policy file %s reloaded (%d rules)", path, len(state.rules))
+        finally:
+            self._reload_lock.release()
+
+
+# --- loading and validating ------------------------------------------------------------
+
+
+def _signature(path: str) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _read(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the policy file: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: expected a UTF-8 TOML file; {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _fail(source: str, where: str, expected: str, got: Any) -> ConfigError:
+    return ConfigError(f"{source}: {where}: expected {expected}; got {got!r}")
+
+
+def _effective_mode(rule: Rule, mode: str, override: str | None) -> str:
+    return override or rule.mode or mode
+
+
+def _compile(data: Any, source: str, override: str | None) -> _Compiled:
+    if not isinstance(data, Mapping):
+        raise _fail(source, "policy", "a table (mapping) of settings and [[rules]]", data)
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(
+                f"{source}: {key}: unknown key; expected one of {', '.join(_TOP_KEYS)}"
+            )
+    mode = _choice(source, "mode", data.get("mode", "enforce"), MODES)
+    fallback = _choice(source, "fallback", data.get("fallback", "on-error"), FALLBACKS)
+    deployments = _deployments(source, data.get("deployments", {}))
+    raw_rules = data.get("rules", [])
+    if not isinstance(raw_rules, (list, tuple)):
+        raise _fail(source, "rules", "an array of tables ([[rules]])", raw_rules)
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for index, table in enumerate(raw_rules):
+        rule = _rule(source, index, table)
+        if rule.name in seen:
+            raise ConfigError(
+                f"{source}: rules[{index}].name: expected a name no other rule has; "
+                f"got {rule.name!r} twice"
+            )
+        seen.add(rule.name)
+        rules.append(rule)
+    routes = {}
+    for rule in rules:
+        effective = _effective_mode(rule, mode, override)
+        if effective != "off":
+            routes[rule.name] = Route(
+                rule.to, rule.name, shadow=effective == "shadow", fallback=fallback == "on-error"
+            )
+    return _Compiled(
+        mode=override or mode,
+        fallback=fallback == "on-error",
+        rules=tuple(rules),
+        deployments=deployments,
+        routes=routes,
+    )
+
+
+def _choice(source: str, where: str, value: Any, allowed: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise _fail(source, where, f"one of {', '.join(repr(a) for a in allowed)}", value)
+    return value
+
+
+def _deployments(source: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise _fail(source, "deployments", 'a table of model = "deployment name"', value)
+    out: dict[str, str] = {}
+    for model, deployment in value.items():
+        if not isinstance(deployment, str) or not deployment.strip():
+            raise _fail(source, f"deployments.{model}", "a non-empty deployment name", deployment)
+        out[str(model)] = deployment
+    return out
+
+
+def _rule(source: str, index: int, table: Any) -> Rule:
+    where = f"rules[{index}]"
+    if not isinstance(table, Mapping):
+        raise _fail(source, where, "a table with name, from and to", table)
+    name = table.get("name")
+    if isinstance(name, str) and _RULE_NAME.match(name):
+        where = f"rules[{index}] ({name})"
+    for key in table:
+        if key in _NOT_YET:
+            raise ConfigError(
+                f"{source}: {where}.{key}: shadow evaluation and spend guards are not "
+                "available in this version of llmmeter; remove the key"
+            )
+        if key not in _RULE_KEYS:
+            raise ConfigError(
+                f"{source}: {where}.{key}: unknown key; expected one of {', '.join(_RULE_KEYS)}"
+            )
+    for key in ("name", "from", "to"):
+        if key not in table:
+            raise ConfigError(f"{source}: {where}: missing required key {key!r}")
+    if not isinstance(name, str) or not _RULE_NAME.match(name):
+        raise _fail(
+            source,
+            f"{where}.name",
+            "1-64 characters of letters, digits, '_', '.', ':' or '-' (it becomes a metric label)",
+            name,
+        )
+    models = _strings(source, f"{where}.from", table["from"], "model globs")
+    for position, glob in enumerate(models):
+        problem = _glob_problem(glob)
+        if problem:
+            raise _fail(source, f"{where}.from[{position}]", f"a model glob ({problem})", glob)
+    to = table["to"]
+    if not isinstance(to, str) or not _MODEL_NAME.match(to):
+        raise _fail(source, f"{where}.to", "a model name (no spaces or glob characters)", to)
+    mode = table.get("mode")
+    if mode is not None:
+        _choice(source, f"{where}.mode", mode, MODES)
+    apis = None
+    if "apis" in table:
+        listed = _strings(source, f"{where}.apis", table["apis"], "API names")
+        for position, api in enumerate(listed):
+            if api not in APIS:
+                raise _fail(source, f"{where}.apis[{position}]", f"one of {', '.join(APIS)}", api)
+        apis = frozenset(listed)
+    tasks = None
+    if "tasks" in table:
+        tasks = frozenset(_strings(source, f"{where}.tasks", table["tasks"], "task labels"))
+    prompt: tuple[str, ...] = ()
+    compiled: tuple[re.Pattern[str], ...] = ()
+    if "prompt" in table:
+        prompt = tuple(_strings(source, f"{where}.prompt", table["prompt"], "regular expressions"))
+        compiled = _patterns(source, f"{where}.prompt", prompt)
+    limits = _limits(source, where, table)
+    flags = _flags(source, where, table)
+    sample = _sample(source, where, table.get("sample", 1.0))
+    return Rule(
+        name=name,
+        models=tuple(models),
+        to=to,
+        mode=mode,
+        apis=apis,
+        tasks=tasks,
+        prompt=prompt,
+        min_input_tokens=limits["min_input_tokens"],
+        max_input_tokens=limits["max_input_tokens"],
+        max_output_tokens=limits["max_output_tokens"],
+        allow_tools=flags["allow_tools"],
+        allow_images=flags["allow_images"],
+        allow_response_format=flags["allow_response_format"],
+        sample=sample,
+        _model_re=re.compile("|".join(f"(?:{translate(glob)})" for glob in models)),
+        _prompt_res=compiled,
+    )
+
+
+def _limits(source: str, where: str, table: Mapping[str, Any]) -> dict[str, int | None]:
+    limits: dict[str, int | None] = {}
+    for key, low in (("min_input_tokens", 0), ("max_input_tokens", 1), ("max_output_tokens", 1)):
+        value = table.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < low
+        ):
+            raise _fail(source, f"{where}.{key}", f"a whole number of tokens >= {low}", value)
+        limits[key] = value
+    low_limit, high_limit = limits["min_input_tokens"], limits["max_input_tokens"]
+    if low_limit is not None and high_limit is not None and low_limit > high_limit:
+        raise ConfigError(
+            f"{source}: {where}.min_input_tokens: expected at most max_input_tokens "
+            f"({high_limit}) so that some call can match; got {low_limit}"
+        )
+    return limits
+
+
+def _flags(source: str, where: str, table: Mapping[str, Any]) -> dict[str, bool]:
+    flags: dict[str, bool] = {}
+    for key in ("allow_tools", "allow_images", "allow_response_format"):
+        value = table.get(key, True)
+        if not isinstance(value, bool):
+            raise _fail(source, f"{where}.{key}", "true or false", value)
+        flags[key] = value
+    return flags
+
+
+def _sample(source: str, where: str, sample: Any) -> float:
+    if (
+        isinstance(sample, bool)
+        or not isinstance(sample, (int, float))
+        or not math.isfinite(sample)
+        or not 0.0 <= sample <= 1.0
+    ):
+        raise _fail(source, f"{where}.sample", "a fraction of calls from 0 to 1", sample)
+    return float(sample)
+
+
+def _strings(source: str, where: str, value: Any, what: str) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise _fail(source, where, f"a string or a non-empty array of {what}", value)
+    for position, item in enumerate(items):
+        if not isinstance(item, str) or not item.strip():
+            raise _fail(source, f"{where}[{position}]", "a non-empty string", item)
+    return list(items)
+
+
+def _glob_problem(glob: str) -> str | None:
+    """Why ``glob`` is not a usable model glob, or ``None``."""
+    if any(ch.isspace() for ch in glob):
+        return "no whitespace"
+    position = 0
+    while position < len(glob):
+        if glob[position] == "[":
+            end = position + 1
+            if end < len(glob) and glob[end] == "!":
+                end += 1
+            if end < len(glob) and glob[end] == "]":
+                end += 1  # a leading ']' is a literal member of the set
+            end = glob.find("]", end)
+            if end < 0:
+                return "an unclosed '[' character set"
+            position = end
+        elif glob[position] == "]":
+            return "a ']' without its '['"
+        position += 1
+    return None
+
+
+def _patterns(source: str, where: str, patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
+    """Compile each pattern (naming the bad one), then join them into one alternation when
+    that is safe, so a rule scans the prompt once."""
+    compiled = []
+    for position, pattern in enumerate(patterns):
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise _fail(
+                source, f"{where}[{position}]", f"a regular expression ({exc})", pattern
+            ) from None
+        if regex.search("") is not None:
+            raise _fail(
+                source,
+                f"{where}[{position}]",
+                "a pattern that does not match every prompt (this one matches the empty "
+                "string; leave 'prompt' out to match all)",
+                pattern,
+            )
+        compiled.append(regex)
+    if len(compiled) < 2 or any(_BACKREFERENCE.search(r.pattern) for r in compiled):
+        return tuple(compiled)
+    parts = []
+    for regex in compiled:
+        flags = _GLOBAL_FLAGS.match(regex.pattern)
+        body = regex.pattern[flags.end() :] if flags else regex.pattern
+        parts.append(f"(?{flags[1]}:{body})" if flags else f"(?:{body})")
+    try:
+        return (re.compile("|".join(parts)),)
+    except re.error:  # e.g. a group name used twice: keep them apart
+        return tuple(compiled)
+
+
+def describe(rule: Rule, reason: str, call: CallView) -> str:
+    """A sentence saying why ``rule`` does not apply to ``call`` (for ``policy explain``)."""
+    if reason == MODEL:
+        return f"model {call.model!r} matches none of from = {list(rule.models)}"
+    if reason == API:
+        return f"api {call.api!r} is not in apis = {sorted(rule.apis or ())}"
+    if reason == TASK:
+        task = "no task" if call.task is None else f"task {call.task!r}"
+        return f"{task}; the rule needs one of tasks = {sorted(rule.tasks or ())}"
+    if reason == TOOLS:
+        return "the call offers tools and allow_tools = false"
+    if reason == IMAGES:
+        return "the call has image input and allow_images = false"
+    if reason == RESPONSE_FORMAT:
+        return "the call asks for structured output and allow_response_format = false"
+    if reason == MAX_OUTPUT_TOKENS:
+        cap = call.max_output_tokens
+        got = "sets no output cap" if cap is None else f"caps output at {cap} tokens"
+        return f"the call {got}; the rule needs a cap <= {rule.max_output_tokens}"
+    if reason == MIN_INPUT_TOKENS:
+        return f"~{call.input_tokens} input tokens < min_input_tokens = {rule.min_input_tokens}"
+    if reason == MAX_INPUT_TOKENS:
+        return f"~{call.input_tokens} input tokens > max_input_tokens = {rule.max_input_tokens}"
+    if reason == PROMPT:
+        return f"the prompt matches none of prompt = {list(rule.prompt)}"
+    return reason
