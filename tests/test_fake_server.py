@@ -1009,6 +1009,147 @@ async def test_broken_stream_raises_while_iterating(api: Api, fake_server: FakeO
     assert await api.call("chat.completions.create", model="gpt-4o", messages=HELLO)
 
 
+# -- model-scoped scripts ---------------------------------------------------------------------
+
+CHEAP = "gpt-4o-mini"
+
+
+async def test_model_scoped_failure_hits_only_that_model(api: Api, fake_server: FakeOpenAI) -> None:
+    fake_server.fail_next(503, model=CHEAP)
+    other = await api.call("chat.completions.create", model="gpt-4o", messages=HELLO)
+    again = await api.call("chat.completions.create", model="gpt-4o", messages=HELLO)
+    assert other.choices[0].message.content == again.choices[0].message.content == DEFAULT_REPLY
+    with pytest.raises(openai.InternalServerError) as info:
+        await api.call("chat.completions.create", model=CHEAP, messages=HELLO)
+    assert info.value.status_code == 503
+    # The routing story: the cheap model failed, the original model answers the retry.
+    retried = await api.call("chat.completions.create", model="gpt-4o", messages=HELLO)
+    cheap = await api.call("chat.completions.create", model=CHEAP, messages=HELLO)
+    assert (retried.model, cheap.model) == ("gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18")
+    log = [(r.body["model"], r.response_status) for r in fake_server.requests if r.body]
+    assert log == [
+        ("gpt-4o", 200),
+        ("gpt-4o", 200),
+        (CHEAP, 503),
+        ("gpt-4o", 200),
+        (CHEAP, 200),
+    ]
+
+
+def test_requests_take_the_oldest_failure_that_applies(
+    client: Any, fake_server: FakeOpenAI
+) -> None:
+    fake_server.fail_next(429, times=2, model=CHEAP)
+    fake_server.fail_next(500)
+    fake_server.fail_next(400, model=CHEAP)
+
+    def status(model: str) -> int:
+        try:
+            client.chat.completions.create(model=model, messages=HELLO)
+        except openai.APIStatusError as error:
+            return int(error.status_code)
+        return 200
+
+    # gpt-4o skips the two scoped 429s and takes the unscoped 500; CHEAP takes its own
+    # failures in the order they were queued.
+    assert [status(m) for m in ("gpt-4o", "gpt-4o", CHEAP, CHEAP, CHEAP, CHEAP)] == [
+        500,
+        200,
+        429,
+        429,
+        400,
+        200,
+    ]
+    fake_server.fail_next(500)
+    fake_server.fail_next(429, model=CHEAP)
+    assert [status(CHEAP), status(CHEAP), status(CHEAP)] == [500, 429, 200]
+
+
+def test_model_scoped_failure_matches_the_azure_deployment(fake_server: FakeOpenAI) -> None:
+    import http.client
+
+    fake_server.fail_next(429, model="cheap-deployment", times=2)
+    with openai.AzureOpenAI(
+        azure_endpoint=fake_server.url, api_key="k", api_version="2024-10-21", max_retries=0
+    ) as azure:
+        assert azure.chat.completions.create(model="gpt-4o", messages=HELLO).choices
+        with pytest.raises(openai.RateLimitError):
+            azure.chat.completions.create(model="cheap-deployment", messages=HELLO)
+    # Without a body model, the deployment in the URL is the requested model.
+    port = int(fake_server.url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    try:
+        connection.request(
+            "POST",
+            "/openai/deployments/cheap-deployment/chat/completions?api-version=2024-10-21",
+            body=json.dumps({"messages": HELLO}),
+            headers={"content-type": "application/json", "api-key": "k"},
+        )
+        answer = connection.getresponse()
+        answer.read()
+    finally:
+        connection.close()
+    assert answer.status == 429
+    assert [r.response_status for r in fake_server.requests] == [200, 429, 429]
+
+
+async def test_model_scoped_stream_break_cuts_only_that_model(
+    api: Api, fake_server: FakeOpenAI
+) -> None:
+    fake_server.break_stream_after(2, model=CHEAP)
+    whole = await api.stream("chat.completions.create", model="gpt-4o", messages=HELLO)
+    assert whole[-1].choices[0].finish_reason == "stop"
+    with pytest.raises(Exception) as info:  # noqa: PT011
+        await api.stream("chat.completions.create", model=CHEAP, messages=HELLO)
+    assert type(info.value).__name__ in {"APIConnectionError", "RemoteProtocolError"}
+    cheap = await api.stream("chat.completions.create", model=CHEAP, messages=HELLO)
+    assert cheap[-1].choices[0].finish_reason == "stop"
+
+
+def test_model_scoped_latency_times_out_only_that_model(fake_server: FakeOpenAI) -> None:
+    fake_server.set_latency(response=3.0, model=CHEAP)
+    with openai.OpenAI(
+        base_url=fake_server.base_url, api_key="sk-test", max_retries=0, timeout=0.5
+    ) as client:
+        started = time.monotonic()
+        reply = client.chat.completions.create(model="gpt-4o", messages=HELLO)
+        assert time.monotonic() - started < 0.5
+        assert reply.choices[0].message.content == DEFAULT_REPLY
+        started = time.monotonic()
+        with pytest.raises(openai.APITimeoutError):
+            client.chat.completions.create(model=CHEAP, messages=HELLO)
+        assert 0.5 <= time.monotonic() - started < 3.0
+        assert client.chat.completions.create(model="gpt-4o", messages=HELLO).choices
+
+
+async def test_model_scoped_latency_overrides_the_global_one(
+    api: Api, fake_server: FakeOpenAI
+) -> None:
+    fake_server.set_latency(first_chunk=0.3)
+    fake_server.set_latency(per_chunk=0.0, model=CHEAP)  # CHEAP: no delay at all
+    started = time.monotonic()
+    await api.stream("chat.completions.create", model=CHEAP, messages=HELLO)
+    assert time.monotonic() - started < 0.3
+    started = time.monotonic()
+    await api.stream("chat.completions.create", model="gpt-4o", messages=HELLO)
+    assert time.monotonic() - started >= 0.3
+    fake_server.reset()
+    started = time.monotonic()
+    await api.stream("chat.completions.create", model="gpt-4o", messages=HELLO)
+    assert time.monotonic() - started < 0.3
+
+
+def test_scripts_reject_an_empty_model_name(fake_server: FakeOpenAI) -> None:
+    with pytest.raises(ValueError, match="model must be a non-empty model name"):
+        fake_server.fail_next(500, model="")
+    with pytest.raises(ValueError, match="model must be a non-empty model name"):
+        fake_server.break_stream_after(1, model="")
+    with pytest.raises(ValueError, match="model must be a non-empty model name"):
+        fake_server.set_latency(response=1, model="")
+    with pytest.raises(ValueError, match="response must be >= 0"):
+        fake_server.set_latency(response=-1, model=CHEAP)
+
+
 # -- azure ------------------------------------------------------------------------------------
 
 
@@ -1137,7 +1278,10 @@ def test_request_log_records_body_status_and_usage(client: Any, fake_server: Fak
 def test_reset_forgets_log_scripts_and_additions(client: Any, fake_server: FakeOpenAI) -> None:
     fake_server.add_model("extra")
     fake_server.fail_next(500, times=3)
+    fake_server.fail_next(500, model="gpt-4o")
+    fake_server.break_stream_after(0, model="gpt-4o")
     fake_server.set_latency(response=5)
+    fake_server.set_latency(first_chunk=5, model="gpt-4o")
     fake_server.reject_stream_options = True
     fake_server.reply = "changed"
     fake_server.reset()

@@ -11,8 +11,12 @@ from llmmeter._task import current_task
 
 def test_public_names_are_exactly_these() -> None:
     assert llmmeter.__all__ == [
+        "CallView",
         "ConfigError",
         "Cost",
+        "Policy",
+        "Route",
+        "RulePolicy",
         "__version__",
         "instrument",
         "price",

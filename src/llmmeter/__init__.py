@@ -17,11 +17,25 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ._package import __version__
+from ._policy import CallView, Policy, Route
 from ._pricing import Cost
+from ._rules import RulePolicy
 from ._task import task
 from .exceptions import ConfigError
 
-__all__ = ["ConfigError", "Cost", "__version__", "instrument", "price", "task", "uninstrument"]
+__all__ = [
+    "CallView",
+    "ConfigError",
+    "Cost",
+    "Policy",
+    "Route",
+    "RulePolicy",
+    "__version__",
+    "instrument",
+    "price",
+    "task",
+    "uninstrument",
+]
 
 logger = logging.getLogger("llmmeter")
 
@@ -30,6 +44,7 @@ def instrument(
     *,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    policy: str | os.PathLike[str] | Policy | None = None,
     prices: str | os.PathLike[str] | None = None,
     capture_content: bool | None = None,
     inject_stream_usage: bool | None = None,
@@ -44,6 +59,10 @@ def instrument(
         tracer_provider: where spans go. Default: the global provider if the application
             configured one, else an SDK provider exporting per the ``OTEL_*`` variables.
         meter_provider: where metrics go; same defaults as ``tracer_provider``.
+        policy: route calls to other models: a TOML policy file (reloaded when it changes),
+            a :class:`RulePolicy`, or any object with ``decide(call) -> Route | None`` (env
+            ``LLMMETER_POLICY`` for a file; ``LLMMETER_POLICY_MODE`` overrides the mode; format
+            in docs/policy.md).
         prices: a TOML prices file whose rates and aliases win over the bundled price data
             (env ``LLMMETER_PRICES``; format in docs/pricing.md).
         capture_content: record prompts and completions (off by default; env
@@ -77,7 +96,10 @@ def instrument(
         logger.warning("llmmeter.instrument() called again; already instrumented, ignoring")
         return
     instrumentor.instrument(
-        tracer_provider=tracer_provider, meter_provider=meter_provider, settings=settings
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        settings=settings,
+        policy=policy,
     )
 
 

@@ -8,22 +8,25 @@ lives in ``_targets.py`` and ``_usage.py``; this module only orchestrates.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import traceback
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from . import _semconv as sc
 from ._config import Settings
 from ._guard import Guard
 from ._metrics import Instruments
+from ._policy import ROUTABLE_ENDPOINTS, CallView, Route
 from ._pricing import UNKNOWN_REF, Cost, PriceTable
 from ._raw import wrap_raw_response
 from ._sdk import SdkTypes, rejects_stream_options, status_code
@@ -37,7 +40,7 @@ from ._targets import (
     truncated_json,
     wire_model,
 )
-from ._task import current_task
+from ._task import current_key, current_task
 from ._usage import (
     CHAT,
     COMPLETIONS,
@@ -76,8 +79,11 @@ class Runtime:
         "_counted",
         "_lock",
         "_rejected",
+        "accept",
+        "force_shadow",
         "guard",
         "instruments",
+        "policy",
         "prices",
         "sdk",
         "settings",
@@ -91,8 +97,16 @@ class Runtime:
         settings: Settings,
         guard: Guard,
         prices: PriceTable,
+        *,
+        policy: Any = None,
+        force_shadow: bool = False,
     ) -> None:
         self.tracer = tracer
+        self.policy = policy
+        self.accept: Callable[[Any], bool] | None = (
+            getattr(policy, "accept", None) if policy is not None else None
+        )
+        self.force_shadow = force_shadow
         self.prices = prices
         self.instruments = instruments
         self.settings = settings
@@ -122,6 +136,46 @@ class Runtime:
                 self._counted.popitem(last=False)
             return True
 
+    def decide(self, view: CallView) -> Route | None:
+        """Ask the policy; anything it raises or returns amiss leaves the call as written."""
+        policy = self.policy
+        try:
+            route = policy.decide(view)
+        except Exception as exc:
+            self.guard.warn_once(
+                "policy.decide",
+                "llmmeter: the routing policy raised; the call goes out as written",
+                exc,
+            )
+            return None
+        if route is None:
+            return None
+        if not isinstance(route, Route):
+            self.guard.warn_once(
+                "policy.result",
+                f"llmmeter: the routing policy returned {type(route).__name__}, not a Route "
+                "or None; the call goes out as written",
+            )
+            return None
+        if self.force_shadow and not route.shadow:
+            route = dataclasses.replace(route, shadow=True)
+        return route
+
+    def accepts(self, result: Any) -> bool:
+        """The policy's ``accept`` check; a check that raises accepts (logged once)."""
+        accept = self.accept
+        if accept is None:
+            return True
+        try:
+            return accept(result) is not False
+        except Exception as exc:
+            self.guard.warn_once(
+                "policy.accept",
+                "llmmeter: the policy's accept check raised; the answer is kept",
+                exc,
+            )
+            return True
+
     def is_azure(self, client: Any) -> bool:
         kind = type(client)
         known = self._client_kinds.get(kind)
@@ -138,20 +192,39 @@ def _is_raw_request(kwargs: dict[str, Any]) -> bool:
     return any(str(k).lower() == _RAW_RESPONSE_HEADER for k in headers)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Routing:
+    """A policy's decision as applied to one call."""
+
+    route: Route
+    original: str
+    """The model value the user wrote (what goes on the wire without llmmeter)."""
+    sent: str
+    """The model value routing puts on the wire instead (an Azure deployment name there)."""
+    asked: str
+    """The model name the policy saw and the original is priced as."""
+
+
 class Call:
     """One logical request: one span, one set of metric points."""
 
     __slots__ = (
         "_call_token",
         "_ctx_token",
+        "args",
         "attempts",
+        "base_kwargs",
         "capture",
+        "fallback_of",
         "finished",
         "injected",
+        "instance",
+        "invoke",
         "kwargs",
         "metric_attrs",
         "original_kwargs",
         "outcome",
+        "routing",
         "runtime",
         "span",
         "started",
@@ -166,9 +239,14 @@ class Call:
         instance: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        *,
+        fallback_of: Call | None = None,
+        reason: str | None = None,
     ) -> None:
         self.runtime = runtime
         self.target = target
+        self.instance = instance
+        self.args = args
         self.started = perf_counter()
         self.finished = False
         self.attempts = 0
@@ -176,40 +254,40 @@ class Call:
         self.outcome = Outcome()
         self.capture = runtime.settings.capture_content
         self.original_kwargs = kwargs
-        self.kwargs = kwargs
+        self.invoke: Callable[..., Any] | None = None
+        """Re-sends the request (``wrapped`` bound to the call's args): set on routed calls,
+        for a stream that fails before its first chunk."""
+        self.fallback_of = fallback_of
+        self.metric_attrs: dict[str, Any] = {}
         self._ctx_token: Token[Any] | None = None
         self._call_token: Token[Call | None] | None = None
 
         endpoint = target.endpoint
         client = getattr(instance, "_client", None)
-        attrs: dict[str, AttributeValue] = {
-            sc.GEN_AI_OPERATION_NAME: target.operation,
-            sc.GEN_AI_PROVIDER_NAME: (
-                sc.PROVIDER_AZURE
-                if client is not None and runtime.is_azure(client)
-                else sc.PROVIDER_OPENAI
-            ),
-        }
-        address, port = _server_of(client)
-        if address:
-            attrs[sc.SERVER_ADDRESS] = address
+        azure = client is not None and runtime.is_azure(client)
         model = None if target.retrieve else wire_model(kwargs)
-        if model:
-            attrs[sc.GEN_AI_REQUEST_MODEL] = model
-        label = current_task.get()
-        if label is not None:
-            attrs[sc.LLMMETER_TASK] = label
-        self.metric_attrs = dict(attrs)
-        api_type = target.api_type
-        if api_type is not None:
-            attrs[sc.OPENAI_API_TYPE] = api_type
-        if port is not None:
-            attrs[sc.SERVER_PORT] = port
-        attrs.update(request_attributes(endpoint, kwargs))
-        if target.retrieve:
-            rid = args[0] if args else kwargs.get("response_id")
-            if isinstance(rid, str):
-                attrs[sc.GEN_AI_RESPONSE_ID] = rid
+        routing: _Routing | None = None
+        if fallback_of is not None:
+            routing = fallback_of.routing
+        elif model and runtime.policy is not None and endpoint in ROUTABLE_ENDPOINTS:
+            with runtime.guard.site("policy.route"):
+                routing = _route(runtime, target, client, kwargs, model, azure=azure)
+        self.routing: _Routing | None = routing
+        self.base_kwargs = kwargs
+        action = _action(routing, fallback_of)
+        if routing is not None and action == sc.ACTION_ROUTE:
+            model = routing.sent
+            self.base_kwargs = {**kwargs, "model": model}
+        self.kwargs = self.base_kwargs
+
+        address, port = _server_of(client)
+        attrs = _common_attributes(target, model, address, azure=azure)
+        links = None
+        if routing is not None and action is not None:
+            links = self._record_decision(routing, action, reason, attrs)
+        else:
+            self.metric_attrs = dict(attrs)
+        _span_attributes(target, args, kwargs, port, attrs)
 
         self.stream_key = ""
         if kwargs.get("stream") is True and endpoint in (CHAT, COMPLETIONS):
@@ -219,7 +297,27 @@ class Call:
             _capture_input(endpoint, kwargs, attrs, runtime.settings.content_max_length)
 
         name = f"{target.operation} {model}" if model else target.operation
-        self.span = runtime.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)
+        self.span: Span = runtime.tracer.start_span(
+            name, kind=SpanKind.CLIENT, attributes=attrs, links=links
+        )
+
+    def _record_decision(
+        self, routing: _Routing, action: str, reason: str | None, attrs: dict[str, AttributeValue]
+    ) -> list[Link] | None:
+        """Put the decision on the span and metric labels, count it; the fallback's link."""
+        decision: dict[str, AttributeValue] = {
+            sc.LLMMETER_POLICY_RULE: routing.route.rule,
+            sc.LLMMETER_POLICY_ACTION: action,
+        }
+        attrs.update(decision)
+        self.runtime.instruments.decisions.add(1, decision)
+        self.metric_attrs = dict(attrs)
+        attrs[sc.LLMMETER_POLICY_ORIGINAL_MODEL] = routing.original
+        attrs[sc.LLMMETER_POLICY_TARGET_MODEL] = routing.sent
+        if reason is not None:
+            attrs[sc.LLMMETER_POLICY_FALLBACK_REASON] = reason
+        previous = self.fallback_of
+        return [Link(previous.span.get_span_context())] if previous is not None else None
 
     def _inject_stream_usage(self, attrs: dict[str, AttributeValue]) -> None:
         """Ask for stream usage the user did not ask for (hidden again chunk by chunk)."""
@@ -230,7 +328,7 @@ class Call:
             and not _is_raw_request(kwargs)
             and not self.runtime.rejects_stream_options(self.stream_key)
         ):
-            self.kwargs = {**kwargs, "stream_options": {"include_usage": True}}
+            self.kwargs = {**self.base_kwargs, "stream_options": {"include_usage": True}}
             self.injected = True
             attrs[sc.LLMMETER_STREAM_USAGE_INJECTED] = True
 
@@ -272,13 +370,96 @@ class Call:
             rejected = sdk is None or rejects_stream_options(exc, sdk)
         if not rejected:
             return False
-        self.kwargs = self.original_kwargs
+        self.kwargs = self.base_kwargs
         self.injected = False
         with guard.site("call.retry"):
             self.runtime.remember_rejection(self.stream_key)
             self.span.set_attribute(sc.LLMMETER_STREAM_USAGE_INJECTED, False)
             self.span.add_event("llmmeter.stream_options_rejected")
         return True
+
+    # --- falling back to the original model --------------------------------------------
+
+    def _may_fall_back(self) -> bool:
+        routing = self.routing
+        return (
+            routing is not None
+            and not routing.route.shadow
+            and routing.route.fallback
+            and self.fallback_of is None
+        )
+
+    def _reopen(self, reason: str) -> Call:
+        """The re-send with the user's own model: a new span, linked to this one."""
+        call = Call(
+            self.runtime,
+            self.target,
+            self.instance,
+            self.args,
+            self.original_kwargs,
+            fallback_of=self,
+            reason=reason,
+        )
+        call.invoke = self.invoke
+        call.enter()
+        return call
+
+    def fall_back(self, exc: BaseException) -> Call | None:
+        """The routed request raised: finish this call and return the entered re-send with
+        the original model, or None when this call does not fall back (the wrapper then
+        hands the error to :meth:`on_error`, which is then a no-op if already finished)."""
+        if not isinstance(exc, Exception) or not self._may_fall_back():
+            return None
+        self.on_error(exc)
+        with self.runtime.guard.site("policy.fallback"):
+            return self._reopen(_error_type(exc, self.runtime.sdk))
+        return None
+
+    def stream_fallback(self, exc: BaseException) -> Call | None:
+        """A routed stream failed before any chunk reached the user: end it and return the
+        entered re-send (the stream proxy sends it through :attr:`invoke`)."""
+        if self.invoke is None or not isinstance(exc, Exception) or not self._may_fall_back():
+            return None
+        self.end_stream("error", exc)
+        with self.runtime.guard.site("policy.fallback"):
+            return self._reopen(_error_type(exc, self.runtime.sdk))
+        return None
+
+    def escalate(self, result: Any) -> Call | None:
+        """A routed, non-streaming answer the policy's ``accept`` check turns down: finish
+        this call with it and return the entered re-send with the original model. None keeps
+        the answer (also when the check raised: that is logged once)."""
+        runtime = self.runtime
+        routing = self.routing
+        if (
+            runtime.accept is None
+            or routing is None
+            or routing.route.shadow
+            or self.fallback_of is not None
+            or self.stream_key
+        ):
+            return None
+        plain = False
+        with runtime.guard.site("policy.accept"):
+            sdk = runtime.sdk
+            plain = sdk is not None and not isinstance(
+                result,
+                (
+                    sdk.stream,
+                    sdk.async_stream,
+                    sdk.legacy_response,
+                    sdk.api_response,
+                    sdk.async_api_response,
+                ),
+            )
+        if not plain or runtime.accepts(result):
+            return None
+        with runtime.guard.site("policy.accept"):
+            self.span.set_attribute(sc.LLMMETER_POLICY_ACCEPTED, False)
+        self.on_result(result)
+        with runtime.guard.site("policy.fallback"):
+            return self._reopen(sc.FALLBACK_REJECTED)
+        return None
 
     # --- how a call ends ---------------------------------------------------------------
 
@@ -361,13 +542,15 @@ class Call:
             attrs.update(_usage_attributes(usage))
             with runtime.guard.site("call.price"):
                 cost = self._price(usage, attrs, metric_attrs)
+            if cost is not None and self.routing is not None and self.fallback_of is None:
+                with runtime.guard.site("call.savings"):
+                    self._savings(usage, cost, attrs, metric_attrs)
         if self.capture and outcome.output:
             attrs[sc.GEN_AI_OUTPUT_MESSAGES] = truncated_json(
                 output_messages(outcome), runtime.settings.content_max_length
             )
         if error is not None:
-            code = status_code(error, runtime.sdk) if runtime.sdk is not None else None
-            error_type = str(code) if code is not None else type(error).__qualname__
+            error_type = _error_type(error, runtime.sdk)
             attrs[sc.ERROR_TYPE] = error_type
             metric_attrs = {**metric_attrs, sc.ERROR_TYPE: error_type}
             message = scrub(str(error))[:1024]
@@ -406,6 +589,131 @@ class Call:
         attrs[sc.LLMMETER_COST_OUTPUT] = cost.output
         attrs[sc.LLMMETER_PRICE_REF] = cost.ref
         return cost
+
+    def _savings(
+        self, usage: Usage, cost: Cost, attrs: dict[str, AttributeValue], metric_attrs: Any
+    ) -> None:
+        """What routing saved (or, shadowed, would save): the same tokens at both prices."""
+        routing = self.routing
+        assert routing is not None
+        prices = self.runtime.prices
+        tier = self.outcome.service_tier
+        if routing.route.shadow:
+            other = prices.price(usage, (routing.route.model,), service_tier=tier)
+            saved = None if other is None else cost.total - other.total
+        else:
+            other = prices.price(usage, (routing.asked,), service_tier=tier)
+            saved = None if other is None else other.total - cost.total
+        if saved is None:
+            return
+        attrs[sc.LLMMETER_POLICY_SAVINGS] = saved
+        if saved > 0:
+            self.runtime.instruments.savings.add(saved, metric_attrs)
+
+
+def _error_type(error: BaseException, sdk: SdkTypes | None) -> str:
+    """``error.type``: the HTTP status for API errors, else the exception's qualname."""
+    code = status_code(error, sdk) if sdk is not None else None
+    return str(code) if code is not None else type(error).__qualname__
+
+
+def _common_attributes(
+    target: Target, model: str | None, address: str | None, *, azure: bool
+) -> dict[str, AttributeValue]:
+    """The attributes that are also metric labels (bounded values only)."""
+    attrs: dict[str, AttributeValue] = {
+        sc.GEN_AI_OPERATION_NAME: target.operation,
+        sc.GEN_AI_PROVIDER_NAME: sc.PROVIDER_AZURE if azure else sc.PROVIDER_OPENAI,
+    }
+    if address:
+        attrs[sc.SERVER_ADDRESS] = address
+    if model:
+        attrs[sc.GEN_AI_REQUEST_MODEL] = model
+    label = current_task.get()
+    if label is not None:
+        attrs[sc.LLMMETER_TASK] = label
+    return attrs
+
+
+def _span_attributes(
+    target: Target,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    port: int | None,
+    attrs: dict[str, AttributeValue],
+) -> None:
+    """The span-only request attributes (unbounded values such as ids never go on metrics)."""
+    api_type = target.api_type
+    if api_type is not None:
+        attrs[sc.OPENAI_API_TYPE] = api_type
+    if port is not None:
+        attrs[sc.SERVER_PORT] = port
+    attrs.update(request_attributes(target.endpoint, kwargs))
+    if target.retrieve:
+        rid = args[0] if args else kwargs.get("response_id")
+        if isinstance(rid, str):
+            attrs[sc.GEN_AI_RESPONSE_ID] = rid
+
+
+def _action(routing: _Routing | None, fallback_of: Call | None) -> str | None:
+    if routing is None:
+        return None
+    if fallback_of is not None:
+        return sc.ACTION_FALLBACK
+    return sc.ACTION_SHADOW if routing.route.shadow else sc.ACTION_ROUTE
+
+
+def _route(
+    runtime: Runtime,
+    target: Target,
+    client: Any,
+    kwargs: Mapping[str, Any],
+    model: str,
+    *,
+    azure: bool,
+) -> _Routing | None:
+    """Ask the policy about this call and translate its answer into wire values.
+
+    Not consulted when the user pinned the wire model in ``extra_body``. On Azure the
+    ``model`` argument is a deployment name: only routable through the policy's
+    ``deployments`` map, and never when the client's base URL already names a deployment.
+    """
+    extra = kwargs.get("extra_body")
+    if isinstance(extra, Mapping) and "model" in extra:
+        return None
+    asked = model
+    deployments: Mapping[str, str] | None = None
+    if azure:
+        deployments = getattr(runtime.policy, "deployments", None)
+        if not deployments or "/deployments/" in str(getattr(client, "base_url", "")):
+            return None
+        found = next((name for name, dep in deployments.items() if dep == model), None)
+        if found is None:
+            return None
+        asked = found
+    view = CallView(
+        endpoint=target.endpoint,
+        operation=target.operation,
+        model=asked,
+        kwargs=kwargs,
+        task=current_task.get(),
+        key=current_key.get(),
+    )
+    route = runtime.decide(view)
+    if route is None or route.model == asked:
+        return None
+    sent = route.model
+    if deployments is not None:
+        deployment = deployments.get(route.model)
+        if deployment is None:
+            runtime.guard.warn_once(
+                f"policy.deployment:{route.model}",
+                f"llmmeter: rule {route.rule!r} routes to {route.model!r} but the policy's "
+                "deployments name no Azure deployment for it; Azure calls stay as written",
+            )
+            return None
+        sent = deployment
+    return _Routing(route, model, sent, asked)
 
 
 def _record_metrics(

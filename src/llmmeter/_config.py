@@ -37,6 +37,16 @@ LLMMETER_PRICES: Final = "LLMMETER_PRICES"
 """Path of a TOML prices file whose rates and aliases win over the bundled data (see
 docs/pricing.md). Default: none."""
 
+LLMMETER_POLICY: Final = "LLMMETER_POLICY"
+"""Path of a TOML routing policy file (see docs/policy.md); the ``policy`` argument of
+``instrument()`` wins. Default: none (no routing)."""
+
+LLMMETER_POLICY_MODE: Final = "LLMMETER_POLICY_MODE"
+"""``enforce``, ``shadow`` or ``off``: overrides the policy file's mode and every rule's, so an
+operator can switch routing to shadow or off without editing the file. Default: the file's."""
+
+POLICY_MODES: Final = ("enforce", "shadow", "off")
+
 DEFAULT_CONTENT_MAX_LENGTH: Final = 16384
 
 _TRUE = frozenset({"1", "true", "yes", "on", "span_only", "span_and_event"})
@@ -52,6 +62,9 @@ class Settings:
     inject_stream_usage: bool = True
     strict: bool = False
     prices_path: str | None = None
+    policy_path: str | None = None
+    """From ``LLMMETER_POLICY``; a ``policy`` argument to ``instrument()`` wins over it."""
+    policy_mode: str | None = None
 
 
 def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -91,6 +104,12 @@ def resolve_settings(
 ) -> Settings:
     """Combine arguments and environment into :class:`Settings`, validating both."""
     env = os.environ if environ is None else environ
+    policy_mode = env.get(LLMMETER_POLICY_MODE, "").strip().lower() or None
+    if policy_mode is not None and policy_mode not in POLICY_MODES:
+        raise ConfigError(
+            f"environment variable {LLMMETER_POLICY_MODE}: expected one of "
+            f"{', '.join(POLICY_MODES)}; got {env[LLMMETER_POLICY_MODE]!r}"
+        )
     for name, arg in (
         ("capture_content", capture_content),
         ("inject_stream_usage", inject_stream_usage),
@@ -103,6 +122,8 @@ def resolve_settings(
     prices_path = os.fspath(prices) if prices is not None else env.get(LLMMETER_PRICES) or None
     return Settings(
         prices_path=prices_path,
+        policy_path=env.get(LLMMETER_POLICY) or None,
+        policy_mode=policy_mode,
         capture_content=(
             capture_content
             if capture_content is not None

@@ -51,6 +51,21 @@ class Guard:
         else:
             logger.debug("llmmeter internal error in %s", name, exc_info=exc_info)
 
+    def warn_once(self, name: str, message: str, exc: BaseException | None = None) -> None:
+        """Log a failure that is not llmmeter's own (the user's policy or ``accept`` hook
+        raised): warning the first time per ``name``, debug after; never re-raised, even when
+        strict, because the user's code failing must not fail the user's call."""
+        with self._lock:
+            first = name not in self._seen
+            self._seen.add(name)
+        exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+        if first:
+            logger.warning(
+                "%s (further occurrences are logged at debug level)", message, exc_info=exc_info
+            )
+        else:
+            logger.debug("%s", message, exc_info=exc_info)
+
 
 class _Site:
     """A stateless, reentrant context manager: safe to share across threads and tasks."""

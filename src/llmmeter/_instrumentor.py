@@ -7,8 +7,9 @@ Usage::
 
 Configuration: arguments of :func:`llmmeter.instrument`, else the environment variables
 declared in ``_config.py`` (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``,
-``LLMMETER_*``). Providers are taken as given or from the OpenTelemetry globals; building them
-is ``_bootstrap.py``'s job, never this module's.
+``LLMMETER_*``, among them ``LLMMETER_POLICY`` for a routing policy file). Providers are
+taken as given or from the OpenTelemetry globals; building them is ``_bootstrap.py``'s job,
+never this module's.
 
 Patching waits for the application's own ``import openai`` (a post-import hook), so
 instrumenting never imports openai. ``uninstrument()`` puts every original method back (the
@@ -38,6 +39,7 @@ from ._guard import Guard
 from ._metrics import Instruments
 from ._package import __version__, _instruments
 from ._pricing import PriceTable
+from ._rules import resolve_policy
 from ._targets import ATTEMPT_HOOK, TARGETS
 from ._wrappers import async_wrapper, attempt_wrapper, sync_wrapper
 
@@ -86,11 +88,20 @@ class LLMMeterInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         tracer = trace.get_tracer("llmmeter", __version__, tracer_provider, schema_url=_SCHEMA_URL)
         meter = metrics.get_meter("llmmeter", __version__, meter_provider, schema_url=_SCHEMA_URL)
         prices = PriceTable.load(settings.prices_path)  # ConfigError on a bad file
+        policy, force_shadow = resolve_policy(
+            kwargs.get("policy"), settings.policy_path, settings.policy_mode
+        )
         with self._lock:
             if not hasattr(self, "_applied"):
                 self._applied = []
             self._runtime = Runtime(
-                tracer, Instruments.create(meter), settings, Guard(strict=settings.strict), prices
+                tracer,
+                Instruments.create(meter),
+                settings,
+                Guard(strict=settings.strict),
+                prices,
+                policy=policy,
+                force_shadow=force_shadow,
             )
         # Runs now if openai is already imported, else on the application's own import.
         wrapt.register_post_import_hook(self._patch, "openai")

@@ -25,6 +25,8 @@ class Instruments:
     time_to_first_chunk: Histogram
     cost: Counter
     unpriced: Counter
+    decisions: Counter
+    savings: Counter
 
     @classmethod
     def create(cls, meter: Meter) -> Instruments:
@@ -54,5 +56,15 @@ class Instruments:
                 sc.METRIC_UNPRICED,
                 unit="{call}",
                 description="GenAI calls with token usage that no price covers",
+            ),
+            decisions=meter.create_counter(
+                sc.METRIC_POLICY_DECISIONS,
+                unit="{call}",
+                description="Routing policy decisions, by rule and action",
+            ),
+            savings=meter.create_counter(
+                sc.METRIC_SAVINGS,
+                unit="{USD}",
+                description="US dollars saved (route) or that would be saved (shadow) by routing",
             ),
         )

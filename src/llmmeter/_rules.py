@@ -56,10 +56,12 @@ _RULE_KEYS: Final = (
     "sample",
 )
 _NOT_YET: Final = ("evaluate", "compare", "label", "when_spend_over")
-_RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-_MODEL_NAME = re.compile(r"^[^\s*?\[\]]+$")
+_RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: '$' allows a final \n
+_MODEL_NAME = re.compile(r"^[^\s*?\[\]]+\Z")
 _GLOBAL_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
-_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
+# Group numbers shift when patterns are joined: backreferences and numbered conditionals
+# ``(?(1)...)`` would then refer to another pattern's group.
+_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=|\(\?\([0-9]")
 _MAX_CACHED_MODELS: Final = 4096
 
 # Why a rule does not match a call; the order is the order of the checks.
@@ -217,6 +219,7 @@ class RulePolicy:
         data: Any,
         *,
         path: str | None = None,
+        signature: tuple[int, int, int] | None = None,
         accept: Accept | None = None,
         override: str | None = None,
         reload_interval: float = DEFAULT_RELOAD_INTERVAL,
@@ -238,12 +241,10 @@ class RulePolicy:
         self._interval = float(reload_interval)
         self._data = data if path is None else None
         self._state = _compile(data, source, override)
-        self._signature: tuple[int, int, int] | None = None
+        self._signature = signature  # taken before ``data`` was read: see _read_signed
         self._next_check = monotonic() + self._interval
         self._reload_lock = threading.Lock()
         self._bad_signature: tuple[int, int, int] | None = None
-        if path is not None:
-            self._signature = _signature(path)
 
     @classmethod
     def load(
@@ -265,10 +266,12 @@ class RulePolicy:
         """
         name = os.fspath(path)
         self = cls.__new__(cls)
+        signature, data = _read_signed(name)
         self._init(
             name,
-            _read(name),
+            data,
             path=name,
+            signature=signature,
             accept=accept,
             override=mode,
             reload_interval=reload_interval,
@@ -294,10 +297,12 @@ class RulePolicy:
         """A copy whose mode overrides the file's and every rule's."""
         copy = type(self).__new__(type(self))
         path = self._path
+        signature, data = _read_signed(path) if path is not None else (None, self._data)
         copy._init(
             self.source,
-            _read(path) if path is not None else self._data,
+            data,
             path=path,
+            signature=signature,
             accept=self.accept,
             override=mode,
             reload_interval=self._interval,
@@ -361,6 +366,8 @@ class RulePolicy:
                     return Explanation(verdicts, rule, None, None)
                 if rule.sample >= 1.0:
                     return Explanation(verdicts, rule, route, True)
+                if rule.sample <= 0.0:
+                    return Explanation(verdicts, rule, None, False)
                 if call.key is None:
                     return Explanation(verdicts, rule, route, None)
                 inside = sampled(rule.name, rule.sample, call.key)
@@ -426,6 +433,16 @@ def _signature(path: str) -> tuple[int, int, int]:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def _read_signed(path: str) -> tuple[tuple[int, int, int] | None, dict[str, Any]]:
+    """The file's signature and contents. The signature is taken first, so a write that
+    lands between the two reads is seen as a change at the next check, not missed."""
+    try:
+        signature: tuple[int, int, int] | None = _signature(path)
+    except OSError:
+        signature = None  # _read says why; or the file appeared since: the next check reloads
+    return signature, _read(path)
+
+
 def _read(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as file:
@@ -445,7 +462,15 @@ def _fail(source: str, where: str, expected: str, got: Any) -> ConfigError:
 
 
 def _effective_mode(rule: Rule, mode: str, override: str | None) -> str:
-    return override or rule.mode or mode
+    """A rule set to off stays off; else the override, else a policy-wide off (the kill
+    switch), else the rule's own mode, else the policy's."""
+    if rule.mode == "off":
+        return "off"
+    if override is not None:
+        return override
+    if mode == "off":
+        return "off"
+    return rule.mode or mode
 
 
 def _compile(data: Any, source: str, override: str | None) -> _Compiled:
@@ -712,3 +737,32 @@ def describe(rule: Rule, reason: str, call: CallView) -> str:
     if reason == PROMPT:
         return f"the prompt matches none of prompt = {list(rule.prompt)}"
     return reason
+
+
+def resolve_policy(policy: Any, path: str | None, mode: str | None) -> tuple[Any, bool]:
+    """The policy ``instrument()`` runs, and whether every route must be shadowed.
+
+    ``policy`` is the argument (a path, or an object with ``decide``), else ``path`` (from
+    ``LLMMETER_POLICY``) is loaded. ``mode`` (``LLMMETER_POLICY_MODE``) overrides a rule
+    policy's modes; for another policy ``off`` disables it and ``shadow`` shadows its routes.
+    """
+    if policy is None and path is None:
+        return None, False
+    if policy is None or isinstance(policy, (str, os.PathLike)):
+        source = policy if policy is not None else path
+        assert source is not None
+        return RulePolicy.load(os.fspath(source), mode=mode), False
+    if isinstance(policy, RulePolicy):
+        return (policy.with_mode(mode) if mode is not None else policy), False
+    decide = getattr(policy, "decide", None)
+    if not callable(decide):
+        raise ConfigError(
+            "argument policy: expected a path to a TOML policy file or an object with a "
+            f"decide(call) method; got {policy!r}"
+        )
+    accept = getattr(policy, "accept", None)
+    if accept is not None and not callable(accept):
+        raise ConfigError(f"argument policy: accept: expected a callable; got {accept!r}")
+    if mode == "off":
+        return None, False
+    return policy, mode == "shadow"

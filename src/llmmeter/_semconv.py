@@ -77,6 +77,30 @@ LLMMETER_USAGE_ALREADY_COUNTED: Final = "llmmeter.usage.already_counted"
 """True on a Responses call whose usage an earlier call already reported (``retrieve`` of a
 response id seen before): its tokens are left off so sums count each response once."""
 
+# --- routing policy (DESIGN section 4) ---------------------------------------------------
+LLMMETER_POLICY_RULE: Final = "llmmeter.policy.rule"
+"""The rule that routed (or would have routed) the call."""
+LLMMETER_POLICY_ACTION: Final = "llmmeter.policy.action"
+"""``route`` (sent to the target), ``shadow`` (sent as written; the target is what routing
+would have used) or ``fallback`` (the original model, re-sent after the routed call failed
+or its answer was not accepted)."""
+LLMMETER_POLICY_ORIGINAL_MODEL: Final = "llmmeter.policy.original_model"
+"""The model the application asked for."""
+LLMMETER_POLICY_TARGET_MODEL: Final = "llmmeter.policy.target_model"
+"""The model the rule routes to."""
+LLMMETER_POLICY_SAVINGS: Final = "llmmeter.policy.savings"
+"""USD saved (``route``) or that would have been saved (``shadow``): the call's actual tokens
+priced at the original model minus at the target. Negative when the target costs more."""
+LLMMETER_POLICY_FALLBACK_REASON: Final = "llmmeter.policy.fallback_reason"
+"""On a ``fallback`` span: the routed attempt's ``error.type``, or ``rejected`` when the
+policy's ``accept`` check turned its answer down."""
+LLMMETER_POLICY_ACCEPTED: Final = "llmmeter.policy.accepted"
+"""``false`` on a routed call whose answer the ``accept`` check turned down."""
+ACTION_ROUTE: Final = "route"
+ACTION_SHADOW: Final = "shadow"
+ACTION_FALLBACK: Final = "fallback"
+FALLBACK_REJECTED: Final = "rejected"
+
 # --- metric instruments ----------------------------------------------------------------
 METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
 METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
@@ -86,6 +110,11 @@ METRIC_COST: Final = "llmmeter.cost.usd"
 """Monotonic USD counter; unit ``{USD}`` so Prometheus names it ``llmmeter_cost_usd_total``."""
 METRIC_UNPRICED: Final = "llmmeter.cost.unpriced"
 """Calls with usage that no price covers; Prometheus: ``llmmeter_cost_unpriced_total``."""
+METRIC_POLICY_DECISIONS: Final = "llmmeter.policy.decisions"
+"""Routing decisions by rule and action; Prometheus: ``llmmeter_policy_decisions_total``."""
+METRIC_SAVINGS: Final = "llmmeter.savings.usd"
+"""USD saved (action ``route``) or that shadow mode says would be saved (action ``shadow``),
+by rule; only positive amounts. Prometheus: ``llmmeter_savings_usd_total``."""
 
 # --- values ----------------------------------------------------------------------------
 PROVIDER_OPENAI: Final = "openai"

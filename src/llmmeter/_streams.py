@@ -6,6 +6,10 @@ garbage-collected. Only ``__next__``/``__anext__``, ``close`` and the context-ma
 differ between the two proxies. The iterator, async-iterator and context-manager methods are
 defined explicitly (proxies forward attributes, not protocol slots), and ``__enter__`` returns
 the proxy so the user keeps iterating through it.
+
+A routed stream that fails before any chunk reached the user falls back: the failed stream is
+closed, the request is re-sent with the user's own model, and the proxy carries on with the new
+stream, so the user iterates one stream that simply worked.
 """
 
 from __future__ import annotations
@@ -25,6 +29,12 @@ class _StreamProxy(wrapt.BaseObjectProxy[Any]):
     def __init__(self, stream: Any, call: Call) -> None:
         super().__init__(stream)
         self._self_call = call
+        self._self_shown = False
+
+    def _self_adopt(self, stream: Any, call: Call) -> None:
+        """Carry on with the fallback's stream (already sent) under the fallback's call."""
+        self.__wrapped__ = stream
+        self._self_call = call
 
     def _self_end(self, how: StreamEnd, error: BaseException | None = None) -> None:
         self._self_call.end_stream(how, error)
@@ -42,19 +52,40 @@ class StreamProxy(_StreamProxy):
         return self
 
     def __next__(self) -> Any:
-        stream = self.__wrapped__
-        call = self._self_call
         while True:
+            stream = self.__wrapped__
+            call = self._self_call
             try:
                 chunk = stream.__next__()
             except StopIteration:
                 self._self_end("exhausted")
                 raise
             except BaseException as exc:
-                self._self_end("error", exc)
-                raise
-            if call.on_chunk(chunk):
-                return chunk
+                again = None if self._self_shown else call.stream_fallback(exc)
+                if again is None:
+                    self._self_end("error", exc)
+                    raise
+            else:
+                if call.on_chunk(chunk):
+                    self._self_shown = True
+                    return chunk
+                continue
+            # Outside the except block: the re-send's own error carries no context of ours.
+            self._self_fall_back(stream, again)
+
+    def _self_fall_back(self, failed: Any, again: Call) -> None:
+        with again.runtime.guard.site("stream.fallback"):
+            failed.close()
+        invoke = again.invoke
+        assert invoke is not None
+        try:
+            stream = invoke(**again.kwargs)
+        except BaseException as exc:
+            again.leave()
+            again.on_error(exc)
+            raise
+        again.leave()
+        self._self_adopt(stream, again)
 
     def __enter__(self) -> StreamProxy:
         self.__wrapped__.__enter__()
@@ -85,19 +116,39 @@ class AsyncStreamProxy(_StreamProxy):
         return self
 
     async def __anext__(self) -> Any:
-        stream = self.__wrapped__
-        call = self._self_call
         while True:
+            stream = self.__wrapped__
+            call = self._self_call
             try:
                 chunk = await stream.__anext__()
             except StopAsyncIteration:
                 self._self_end("exhausted")
                 raise
             except BaseException as exc:
-                self._self_end("error", exc)
-                raise
-            if call.on_chunk(chunk):
-                return chunk
+                again = None if self._self_shown else call.stream_fallback(exc)
+                if again is None:
+                    self._self_end("error", exc)
+                    raise
+            else:
+                if call.on_chunk(chunk):
+                    self._self_shown = True
+                    return chunk
+                continue
+            await self._self_fall_back(stream, again)
+
+    async def _self_fall_back(self, failed: Any, again: Call) -> None:
+        with again.runtime.guard.site("stream.fallback"):
+            await failed.close()
+        invoke = again.invoke
+        assert invoke is not None
+        try:
+            stream = await invoke(**again.kwargs)
+        except BaseException as exc:
+            again.leave()
+            again.on_error(exc)
+            raise
+        again.leave()
+        self._self_adopt(stream, again)
 
     async def __aenter__(self) -> AsyncStreamProxy:
         await self.__wrapped__.__aenter__()

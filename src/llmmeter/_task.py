@@ -14,7 +14,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 current_task: ContextVar[str | None] = ContextVar("llmmeter_task", default=None)
 """The innermost active task label of this thread or asyncio task."""
 
-_entered: ContextVar[tuple[Token[str | None], ...]] = ContextVar("llmmeter_task_tokens", default=())
+current_key: ContextVar[str | None] = ContextVar("llmmeter_task_key", default=None)
+"""The innermost stickiness key given to ``task(..., key=...)``; inner tasks without a key keep
+their outer task's key (the conversation stays the same)."""
+
+_Tokens = tuple[Token[str | None], Token[str | None] | None]
+
+_entered: ContextVar[tuple[_Tokens, ...]] = ContextVar("llmmeter_task_tokens", default=())
 """Reset tokens of the ``with`` blocks open in this context, so one ``task`` object can be
 shared by threads and tasks (tokens must be reset in the context that created them)."""
 
@@ -28,6 +34,9 @@ class task:  # lower-case: used like a function, `with llmmeter.task("classify")
 
     Args:
         name: a short, bounded label such as ``"classify"`` (never a user id or a prompt).
+        key: what keeps a conversation on one side of a canary (``sample`` in a policy):
+            calls with the same key get the same routing decision in every process. A user,
+            session or conversation id fits; it is hashed for the decision and never exported.
 
     Example::
 
@@ -36,17 +45,27 @@ class task:  # lower-case: used like a function, `with llmmeter.task("classify")
 
         @llmmeter.task("summarize")
         async def summarize(text: str) -> str: ...
+
+        with llmmeter.task("support-chat", key=conversation_id):
+            client.chat.completions.create(model="gpt-4o", messages=msgs)
     """
 
-    __slots__ = ("name",)
+    __slots__ = ("key", "name")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, key: str | int | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"llmmeter.task: expected a non-empty str name; got {name!r}")
+        if key is not None and (isinstance(key, bool) or not isinstance(key, (str, int))):
+            raise TypeError(f"llmmeter.task: expected a str or int key; got {key!r}")
         self.name = name
+        self.key = None if key is None else str(key)
+
+    def _set(self) -> _Tokens:
+        key = self.key
+        return (current_task.set(self.name), None if key is None else current_key.set(key))
 
     def __enter__(self) -> task:
-        _entered.set((*_entered.get(), current_task.set(self.name)))
+        _entered.set((*_entered.get(), self._set()))
         return self
 
     def __exit__(
@@ -55,30 +74,36 @@ class task:  # lower-case: used like a function, `with llmmeter.task("classify")
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        *rest, token = _entered.get()
+        *rest, tokens = _entered.get()
         _entered.set(tuple(rest))
-        current_task.reset(token)
+        _reset(tokens)
 
     def __call__(self, func: F) -> F:
-        name = self.name
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_labelled(*args: Any, **kwargs: Any) -> Any:
-                token = current_task.set(name)
+                tokens = self._set()
                 try:
                     return await func(*args, **kwargs)
                 finally:
-                    current_task.reset(token)
+                    _reset(tokens)
 
             return cast(F, async_labelled)
 
         @functools.wraps(func)
         def labelled(*args: Any, **kwargs: Any) -> Any:
-            token = current_task.set(name)
+            tokens = self._set()
             try:
                 return func(*args, **kwargs)
             finally:
-                current_task.reset(token)
+                _reset(tokens)
 
         return cast(F, labelled)
+
+
+def _reset(tokens: _Tokens) -> None:
+    task_token, key_token = tokens
+    if key_token is not None:
+        current_key.reset(key_token)
+    current_task.reset(task_token)

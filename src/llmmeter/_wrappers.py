@@ -4,10 +4,15 @@ Each opens a :class:`~llmmeter._call.Call` under the guard, runs the user's call
 guard, hands the result or the exception to the call, and returns the result (or a proxy).
 The user's exception is re-raised with a bare ``raise``: the same object, unchanged. The two
 differ by one ``await``.
+
+The loop re-sends in two cases only, each decided by the call: our own ``stream_options``
+was rejected, or a routed call failed (or its answer was not accepted) and goes again with
+the user's own model. Then ``call`` becomes the re-send; the user gets its outcome.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -29,19 +34,26 @@ def sync_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., Any
         call = open_call(runtime, target, instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
-        try:
-            while True:
-                try:
-                    result = wrapped(*args, **call.kwargs)
-                except BaseException as exc:
-                    if call.retry_without_injection(exc):
-                        continue
-                    call.on_error(exc)
-                    raise
-                break
-        finally:
+        if call.routing is not None:
+            call.invoke = functools.partial(wrapped, *args)
+        while True:
+            try:
+                result = wrapped(*args, **call.kwargs)
+            except BaseException as exc:
+                if call.retry_without_injection(exc):
+                    continue
+                call.leave()
+                again = call.fall_back(exc)
+                if again is not None:
+                    call = again
+                    continue
+                call.on_error(exc)
+                raise
             call.leave()
-        return call.on_result(result)
+            again = call.escalate(result)
+            if again is None:
+                return call.on_result(result)
+            call = again
 
     return wrapper
 
@@ -56,19 +68,26 @@ def async_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., An
         call = open_call(runtime, target, instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
-        try:
-            while True:
-                try:
-                    result = await wrapped(*args, **call.kwargs)
-                except BaseException as exc:
-                    if call.retry_without_injection(exc):
-                        continue
-                    call.on_error(exc)
-                    raise
-                break
-        finally:
+        if call.routing is not None:
+            call.invoke = functools.partial(wrapped, *args)
+        while True:
+            try:
+                result = await wrapped(*args, **call.kwargs)
+            except BaseException as exc:
+                if call.retry_without_injection(exc):
+                    continue
+                call.leave()
+                again = call.fall_back(exc)
+                if again is not None:
+                    call = again
+                    continue
+                call.on_error(exc)
+                raise
             call.leave()
-        return call.on_result(result)
+            again = call.escalate(result)
+            if again is None:
+                return call.on_result(result)
+            call = again
 
     return wrapper
 

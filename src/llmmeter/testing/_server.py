@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from . import _errors
@@ -91,6 +91,16 @@ class RecordedRequest:
     usage: dict[str, Any] | None
 
 
+class _Scoped(Protocol):
+    """A queued script: ``model`` None applies to any request, else to that model's."""
+
+    @property
+    def model(self) -> str | None: ...
+
+
+_S = TypeVar("_S", bound=_Scoped)
+
+
 @dataclass(frozen=True, slots=True)
 class _Failure:
     status: int
@@ -99,6 +109,13 @@ class _Failure:
     error_type: str | None
     param: str | None
     retry_after: float | None
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Drop:
+    events: int
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +123,28 @@ class _Latency:
     first_chunk: float = 0.0
     per_chunk: float = 0.0
     response: float = 0.0
+
+
+def _take_first(queue: deque[_S], model: str | None) -> _S | None:
+    """Remove and return the oldest script that applies to a request for ``model``."""
+    for index, item in enumerate(queue):
+        if item.model is None or item.model == model:
+            del queue[index]
+            return item
+    return None
+
+
+def _check_model(model: str | None) -> None:
+    if model is not None and (not isinstance(model, str) or not model):
+        raise ValueError(f"model must be a non-empty model name or None, got {model!r}")
+
+
+def _requested_model(body: Mapping[str, Any] | None, deployment: str | None) -> str | None:
+    """The model a request asks for: the body's ``model``, else the Azure deployment."""
+    name = body.get("model") if body is not None else None
+    if isinstance(name, str) and name:
+        return name
+    return deployment
 
 
 class FakeOpenAI:
@@ -152,8 +191,9 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._failures: deque[_Failure] = deque()
-        self._drops: deque[int] = deque()
+        self._drops: deque[_Drop] = deque()
         self._latency = _Latency()
+        self._model_latency: dict[str, _Latency] = {}
         self._catalog = Catalog()
         self._deployments: dict[str, str] = {}
         self._templates: dict[str, PromptTemplate] = {}
@@ -237,6 +277,7 @@ class FakeOpenAI:
         error_type: str | None = None,
         param: str | None = None,
         retry_after: float | None = None,
+        model: str | None = None,
     ) -> None:
         """Answer the next ``times`` requests with ``status`` and an OpenAI error body.
 
@@ -245,35 +286,54 @@ class FakeOpenAI:
         ``code="insufficient_quota"`` gives the quota flavour of 429. 429 and 503 carry
         ``retry-after: 0``; ``retry_after`` (seconds) sets it on any status, plus
         ``retry-after-ms``, which the SDK prefers.
+
+        With ``model``, only requests for that model (the body's ``model``, else the
+        Azure deployment in the URL) use up these failures; requests for other models
+        are answered normally and leave them queued. Failures queue in call order and a
+        request takes the oldest one that applies to it, scoped or not.
         """
         if status < 400 or status > 599:
             raise ValueError(f"status must be an HTTP error status (400-599), got {status}")
         if times < 1:
             raise ValueError(f"times must be at least 1, got {times}")
-        failure = _Failure(status, message, code, error_type, param, retry_after)
+        _check_model(model)
+        failure = _Failure(status, message, code, error_type, param, retry_after, model)
         with self._lock:
             self._failures.extend([failure] * times)
 
-    def break_stream_after(self, events: int) -> None:
+    def break_stream_after(self, events: int, *, model: str | None = None) -> None:
         """Cut the next streamed answer after ``events`` events, without its end.
 
         The connection closes mid-stream, as when a proxy or the network fails; the SDK
-        raises while the caller iterates.
+        raises while the caller iterates. With ``model``, only a stream for that model
+        (as in ``fail_next``) is cut; streams for other models leave the cut queued.
         """
         if events < 0:
             raise ValueError(f"events must be >= 0, got {events}")
+        _check_model(model)
         with self._lock:
-            self._drops.append(events)
+            self._drops.append(_Drop(events, model))
 
     def set_latency(
-        self, *, first_chunk: float = 0.0, per_chunk: float = 0.0, response: float = 0.0
+        self,
+        *,
+        first_chunk: float = 0.0,
+        per_chunk: float = 0.0,
+        response: float = 0.0,
+        model: str | None = None,
     ) -> None:
         """Delay answers, in seconds.
+
+        Each call replaces the delays it sets as a whole: the global ones, or with
+        ``model`` those of requests for that model (as in ``fail_next``), which then
+        ignore the global ones; so ``set_latency(model=m)`` alone makes ``m`` fast
+        under a slow global latency. ``reset()`` clears them all.
 
         Args:
             first_chunk: wait after a stream's headers, before its first event.
             per_chunk: wait before each later event of a stream.
             response: wait before a non-streamed answer (errors included).
+            model: apply to requests for this model only.
         """
         for name, value in (
             ("first_chunk", first_chunk),
@@ -282,8 +342,13 @@ class FakeOpenAI:
         ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {value}")
+        _check_model(model)
+        latency = _Latency(first_chunk, per_chunk, response)
         with self._lock:
-            self._latency = _Latency(first_chunk, per_chunk, response)
+            if model is None:
+                self._latency = latency
+            else:
+                self._model_latency[model] = latency
 
     def add_model(
         self,
@@ -328,6 +393,7 @@ class FakeOpenAI:
             self._failures.clear()
             self._drops.clear()
             self._latency = _Latency()
+            self._model_latency.clear()
             self._catalog.clear_added()
             self._deployments.clear()
             self._templates.clear()
@@ -348,16 +414,19 @@ class FakeOpenAI:
         with self._lock:
             self._requests.append(request)
 
-    def _next_failure(self) -> _Failure | None:
+    def _next_failure(self, model: str | None) -> _Failure | None:
         with self._lock:
-            return self._failures.popleft() if self._failures else None
+            return _take_first(self._failures, model)
 
-    def _next_drop(self) -> int | None:
+    def _next_drop(self, model: str | None) -> int | None:
         with self._lock:
-            return self._drops.popleft() if self._drops else None
+            drop = _take_first(self._drops, model)
+        return drop.events if drop is not None else None
 
-    def _current_latency(self) -> _Latency:
+    def _current_latency(self, model: str | None) -> _Latency:
         with self._lock:
+            if model is not None and model in self._model_latency:
+                return self._model_latency[model]
             return self._latency
 
     def _track(self, connection: socket.socket, add: bool) -> None:
@@ -586,8 +655,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             body = _parse_json(raw)
         del raw  # uploads are read once and never kept
+        route = _split_path(parts.path)
+        model = _requested_model(body, route[1] if route is not None else None)
         try:
-            reply = self._reply(method, parts.path, body, headers, form)
+            reply = self._reply(
+                method, parts.path, route=route, model=model, body=body, headers=headers, form=form
+            )
         except _errors.APIErrorResponse as error:
             reply = Reply(status=error.status, body=error.body, headers=error.headers)
         except Exception as error:
@@ -614,7 +687,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
         )
         try:
-            self._write(reply, started)
+            self._write(reply, started, model)
         except OSError:
             self.close_connection = True
 
@@ -622,6 +695,9 @@ class _Handler(BaseHTTPRequestHandler):
         self,
         method: str,
         path: str,
+        *,
+        route: tuple[str, str | None, bool] | None,
+        model: str | None,
         body: dict[str, Any] | None,
         headers: Mapping[str, str],
         form: Form | None,
@@ -629,11 +705,10 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         if method == "GET" and path.startswith(IMAGE_FILES_PATH + "/img-"):
             return Reply(body=TINY_PNG, content_type="image/png")
-        route = _split_path(path)
         if route is None:
             raise _errors.invalid_request(f"Invalid URL ({method} {path})", status=404)
         endpoint, deployment, azure = route
-        failure = fake._next_failure()
+        failure = fake._next_failure(model)
         if failure is not None:
             return _scripted_reply(failure, body, deployment, azure)
         fake._check_key(headers, azure)
@@ -653,9 +728,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def _write(self, reply: Reply, started: float) -> None:
+    def _write(self, reply: Reply, started: float, model: str | None) -> None:
+        """Send ``reply`` with the latency and stream cut scripted for ``model``."""
         fake = self.server.fake
-        latency = fake._current_latency()
+        latency = fake._current_latency(model)
         common = {
             "x-request-id": random_id("req_", 32, "0123456789abcdef"),
             "openai-version": "2020-10-01",
@@ -683,7 +759,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
             self.wfile.flush()
             return
-        drop_after = fake._next_drop()
+        drop_after = fake._next_drop(model)
         self.send_response(reply.status)
         self._headers(
             common,

@@ -1,0 +1,320 @@
+"""Fallback: a routed call that fails goes again, once, with the user's own model; the user
+gets the good answer and telemetry shows both attempts. Also the ``accept`` escalation."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from typing import Any
+
+import pytest
+from opentelemetry.trace import StatusCode
+
+import llmmeter
+from llmmeter.testing import FakeOpenAI
+
+from .conftest import Telemetry, make_telemetry
+
+MSG = [{"role": "user", "content": "Classify the sentiment of: I love it"}]
+RULE = {"name": "to-mini", "from": "gpt-4o", "to": "gpt-4o-mini"}
+
+
+@pytest.fixture
+def routed() -> Any:
+    made: list[Telemetry] = []
+
+    def instrument(policy: Any) -> Telemetry:
+        tel = make_telemetry()
+        tel.instrument(policy=policy)
+        made.append(tel)
+        return tel
+
+    yield instrument
+    llmmeter.uninstrument()
+    for tel in made:
+        tel.meter_provider.shutdown()
+        tel.tracer_provider.shutdown()
+
+
+def _sent(server: FakeOpenAI) -> list[Any]:
+    return [(r.body or {}).get("model") for r in server.requests]
+
+
+def _check_two_attempts(tel: Telemetry, reason: str) -> None:
+    first, second = tel.spans()
+    a, b = dict(first.attributes or {}), dict(second.attributes or {})
+    assert a["gen_ai.request.model"] == "gpt-4o-mini"
+    assert a["llmmeter.policy.action"] == "route"
+    assert a["error.type"] == reason
+    assert first.status.status_code is StatusCode.ERROR
+    assert b["gen_ai.request.model"] == "gpt-4o"
+    assert b["llmmeter.policy.action"] == "fallback"
+    assert b["llmmeter.policy.rule"] == "to-mini"
+    assert b["llmmeter.policy.fallback_reason"] == reason
+    assert b["llmmeter.policy.target_model"] == "gpt-4o-mini"
+    assert "llmmeter.policy.savings" not in b
+    assert second.status.status_code is StatusCode.UNSET
+    assert [link.context.span_id for link in second.links] == [first.context.span_id]
+    assert first.parent == second.parent
+    actions = {
+        p.attributes["llmmeter.policy.action"]: p.value
+        for p in tel.points("llmmeter.policy.decisions")
+    }
+    assert actions == {"route": 1, "fallback": 1}
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(429, None), (500, None), (503, None), (404, "model_not_found")]
+)
+def test_routed_call_that_fails_is_resent_with_the_original_model(
+    routed: Any, client: Any, server: FakeOpenAI, status: int, code: str | None
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.fail_next(status, code=code, model="gpt-4o-mini")
+    result = client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert result.model.startswith("gpt-4o-2024")
+    assert _sent(server) == ["gpt-4o-mini", "gpt-4o"]
+    _check_two_attempts(tel, str(status))
+
+
+async def test_async_routed_call_falls_back(routed: Any, aclient: Any, server: FakeOpenAI) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.fail_next(429, model="gpt-4o-mini")
+    result = await aclient.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert result.model.startswith("gpt-4o-2024")
+    _check_two_attempts(tel, "429")
+
+
+def test_a_target_model_that_does_not_exist_falls_back(
+    routed: Any, client: Any, server: FakeOpenAI
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[{**RULE, "to": "gpt-5-nonexistent"}]))
+    result = client.responses.create(model="gpt-4o", input="Classify: great")
+    assert result.model.startswith("gpt-4o-2024")
+    assert _sent(server) == ["gpt-5-nonexistent", "gpt-4o"]
+    # The Responses API answers an unknown model with 400 (chat: 404); both fall back.
+    assert tel.spans()[1].attributes["llmmeter.policy.fallback_reason"] == "400"
+
+
+def test_a_timeout_on_the_target_falls_back(
+    routed: Any, server: FakeOpenAI, openai_module: Any
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.set_latency(response=2.0, model="gpt-4o-mini")
+    with openai_module.OpenAI(
+        base_url=server.base_url, api_key="sk-test", max_retries=0, timeout=0.5
+    ) as client:
+        result = client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert result.model.startswith("gpt-4o-2024")
+    first, _ = tel.spans()
+    assert first.attributes["error.type"] == "APITimeoutError"
+
+
+def test_when_the_fallback_fails_too_the_user_gets_that_error(
+    routed: Any, client: Any, server: FakeOpenAI, openai_module: Any
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.fail_next(500, model="gpt-4o-mini")
+    server.fail_next(429, model="gpt-4o")
+    with pytest.raises(openai_module.RateLimitError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=MSG)
+    # No trace of our first attempt on the user's error (its context is the SDK's own).
+    assert not isinstance(caught.value.__context__, openai_module.APIError)
+    assert _sent(server) == ["gpt-4o-mini", "gpt-4o"]
+    assert [s.attributes["error.type"] for s in tel.spans()] == ["500", "429"]
+
+
+def test_fallback_off_lets_the_routed_error_through(
+    routed: Any, client: Any, server: FakeOpenAI, openai_module: Any
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE], fallback="off"))
+    server.fail_next(503, model="gpt-4o-mini")
+    with pytest.raises(openai_module.InternalServerError):
+        client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert _sent(server) == ["gpt-4o-mini"]
+    assert len(tel.spans()) == 1
+
+
+def test_shadowed_calls_never_fall_back(
+    routed: Any, client: Any, server: FakeOpenAI, openai_module: Any
+) -> None:
+    routed(llmmeter.RulePolicy(rules=[RULE], mode="shadow"))
+    server.fail_next(429)
+    with pytest.raises(openai_module.RateLimitError):
+        client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert _sent(server) == ["gpt-4o"]
+
+
+def test_sdk_retries_happen_before_the_fallback(
+    routed: Any, server: FakeOpenAI, openai_module: Any
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.fail_next(429, times=3, model="gpt-4o-mini")
+    with openai_module.OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=2) as c:
+        c.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert _sent(server) == ["gpt-4o-mini"] * 3 + ["gpt-4o"]
+    first, second = tel.spans()
+    assert first.attributes["http.request.resend_count"] == 2
+    assert "http.request.resend_count" not in (second.attributes or {})
+
+
+# --- streams ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "responses"])
+def test_stream_rejected_at_create_falls_back(
+    routed: Any, client: Any, server: FakeOpenAI, endpoint: str
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.fail_next(429, model="gpt-4o-mini")
+    if endpoint == "chat":
+        stream = client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True)
+    else:
+        stream = client.responses.create(model="gpt-4o", input="Classify: ok", stream=True)
+    chunks = list(stream)
+    assert chunks
+    assert _sent(server) == ["gpt-4o-mini", "gpt-4o"]
+    _check_two_attempts(tel, "429")
+    assert tel.spans()[1].attributes["gen_ai.usage.output_tokens"] > 0
+
+
+def test_stream_broken_before_its_first_chunk_continues_on_the_original_model(
+    routed: Any, client: Any, server: FakeOpenAI
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.break_stream_after(0, model="gpt-4o-mini")
+    with client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True) as stream:
+        chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == server.reply
+    assert {c.model for c in chunks} == {"gpt-4o-2024-08-06"}
+    assert _sent(server) == ["gpt-4o-mini", "gpt-4o"]
+    first, second = tel.spans()
+    assert first.attributes["llmmeter.stream.end"] == "error"
+    assert first.status.status_code is StatusCode.ERROR
+    assert second.attributes["llmmeter.policy.action"] == "fallback"
+    assert second.attributes["llmmeter.stream.end"] in ("exhausted", "closed")
+    assert second.attributes["gen_ai.usage.output_tokens"] > 0
+
+
+async def test_async_stream_broken_before_its_first_chunk_continues_on_the_original_model(
+    routed: Any, aclient: Any, server: FakeOpenAI
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.break_stream_after(0, model="gpt-4o-mini")
+    stream = await aclient.chat.completions.create(model="gpt-4o", messages=MSG, stream=True)
+    chunks = [c async for c in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == server.reply
+    assert _sent(server) == ["gpt-4o-mini", "gpt-4o"]
+    assert [s.attributes["llmmeter.policy.action"] for s in tel.spans()] == ["route", "fallback"]
+
+
+def test_stream_broken_after_chunks_were_shown_is_not_resent(
+    routed: Any, client: Any, server: FakeOpenAI, openai_module: Any
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.break_stream_after(3, model="gpt-4o-mini")
+    stream = client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True)
+    seen = []
+    # The class differs by SDK major (3.x: APIConnectionError; 1.x/2.x: the transport's).
+    with pytest.raises(Exception) as caught:  # noqa: PT011, PT012
+        for chunk in stream:
+            seen.append(chunk)
+    assert seen
+    assert not isinstance(caught.value, AssertionError)
+    assert _sent(server) == ["gpt-4o-mini"]
+    span = tel.span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["llmmeter.stream.end"] == "error"
+    del stream
+    gc.collect()
+
+
+def test_stream_fallback_that_fails_raises_the_fallbacks_error(
+    routed: Any, client: Any, server: FakeOpenAI, openai_module: Any
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.break_stream_after(0, model="gpt-4o-mini")
+    server.fail_next(503, model="gpt-4o")
+    stream = client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True)
+    with pytest.raises(openai_module.InternalServerError) as caught:
+        next(iter(stream))
+    assert not isinstance(caught.value.__context__, openai_module.APIError)
+    assert [s.attributes.get("error.type") for s in tel.spans()] == [
+        tel.spans()[0].attributes["error.type"],
+        "503",
+    ]
+
+
+# --- accept ----------------------------------------------------------------------------
+
+
+def _long_enough(response: Any) -> bool:
+    """Accept only answers of at least 50 words (the fake's reply has 20)."""
+    return len(response.choices[0].message.content.split()) >= 50
+
+
+def test_an_answer_accept_turns_down_is_escalated_to_the_original_model(
+    routed: Any, client: Any, server: FakeOpenAI
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE], accept=_long_enough))
+    result = client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert result.model.startswith("gpt-4o-2024")
+    assert _sent(server) == ["gpt-4o-mini", "gpt-4o"]
+    first, second = tel.spans()
+    assert first.attributes["llmmeter.policy.accepted"] is False
+    assert first.attributes["gen_ai.usage.cost.amount"] > 0  # the turned-down answer was paid
+    assert first.status.status_code is StatusCode.UNSET
+    assert second.attributes["llmmeter.policy.fallback_reason"] == "rejected"
+    assert [link.context.span_id for link in second.links] == [first.context.span_id]
+
+
+async def test_async_accept_escalates(routed: Any, aclient: Any, server: FakeOpenAI) -> None:
+    routed(llmmeter.RulePolicy(rules=[RULE], accept=_long_enough))
+    result = await aclient.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert result.model.startswith("gpt-4o-2024")
+    assert _sent(server) == ["gpt-4o-mini", "gpt-4o"]
+
+
+def test_an_accepted_answer_is_kept(routed: Any, client: Any, server: FakeOpenAI) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE], accept=lambda r: True))
+    client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert _sent(server) == ["gpt-4o-mini"]
+    assert "llmmeter.policy.accepted" not in (tel.span().attributes or {})
+
+
+def test_accept_that_raises_keeps_the_answer_and_logs_once(
+    routed: Any, client: Any, server: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(response: Any) -> bool:
+        raise KeyError("oops")
+
+    routed(llmmeter.RulePolicy(rules=[RULE], accept=broken))
+    with caplog.at_level(logging.WARNING, logger="llmmeter"):
+        for _ in range(2):
+            client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert _sent(server) == ["gpt-4o-mini", "gpt-4o-mini"]
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_accept_is_not_applied_to_streams(routed: Any, client: Any, server: FakeOpenAI) -> None:
+    calls: list[Any] = []
+    routed(llmmeter.RulePolicy(rules=[RULE], accept=lambda r: calls.append(r) or False))
+    list(client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True))
+    assert calls == []
+    assert _sent(server) == ["gpt-4o-mini"]
+
+
+def test_accept_on_a_custom_policy(routed: Any, client: Any, server: FakeOpenAI) -> None:
+    class Picky:
+        def decide(self, call: llmmeter.CallView) -> llmmeter.Route:
+            return llmmeter.Route("gpt-4o-mini", "picky")
+
+        def accept(self, response: Any) -> bool:
+            return False
+
+    routed(Picky())
+    asyncio.run(asyncio.sleep(0))
+    client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert _sent(server) == ["gpt-4o-mini", "gpt-4o"]
