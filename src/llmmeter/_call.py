@@ -24,7 +24,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from . import _semconv as sc
 from ._config import Settings
-from ._guard import Guard
+from ._guard import UNTRACED, Guard, Untraced
 from ._metrics import Instruments
 from ._policy import ROUTABLE_ENDPOINTS, CallView, Route
 from ._pricing import UNKNOWN_REF, Cost, PriceTable
@@ -283,10 +283,10 @@ class Call:
         address, port = _server_of(client)
         attrs = _common_attributes(target, model, address, azure=azure)
         links = None
+        self.metric_attrs = dict(attrs)
         if routing is not None and action is not None:
-            links = self._record_decision(routing, action, reason, attrs)
-        else:
-            self.metric_attrs = dict(attrs)
+            with runtime.guard.site("policy.record"):
+                links = self._record_decision(routing, action, reason, attrs)
         _span_attributes(target, args, kwargs, port, attrs)
 
         self.stream_key = ""
@@ -404,7 +404,7 @@ class Call:
         call.enter()
         return call
 
-    def fall_back(self, exc: BaseException) -> Call | None:
+    def fall_back(self, exc: BaseException) -> Call | Untraced | None:
         """The routed request raised: finish this call and return the entered re-send with
         the original model, or None when this call does not fall back (the wrapper then
         hands the error to :meth:`on_error`, which is then a no-op if already finished)."""
@@ -413,9 +413,9 @@ class Call:
         self.on_error(exc)
         with self.runtime.guard.site("policy.fallback"):
             return self._reopen(_error_type(exc, self.runtime.sdk))
-        return None
+        return UNTRACED
 
-    def stream_fallback(self, exc: BaseException) -> Call | None:
+    def stream_fallback(self, exc: BaseException) -> Call | Untraced | None:
         """A routed stream failed before any chunk reached the user: end it and return the
         entered re-send (the stream proxy sends it through :attr:`invoke`)."""
         if self.invoke is None or not isinstance(exc, Exception) or not self._may_fall_back():
@@ -423,9 +423,9 @@ class Call:
         self.end_stream("error", exc)
         with self.runtime.guard.site("policy.fallback"):
             return self._reopen(_error_type(exc, self.runtime.sdk))
-        return None
+        return UNTRACED
 
-    def escalate(self, result: Any) -> Call | None:
+    def escalate(self, result: Any) -> Call | Untraced | None:
         """A routed, non-streaming answer the policy's ``accept`` check turns down: finish
         this call with it and return the entered re-send with the original model. None keeps
         the answer (also when the check raised: that is logged once)."""
@@ -439,27 +439,31 @@ class Call:
             or self.stream_key
         ):
             return None
-        plain = False
+        rejected = False
         with runtime.guard.site("policy.accept"):
             sdk = runtime.sdk
-            plain = sdk is not None and not isinstance(
-                result,
-                (
-                    sdk.stream,
-                    sdk.async_stream,
-                    sdk.legacy_response,
-                    sdk.api_response,
-                    sdk.async_api_response,
-                ),
+            rejected = (
+                sdk is not None
+                and not isinstance(
+                    result,
+                    (
+                        sdk.stream,
+                        sdk.async_stream,
+                        sdk.legacy_response,
+                        sdk.api_response,
+                        sdk.async_api_response,
+                    ),
+                )
+                and not runtime.accepts(result)
             )
-        if not plain or runtime.accepts(result):
+            if rejected:
+                self.span.set_attribute(sc.LLMMETER_POLICY_ACCEPTED, False)
+        if not rejected:
             return None
-        with runtime.guard.site("policy.accept"):
-            self.span.set_attribute(sc.LLMMETER_POLICY_ACCEPTED, False)
         self.on_result(result)
         with runtime.guard.site("policy.fallback"):
             return self._reopen(sc.FALLBACK_REJECTED)
-        return None
+        return UNTRACED
 
     # --- how a call ends ---------------------------------------------------------------
 

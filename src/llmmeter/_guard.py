@@ -67,6 +67,14 @@ class Guard:
             logger.debug("%s", message, exc_info=exc_info)
 
 
+class Untraced:
+    """What llmmeter hands back instead of a traced re-send (a fallback) when setting one up
+    failed inside llmmeter: the caller re-sends the user's request as written, untraced."""
+
+
+UNTRACED = Untraced()
+
+
 class _Site:
     """A stateless, reentrant context manager: safe to share across threads and tasks."""
 

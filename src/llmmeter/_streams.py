@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import wrapt
 
+from ._guard import Untraced
+
 if TYPE_CHECKING:
     from ._call import Call, StreamEnd
 
@@ -31,10 +33,12 @@ class _StreamProxy(wrapt.BaseObjectProxy[Any]):
         self._self_call = call
         self._self_shown = False
 
-    def _self_adopt(self, stream: Any, call: Call) -> None:
-        """Carry on with the fallback's stream (already sent) under the fallback's call."""
+    def _self_adopt(self, stream: Any, call: Call | None) -> None:
+        """Carry on with the fallback's stream (already sent) under the fallback's call
+        (``None``: the re-send went out untraced; the ended call stays)."""
         self.__wrapped__ = stream
-        self._self_call = call
+        if call is not None:
+            self._self_call = call
 
     def _self_end(self, how: StreamEnd, error: BaseException | None = None) -> None:
         self._self_call.end_stream(how, error)
@@ -73,11 +77,15 @@ class StreamProxy(_StreamProxy):
             # Outside the except block: the re-send's own error carries no context of ours.
             self._self_fall_back(stream, again)
 
-    def _self_fall_back(self, failed: Any, again: Call) -> None:
-        with again.runtime.guard.site("stream.fallback"):
+    def _self_fall_back(self, failed: Any, again: Call | Untraced) -> None:
+        call = self._self_call
+        with call.runtime.guard.site("stream.fallback"):
             failed.close()
-        invoke = again.invoke
+        invoke = call.invoke
         assert invoke is not None
+        if isinstance(again, Untraced):  # our re-send failed to set up: send it bare
+            self._self_adopt(invoke(**call.original_kwargs), None)
+            return
         try:
             stream = invoke(**again.kwargs)
         except BaseException as exc:
@@ -136,11 +144,15 @@ class AsyncStreamProxy(_StreamProxy):
                 continue
             await self._self_fall_back(stream, again)
 
-    async def _self_fall_back(self, failed: Any, again: Call) -> None:
-        with again.runtime.guard.site("stream.fallback"):
+    async def _self_fall_back(self, failed: Any, again: Call | Untraced) -> None:
+        call = self._self_call
+        with call.runtime.guard.site("stream.fallback"):
             await failed.close()
-        invoke = again.invoke
+        invoke = call.invoke
         assert invoke is not None
+        if isinstance(again, Untraced):  # our re-send failed to set up: send it bare
+            self._self_adopt(await invoke(**call.original_kwargs), None)
+            return
         try:
             stream = await invoke(**again.kwargs)
         except BaseException as exc:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._call import Runtime, current_call, open_call
+from ._guard import Untraced
 from ._targets import Target
 
 Wrapped = Callable[..., Any]
@@ -44,15 +45,16 @@ def sync_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., Any
                     continue
                 call.leave()
                 again = call.fall_back(exc)
-                if again is not None:
-                    call = again
-                    continue
-                call.on_error(exc)
-                raise
-            call.leave()
-            again = call.escalate(result)
-            if again is None:
-                return call.on_result(result)
+                if again is None:
+                    call.on_error(exc)
+                    raise
+            else:
+                call.leave()
+                again = call.escalate(result)
+                if again is None:
+                    return call.on_result(result)
+            if isinstance(again, Untraced):  # our re-send failed to set up: send it bare
+                return wrapped(*args, **call.original_kwargs)
             call = again
 
     return wrapper
@@ -78,15 +80,16 @@ def async_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., An
                     continue
                 call.leave()
                 again = call.fall_back(exc)
-                if again is not None:
-                    call = again
-                    continue
-                call.on_error(exc)
-                raise
-            call.leave()
-            again = call.escalate(result)
-            if again is None:
-                return call.on_result(result)
+                if again is None:
+                    call.on_error(exc)
+                    raise
+            else:
+                call.leave()
+                again = call.escalate(result)
+                if again is None:
+                    return call.on_result(result)
+            if isinstance(again, Untraced):  # our re-send failed to set up: send it bare
+                return await wrapped(*args, **call.original_kwargs)
             call = again
 
     return wrapper
