@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 import llmmeter
 import llmmeter.testing
-from llmmeter._task import current_task
+from llmmeter._task import current_key, current_task
 
 
 def test_public_names_are_exactly_these() -> None:
@@ -69,3 +71,39 @@ def test_one_task_object_shared_by_concurrent_tasks() -> None:
 
     assert asyncio.run(main()) == ["shared"] * 20
     assert current_task.get() is None
+
+
+def test_task_key_nests_and_inner_tasks_keep_the_outer_key() -> None:
+    assert current_key.get() is None
+    with llmmeter.task("conversation", key="c-1"):
+        assert current_key.get() == "c-1"
+        with llmmeter.task("classify"):
+            assert (current_task.get(), current_key.get()) == ("classify", "c-1")
+        with llmmeter.task("other", key=42):
+            assert current_key.get() == "42"
+        assert current_key.get() == "c-1"
+    assert current_key.get() is None
+
+
+def test_task_key_on_decorated_functions_and_concurrent_tasks() -> None:
+    @llmmeter.task("job", key="k-sync")
+    def sync_job() -> str | None:
+        return current_key.get()
+
+    async def worker(i: int) -> tuple[str | None, str | None]:
+        with llmmeter.task("w", key=f"k-{i}"):
+            await asyncio.sleep(0.001 * (i % 3))
+            return current_task.get(), current_key.get()
+
+    async def main() -> list[tuple[str | None, str | None]]:
+        return await asyncio.gather(*(worker(i) for i in range(20)))
+
+    assert sync_job() == "k-sync"
+    assert asyncio.run(main()) == [("w", f"k-{i}") for i in range(20)]
+    assert current_key.get() is None
+
+
+@pytest.mark.parametrize("key", [1.5, True, b"bytes", ["list"]])
+def test_task_rejects_keys_that_are_not_str_or_int(key: object) -> None:
+    with pytest.raises(TypeError, match="key"):
+        llmmeter.task("x", key=key)  # type: ignore[arg-type]
