@@ -42,8 +42,9 @@ LLMMETER_POLICY: Final = "LLMMETER_POLICY"
 ``instrument()`` wins. Default: none (no routing)."""
 
 LLMMETER_POLICY_MODE: Final = "LLMMETER_POLICY_MODE"
-"""``enforce``, ``shadow`` or ``off``: overrides the policy file's mode and every rule's, so an
-operator can switch routing to shadow or off without editing the file. Default: the file's."""
+"""``enforce``, ``shadow`` or ``off``: overrides the policy file's mode and every rule's (except
+rules whose own mode is ``off``: they stay off), so an operator can switch routing to shadow or
+off without editing the file. Default: the file's."""
 
 POLICY_MODES: Final = ("enforce", "shadow", "off")
 

@@ -261,7 +261,8 @@ class RulePolicy:
         Args:
             path: the file.
             accept: see the class.
-            mode: overrides the file's mode and every rule's (as ``LLMMETER_POLICY_MODE``).
+            mode: overrides the file's mode and every rule's, except rules set to ``off``
+                (as ``LLMMETER_POLICY_MODE``).
             reload_interval: seconds between checks for a changed file.
         """
         name = os.fspath(path)
@@ -294,7 +295,7 @@ class RulePolicy:
         return self
 
     def with_mode(self, mode: str) -> RulePolicy:
-        """A copy whose mode overrides the file's and every rule's."""
+        """A copy whose mode overrides the file's and every rule's (rules set to off stay off)."""
         copy = type(self).__new__(type(self))
         path = self._path
         signature, data = _read_signed(path) if path is not None else (None, self._data)
