@@ -502,3 +502,44 @@ def test_policy_file_change_is_picked_up_and_a_bad_change_keeps_the_last_good(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert str(path) in warnings[0] and "samp" in warnings[0] and "last good" in warnings[0]
+
+
+# --- the SDK's other ways in ------------------------------------------------------------
+
+
+def test_chat_stream_helper_and_parse_are_routed(
+    routed: Any, client: Any, server: FakeOpenAI
+) -> None:
+    tel = routed(_policy())
+    stream_helper = (
+        getattr(client.chat.completions, "stream", None) or client.beta.chat.completions.stream
+    )
+    with stream_helper(model="gpt-4o", messages=MSG) as stream:
+        final = stream.get_final_completion()
+    parse = getattr(client.chat.completions, "parse", None) or client.beta.chat.completions.parse
+    parsed = parse(model="gpt-4o", messages=MSG)
+    assert final.model.startswith("gpt-4o-mini") and parsed.model.startswith("gpt-4o-mini")
+    assert _sent_models(server) == ["gpt-4o-mini", "gpt-4o-mini"]
+    assert [s.attributes["llmmeter.policy.action"] for s in tel.spans()] == ["route", "route"]
+
+
+def test_responses_stream_helper_falls_back_before_its_first_event(
+    routed: Any, client: Any, server: FakeOpenAI
+) -> None:
+    tel = routed(_policy())
+    server.break_stream_after(0, model="gpt-4o-mini")
+    with client.responses.stream(model="gpt-4o", input="Classify: fine") as stream:
+        final = stream.get_final_response()
+    assert final.output_text == server.reply
+    assert final.model.startswith("gpt-4o-2024")
+    assert _sent_models(server) == ["gpt-4o-mini", "gpt-4o"]
+    assert [s.attributes["llmmeter.policy.action"] for s in tel.spans()] == ["route", "fallback"]
+
+
+def test_raw_responses_are_routed_and_read(routed: Any, client: Any, server: FakeOpenAI) -> None:
+    tel = routed(_policy())
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MSG)
+    assert raw.parse().model.startswith("gpt-4o-mini")
+    attrs = dict(tel.span().attributes or {})
+    assert attrs["llmmeter.policy.action"] == "route"
+    assert attrs["llmmeter.policy.savings"] > 0
