@@ -198,3 +198,40 @@ def test_opentelemetry_instrument_command_instruments_the_app(
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=False)
     assert done.returncode == 0, done.stderr
     assert '"gen_ai.operation.name": "chat"' in done.stdout, done.stdout[-2000:]
+
+
+def test_opentelemetry_instrument_routes_with_the_policy_file_from_the_environment(
+    fake: FakeOpenAI, tmp_path: Any
+) -> None:
+    """Zero-code: `LLMMETER_POLICY` alone routes the app's calls under opentelemetry-instrument."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rules]]\nname = "to-mini"\nfrom = "gpt-4o"\nto = "gpt-4o-mini"\n')
+    app = tmp_path / "app.py"
+    app.write_text(
+        textwrap.dedent("""
+        import openai
+        client = openai.OpenAI(base_url="BASE_URL", api_key="k")
+        reply = client.chat.completions.create(model="gpt-4o",
+                                               messages=[{"role": "user", "content": "hi"}])
+        print("ANSWERED-BY", reply.model)
+    """).replace("BASE_URL", fake.base_url)
+    )
+    launcher = Path(sys.executable).parent / "opentelemetry-instrument"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "OTEL_TRACES_EXPORTER": "console",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "LLMMETER_POLICY": str(policy),
+    }
+    done = subprocess.run(
+        [str(launcher), sys.executable, str(app)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ANSWERED-BY gpt-4o-mini" in done.stdout, done.stdout[-2000:]
+    assert '"llmmeter.policy.original_model": "gpt-4o"' in done.stdout
