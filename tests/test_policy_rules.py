@@ -325,6 +325,12 @@ WRONG_VALUES: dict[str, tuple[str, str, str, Any]] = {
     "sample-inf": (second({"sample": "inf"}), f"{R1}.sample", FRACTION, math.inf),
     "sample-bool": (second({"sample": "true"}), f"{R1}.sample", FRACTION, True),
     "sample-str": (second({"sample": '"0.5"'}), f"{R1}.sample", FRACTION, "0.5"),
+    "to-its-own-from": (
+        second({"from": '"gpt-4o-mini"'}),
+        f"{R1}.to",
+        "a model other than the one in 'from'",
+        "gpt-4o-mini",
+    ),
 }
 
 

@@ -567,6 +567,8 @@ def _rule(source: str, index: int, table: Any) -> Rule:
     to = table["to"]
     if not isinstance(to, str) or not _MODEL_NAME.match(to):
         raise _fail(source, f"{where}.to", "a model name (no spaces or glob characters)", to)
+    if models == [to]:
+        raise _fail(source, f"{where}.to", "a model other than the one in 'from'", to)
     mode = table.get("mode")
     if mode is not None:
         _choice(source, f"{where}.mode", mode, MODES)
