@@ -264,7 +264,10 @@ def test_an_answer_accept_turns_down_is_escalated_to_the_original_model(
     assert _sent(server) == ["gpt-4o-mini", "gpt-4o"]
     first, second = tel.spans()
     assert first.attributes["llmmeter.policy.accepted"] is False
-    assert first.attributes["gen_ai.usage.cost.amount"] > 0  # the turned-down answer was paid
+    paid = first.attributes["gen_ai.usage.cost.amount"]
+    assert paid > 0  # the turned-down answer was paid for...
+    assert first.attributes["llmmeter.policy.savings"] == -paid  # ...and saved nothing
+    assert tel.points("llmmeter.savings.usd") == []
     assert first.status.status_code is StatusCode.UNSET
     assert second.attributes["llmmeter.policy.fallback_reason"] == "rejected"
     assert [link.context.span_id for link in second.links] == [first.context.span_id]
@@ -296,6 +299,29 @@ def test_accept_that_raises_keeps_the_answer_and_logs_once(
             client.chat.completions.create(model="gpt-4o", messages=MSG)
     assert _sent(server) == ["gpt-4o-mini", "gpt-4o-mini"]
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_accept_never_resends_when_fallback_is_off(
+    routed: Any, client: Any, server: FakeOpenAI
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE], fallback="off", accept=_long_enough))
+    result = client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert result.model.startswith("gpt-4o-mini")
+    assert _sent(server) == ["gpt-4o-mini"]
+    assert "llmmeter.policy.accepted" not in (tel.span().attributes or {})
+
+
+def test_fallback_decisions_say_why(routed: Any, client: Any, server: FakeOpenAI) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE], accept=_long_enough))
+    server.fail_next(429, model="gpt-4o-mini")
+    client.chat.completions.create(model="gpt-4o", messages=MSG)
+    client.chat.completions.create(model="gpt-4o", messages=MSG)
+    reasons = {
+        p.attributes.get("llmmeter.policy.fallback_reason"): p.value
+        for p in tel.points("llmmeter.policy.decisions")
+        if p.attributes["llmmeter.policy.action"] == "fallback"
+    }
+    assert reasons == {"429": 1, "rejected": 1}
 
 
 def test_accept_is_not_applied_to_streams(routed: Any, client: Any, server: FakeOpenAI) -> None:

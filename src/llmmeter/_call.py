@@ -230,6 +230,7 @@ class Call:
         "started",
         "stream_key",
         "target",
+        "turned_down",
     )
 
     def __init__(
@@ -254,10 +255,12 @@ class Call:
         self.outcome = Outcome()
         self.capture = runtime.settings.capture_content
         self.original_kwargs = kwargs
+        # Re-sends the request (`wrapped` bound to the call's args): set on routed calls, for
+        # a stream that fails before its first chunk.
         self.invoke: Callable[..., Any] | None = None
-        """Re-sends the request (``wrapped`` bound to the call's args): set on routed calls,
-        for a stream that fails before its first chunk."""
         self.fallback_of = fallback_of
+        # The accept check turned this routed answer down: it was paid for, then replaced.
+        self.turned_down = False
         self.metric_attrs: dict[str, Any] = {}
         self._ctx_token: Token[Any] | None = None
         self._call_token: Token[Call | None] | None = None
@@ -310,8 +313,10 @@ class Call:
             sc.LLMMETER_POLICY_ACTION: action,
         }
         attrs.update(decision)
-        self.runtime.instruments.decisions.add(1, decision)
         self.metric_attrs = dict(attrs)
+        if reason is not None:  # bounded: HTTP statuses, exception class names, "rejected"
+            decision[sc.LLMMETER_POLICY_FALLBACK_REASON] = reason
+        self.runtime.instruments.decisions.add(1, decision)
         attrs[sc.LLMMETER_POLICY_ORIGINAL_MODEL] = routing.original
         attrs[sc.LLMMETER_POLICY_TARGET_MODEL] = routing.sent
         if reason is not None:
@@ -428,16 +433,10 @@ class Call:
     def escalate(self, result: Any) -> Call | Untraced | None:
         """A routed, non-streaming answer the policy's ``accept`` check turns down: finish
         this call with it and return the entered re-send with the original model. None keeps
-        the answer (also when the check raised: that is logged once)."""
+        the answer (also when the check raised: that is logged once, and when the route has
+        fallback off: then nothing is ever re-sent)."""
         runtime = self.runtime
-        routing = self.routing
-        if (
-            runtime.accept is None
-            or routing is None
-            or routing.route.shadow
-            or self.fallback_of is not None
-            or self.stream_key
-        ):
+        if runtime.accept is None or self.stream_key or not self._may_fall_back():
             return None
         rejected = False
         with runtime.guard.site("policy.accept"):
@@ -457,6 +456,7 @@ class Call:
                 and not runtime.accepts(result)
             )
             if rejected:
+                self.turned_down = True
                 self.span.set_attribute(sc.LLMMETER_POLICY_ACCEPTED, False)
         if not rejected:
             return None
@@ -602,6 +602,9 @@ class Call:
         assert routing is not None
         prices = self.runtime.prices
         tier = self.outcome.service_tier
+        if self.turned_down:  # paid for, then replaced by the original model's answer
+            attrs[sc.LLMMETER_POLICY_SAVINGS] = -cost.total
+            return
         if routing.route.shadow:
             other = prices.price(usage, (routing.route.model,), service_tier=tier)
             saved = None if other is None else cost.total - other.total
