@@ -38,12 +38,15 @@ def test_toml_blocks_load_or_fail_as_shown(tmp_path: Path, monkeypatch: pytest.M
         if lang != "toml":
             continue
         Path("policy.toml").write_text(text)
+        problem = None
         try:
             llmmeter.RulePolicy.load("policy.toml")
         except llmmeter.ConfigError as exc:
+            problem = str(exc)
+        if problem is not None:
             failures += 1
             shown_lang, shown = BLOCKS[index + 1]
-            assert (shown_lang, shown.strip()) == ("text", str(exc))
+            assert (shown_lang, shown.strip()) == ("text", problem)
     assert len(TOML) >= 4 and failures == 1
 
 
