@@ -45,6 +45,7 @@ compat: .venv-openai1/.installed .venv-openai2/.installed
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/pricing.py
+	$(BIN)/python benchmarks/policy.py
 
 clean:
 	rm -rf $(VENV) .venv-openai1 .venv-openai2 .mypy_cache .pytest_cache .ruff_cache

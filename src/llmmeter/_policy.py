@@ -39,6 +39,11 @@ _API_NAMES: Final = {CHAT: "chat_completions", RESPONSES: "responses", COMPLETIO
 _STICKY_FIELDS: Final = ("prompt_cache_key", "safety_identifier", "user")
 _IMAGE_PARTS: Final = frozenset({"image_url", "input_image"})
 _TEXT_PARTS: Final = frozenset({"text", "input_text", "output_text"})
+# The only characters outside ASCII that ``re`` matches case-insensitively against an ASCII
+# character while ``str.lower()`` maps them elsewhere: dotless i and long s (U+0130, dotted
+# capital I, lowers to two characters and is caught by the length check in ``_fold``). Found
+# by trying every code point against every ASCII character (the Kelvin sign lowers to "k").
+_UNFOLDABLE: Final = ("\u0131", "\u017f")
 
 Accept = Callable[[Any], bool]
 
@@ -104,9 +109,12 @@ class CallView:
     """
 
     __slots__ = (
+        "_folded",
         "_images",
         "_kwargs",
+        "_lowered",
         "_prompt",
+        "_text_list",
         "_tokens",
         "_tools",
         "api",
@@ -137,9 +145,12 @@ class CallView:
         self.key = key if key is not None else _request_key(kwargs)
         self.stream = kwargs.get("stream") is True
         self._prompt: str | None = None
+        self._text_list: list[str] | None = None
         self._tokens: int | None = None
         self._tools: bool | None = None
         self._images: bool | None = None
+        self._folded = False
+        self._lowered: str | None = None
 
     def __repr__(self) -> str:
         return f"CallView(api={self.api!r}, model={self.model!r}, task={self.task!r})"
@@ -197,7 +208,7 @@ class CallView:
         """A cheap estimate of the input tokens: characters / 4, plus per-message and
         per-image overheads. Good to about 20% for English text; not a tokenizer."""
         if self._tokens is None:
-            self._tokens = _estimate_tokens(self.endpoint, self._kwargs)
+            self._tokens = _estimate_tokens(self.endpoint, self._kwargs, self._all_texts())
         return self._tokens
 
     @property
@@ -205,8 +216,24 @@ class CallView:
         """The request's text (system, user, assistant and tool messages, instructions),
         joined by newlines and bounded to :data:`PROMPT_WINDOW` characters."""
         if self._prompt is None:
-            self._prompt = _window("\n".join(_texts(self.endpoint, self._kwargs)))
+            self._prompt = _window("\n".join(self._all_texts()))
         return self._prompt
+
+    def _all_texts(self) -> list[str]:
+        """The request's texts, extracted once for both :attr:`prompt` and the estimate."""
+        if self._text_list is None:
+            self._text_list = _texts(self.endpoint, self._kwargs)
+        return self._text_list
+
+    @property
+    def _lower_prompt(self) -> str | None:
+        """:attr:`prompt` lower-cased character for character (same length, same positions),
+        for the rules' literal pre-checks; ``None`` when ``str.lower`` and ``re``'s
+        case-insensitive matching could disagree about this text."""
+        if not self._folded:
+            self._lowered = _fold(self.prompt)
+            self._folded = True
+        return self._lowered
 
 
 # --- sticky sampling -------------------------------------------------------------------
@@ -256,6 +283,18 @@ def _window(text: str) -> str:
         return text
     half = PROMPT_WINDOW // 2
     return f"{text[:half]}\n{text[-half:]}"
+
+
+def _fold(text: str) -> str | None:
+    """``text.lower()`` if, wherever ``re`` matches an ASCII character case-insensitively
+    in ``text``, the lowered text has that character, lower-cased, at the same position;
+    else ``None``."""
+    lowered = text.lower()
+    if text.isascii():
+        return lowered
+    if len(lowered) != len(text) or any(ch in text for ch in _UNFOLDABLE):
+        return None
+    return lowered
 
 
 def _content_texts(content: Any, out: list[str]) -> None:
@@ -316,8 +355,8 @@ def _has_images(endpoint: str, kwargs: Mapping[str, Any]) -> bool:
     return False
 
 
-def _estimate_tokens(endpoint: str, kwargs: Mapping[str, Any]) -> int:
-    chars = sum(len(text) for text in _texts(endpoint, kwargs))
+def _estimate_tokens(endpoint: str, kwargs: Mapping[str, Any], texts: list[str]) -> int:
+    chars = sum(map(len, texts))
     items = _items(endpoint, kwargs)
     images = 0
     for item in items:
