@@ -4,6 +4,7 @@ gets the good answer and telemetry shows both attempts. Also the ``accept`` esca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from typing import Any
@@ -344,3 +345,145 @@ def test_accept_on_a_custom_policy(routed: Any, client: Any, server: FakeOpenAI)
     asyncio.run(asyncio.sleep(0))
     client.chat.completions.create(model="gpt-4o", messages=MSG)
     assert _sent(server) == ["gpt-4o-mini", "gpt-4o"]
+
+
+# --- where the fallback belongs, and what it closes -------------------------------------
+
+
+def test_stream_fallback_span_is_a_sibling_of_the_routed_span_wherever_it_is_iterated(
+    routed: Any, client: Any, server: FakeOpenAI
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.break_stream_after(0, model="gpt-4o-mini")
+    tracer = tel.tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("handler"), llmmeter.task("classify"):
+        stream = client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True)
+    list(stream)  # e.g. a web framework iterating the body after the handler returned
+    spans = {s.name: s for s in tel.spans()}
+    first, second = spans["chat gpt-4o-mini"], spans["chat gpt-4o"]
+    assert second.parent is not None and second.parent == first.parent
+    assert second.context.trace_id == first.context.trace_id
+    assert second.attributes["llmmeter.task"] == first.attributes["llmmeter.task"] == "classify"
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_stream_helper_closed_early_after_a_fallback_closes_the_fallback_stream(
+    routed: Any, client: Any, server: FakeOpenAI, api: str
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.break_stream_after(0, model="gpt-4o-mini")
+    if api == "chat":
+        helper = client.chat.completions.stream(model="gpt-4o", messages=MSG)
+    else:
+        helper = client.responses.stream(model="gpt-4o", input="Classify: fine")
+    with helper as stream:
+        next(iter(stream))  # one event, then the user stops reading
+    proxy = stream._raw_stream
+    assert _sent(server) == ["gpt-4o-mini", "gpt-4o"]
+    assert proxy.__wrapped__.response.is_closed  # the stream being read, as without us
+    assert [s.attributes.get("llmmeter.stream.end") for s in tel.spans()] == ["error", "closed"]
+
+
+@pytest.mark.parametrize("how", ["with_raw_response", "with_streaming_response"])
+def test_raw_stream_that_breaks_before_its_first_chunk_falls_back(
+    routed: Any, client: Any, server: FakeOpenAI, how: str
+) -> None:
+    tel = routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.break_stream_after(0, model="gpt-4o-mini")
+    create = getattr(client.chat.completions, how).create
+    if how == "with_raw_response":
+        chunks = list(create(model="gpt-4o", messages=MSG, stream=True).parse())
+    else:
+        with create(model="gpt-4o", messages=MSG, stream=True) as response:
+            chunks = list(response.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == server.reply
+    assert _sent(server) == ["gpt-4o-mini", "gpt-4o"]
+    assert [s.attributes["llmmeter.policy.action"] for s in tel.spans()] == ["route", "fallback"]
+
+
+def test_stream_fallback_retries_without_injected_stream_options(
+    routed: Any, client: Any, server: FakeOpenAI
+) -> None:
+    """A backend for the original model that refuses stream_options still gets the request
+    as the user wrote it (llmmeter's injection never causes an error)."""
+    routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.break_stream_after(0, model="gpt-4o-mini")
+    server.fail_next(
+        400,
+        model="gpt-4o",
+        param="stream_options",
+        message="Unrecognized request argument supplied: stream_options",
+    )
+    chunks = list(client.chat.completions.create(model="gpt-4o", messages=MSG, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == server.reply
+    assert "stream_options" not in (server.requests[-1].body or {})
+
+
+async def test_cancelled_while_a_stream_falls_back_leaves_no_context_behind(
+    routed: Any, aclient: Any, server: FakeOpenAI, openai_module: Any, monkeypatch: Any
+) -> None:
+    from opentelemetry import trace
+
+    from llmmeter._call import current_call
+
+    tel = routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.break_stream_after(0, model="gpt-4o-mini")
+    closing = asyncio.Event()
+    real_close = openai_module.AsyncStream.close
+
+    async def slow_close(self: Any) -> None:
+        closing.set()
+        await asyncio.sleep(5)
+        await real_close(self)
+
+    async def consume() -> tuple[Any, Any]:
+        stream = await aclient.chat.completions.create(model="gpt-4o", messages=MSG, stream=True)
+        monkeypatch.setattr(openai_module.AsyncStream, "close", slow_close)
+        with contextlib.suppress(asyncio.CancelledError):
+            async for _ in stream:
+                pass
+        monkeypatch.setattr(openai_module.AsyncStream, "close", real_close)
+        left = (current_call.get(), trace.get_current_span())
+        await aclient.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+        return left
+
+    task = asyncio.ensure_future(consume())
+    await closing.wait()
+    task.cancel()
+    call, span = await task
+    assert call is None
+    assert not span.get_span_context().is_valid
+    spans = tel.spans()
+    assert [s.attributes["llmmeter.stream.end"] for s in spans[:1]] == ["error"]
+    assert spans[-1].name == "chat gpt-4o-mini"  # the next call was traced
+    assert len(spans) == 2  # cancelled before the re-send was opened: nothing left open
+
+
+def test_a_rejected_api_key_is_not_resent(
+    routed: Any, client: Any, server: FakeOpenAI, openai_module: Any
+) -> None:
+    routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.fail_next(401, model="gpt-4o-mini")
+    with pytest.raises(openai_module.AuthenticationError):
+        client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert _sent(server) == ["gpt-4o-mini"]
+
+
+def test_a_target_the_project_may_not_use_falls_back(
+    routed: Any, client: Any, server: FakeOpenAI
+) -> None:
+    """403 can be about the model (a project without access to the target): re-sent."""
+    routed(llmmeter.RulePolicy(rules=[RULE]))
+    server.fail_next(403, model="gpt-4o-mini")
+    result = client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert result.model.startswith("gpt-4o-2024")
+
+
+def test_an_accept_check_that_returns_a_non_bool_keeps_the_answer(
+    routed: Any, client: Any, server: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    routed(llmmeter.RulePolicy(rules=[RULE], accept=lambda r: "no"))
+    with caplog.at_level(logging.WARNING, logger="llmmeter"):
+        client.chat.completions.create(model="gpt-4o", messages=MSG)
+    assert _sent(server) == ["gpt-4o-mini"]
+    assert "not a bool" in caplog.records[-1].getMessage()

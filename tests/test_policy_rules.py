@@ -1366,3 +1366,43 @@ def test_call_view_reports_stream_only_for_stream_true() -> None:
     assert call(stream=True).stream is True
     assert call(stream=NOT_GIVEN).stream is False
     assert call().stream is False
+
+
+def test_stickiness_key_is_the_value_that_goes_on_the_wire() -> None:
+    """Field order first (prompt_cache_key, safety_identifier, user); within a field
+    extra_body wins, as the SDK merges it over the arguments."""
+    msgs = [{"role": "user", "content": "hi"}]
+
+    def key(**kwargs: Any) -> str | None:
+        return CallView(endpoint="chat", operation="chat", model="gpt-4o", kwargs=kwargs).key
+
+    assert key(messages=msgs, user="u", extra_body={"prompt_cache_key": "c"}) == "c"
+    assert key(messages=msgs, user="a", extra_body={"user": "b"}) == "b"
+    assert key(messages=msgs, safety_identifier="s", user="u") == "s"
+
+
+def test_route_flags_must_be_bools() -> None:
+    with pytest.raises(TypeError, match="fallback"):
+        Route("gpt-4o-mini", "r", fallback="off")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="shadow"):
+        Route("gpt-4o-mini", "r", shadow="false")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("interval", [float("nan"), float("inf"), -1])
+def test_reload_interval_must_be_finite_and_not_negative(tmp_path: Path, interval: float) -> None:
+    path = write(tmp_path / "policy.toml", '[[rules]]\nname = "r"\nfrom = "a"\nto = "b"\n')
+    with pytest.raises(ConfigError, match="reload_interval"):
+        RulePolicy.load(path, reload_interval=interval)
+
+
+def test_an_async_accept_check_is_refused_up_front() -> None:
+    async def accept(response: Any) -> bool:
+        return False
+
+    class Judge:
+        async def __call__(self, response: Any) -> bool:
+            return False
+
+    for check in (accept, Judge()):
+        with pytest.raises(ConfigError, match="coroutine function"):
+            RulePolicy(rules=[{"name": "r", "from": "a", "to": "b"}], accept=check)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -107,3 +108,59 @@ def test_task_key_on_decorated_functions_and_concurrent_tasks() -> None:
 def test_task_rejects_keys_that_are_not_str_or_int(key: object) -> None:
     with pytest.raises(TypeError, match="key"):
         llmmeter.task("x", key=key)  # type: ignore[arg-type]
+
+
+def test_task_labels_the_steps_of_a_generator_but_not_its_caller() -> None:
+    @llmmeter.task("gen")
+    def numbers() -> Any:
+        seen = [current_task.get()]
+        received = yield 1
+        seen.append(current_task.get())
+        yield received
+        seen.append(current_task.get())
+        return seen
+
+    gen = numbers()
+    assert next(gen) == 1
+    assert current_task.get() is None  # the caller between steps is not labelled
+    assert gen.send("x") == "x"
+    with pytest.raises(StopIteration) as done:
+        next(gen)
+    assert done.value.value == ["gen", "gen", "gen"]
+
+
+def test_task_labels_the_steps_of_an_async_generator() -> None:
+    @llmmeter.task("agen")
+    async def numbers() -> Any:
+        for n in range(3):
+            await asyncio.sleep(0)
+            yield (n, current_task.get())
+
+    async def main() -> list[Any]:
+        out = []
+        async for item in numbers():
+            out.append((*item, current_task.get()))
+        return out
+
+    assert asyncio.run(main()) == [(n, "agen", None) for n in range(3)]
+
+
+def test_task_generator_passes_throw_and_close_through() -> None:
+    closed: list[bool] = []
+
+    @llmmeter.task("gen")
+    def worker() -> Any:
+        try:
+            while True:
+                try:
+                    yield current_task.get()
+                except ValueError:
+                    yield "handled"
+        finally:
+            closed.append(True)
+
+    gen = worker()
+    assert next(gen) == "gen"
+    assert gen.throw(ValueError("x")) == "handled"
+    gen.close()
+    assert closed == [True]

@@ -184,3 +184,26 @@ def test_legacy_completions_stream_gets_exact_usage(
     usage = server.requests[-1].usage
     attrs = telemetry.span().attributes or {}
     assert attrs["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
+
+
+async def test_async_proxy_has_aclose_exactly_when_the_sdk_stream_has_it(
+    telemetry: Telemetry, aclient: Any
+) -> None:
+    stream = await aclient.chat.completions.create(**CHAT, stream=True)
+    sdk_has = hasattr(stream.__wrapped__, "aclose")  # openai 3.x only
+    assert hasattr(stream, "aclose") == sdk_has
+    # Code such as this must see the SDK's own shape.
+    closer = getattr(stream, "aclose", None) or stream.close
+    await closer()
+    assert _only_span_end(telemetry) == "closed"
+
+
+def test_stream_response_close_through_the_proxy_ends_the_span(
+    telemetry: Telemetry, client: Any
+) -> None:
+    """The `.stream()` helpers keep `stream.response` and close that."""
+    stream = client.chat.completions.create(**CHAT, stream=True)
+    next(stream)
+    stream.response.close()
+    assert stream.__wrapped__.response.is_closed
+    assert _only_span_end(telemetry) == "closed"

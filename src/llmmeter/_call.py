@@ -9,6 +9,7 @@ lives in ``_targets.py`` and ``_usage.py``; this module only orchestrates.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 import threading
 import traceback
@@ -29,6 +30,7 @@ from ._metrics import Instruments
 from ._policy import ROUTABLE_ENDPOINTS, CallView, Route
 from ._pricing import UNKNOWN_REF, Cost, PriceTable
 from ._raw import wrap_raw_response
+from ._rules import RulePolicy
 from ._sdk import SdkTypes, rejects_stream_options, status_code
 from ._streams import wrap_stream
 from ._targets import (
@@ -142,6 +144,8 @@ class Runtime:
         try:
             route = policy.decide(view)
         except Exception as exc:
+            if self.guard.strict and isinstance(policy, RulePolicy):
+                raise  # llmmeter's own rule engine failed: its tests must see it
             self.guard.warn_once(
                 "policy.decide",
                 "llmmeter: the routing policy raised; the call goes out as written",
@@ -167,7 +171,7 @@ class Runtime:
         if accept is None:
             return True
         try:
-            return accept(result) is not False
+            verdict = accept(result)
         except Exception as exc:
             self.guard.warn_once(
                 "policy.accept",
@@ -175,6 +179,17 @@ class Runtime:
                 exc,
             )
             return True
+        if isinstance(verdict, bool):
+            return verdict
+        close = getattr(verdict, "close", None)
+        if inspect.iscoroutine(verdict) and callable(close):
+            close()  # an async check cannot run here; no "never awaited" warning either
+        self.guard.warn_once(
+            "policy.accept.type",
+            f"llmmeter: the policy's accept check returned {type(verdict).__name__}, not a "
+            "bool; the answer is kept",
+        )
+        return True
 
     def is_azure(self, client: Any) -> bool:
         kind = type(client)
@@ -221,9 +236,11 @@ class Call:
         "instance",
         "invoke",
         "kwargs",
+        "label",
         "metric_attrs",
         "original_kwargs",
         "outcome",
+        "parent",
         "routing",
         "runtime",
         "span",
@@ -261,10 +278,12 @@ class Call:
         self.fallback_of = fallback_of
         # The accept check turned this routed answer down: it was paid for, then replaced.
         self.turned_down = False
-        self.metric_attrs: dict[str, Any] = {}
         self._ctx_token: Token[Any] | None = None
         self._call_token: Token[Call | None] | None = None
 
+        # Where the span hangs and what it is labelled: a fallback re-sent while the user
+        # iterates a stream elsewhere still belongs with the call that was routed.
+        self.parent, self.label = _origin(fallback_of)
         endpoint = target.endpoint
         client = getattr(instance, "_client", None)
         azure = client is not None and runtime.is_azure(client)
@@ -284,9 +303,9 @@ class Call:
         self.kwargs = self.base_kwargs
 
         address, port = _server_of(client)
-        attrs = _common_attributes(target, model, address, azure=azure)
+        attrs = _common_attributes(target, model, address, self.label, azure=azure)
         links = None
-        self.metric_attrs = dict(attrs)
+        self.metric_attrs: dict[str, Any] = dict(attrs)
         if routing is not None and action is not None:
             with runtime.guard.site("policy.record"):
                 links = self._record_decision(routing, action, reason, attrs)
@@ -301,7 +320,7 @@ class Call:
 
         name = f"{target.operation} {model}" if model else target.operation
         self.span: Span = runtime.tracer.start_span(
-            name, kind=SpanKind.CLIENT, attributes=attrs, links=links
+            name, context=self.parent, kind=SpanKind.CLIENT, attributes=attrs, links=links
         )
 
     def _record_decision(
@@ -395,7 +414,8 @@ class Call:
         )
 
     def _reopen(self, reason: str) -> Call:
-        """The re-send with the user's own model: a new span, linked to this one."""
+        """The re-send with the user's own model: a new span, linked to this one, with the
+        same parent and task label. Not entered: the caller enters it around the send."""
         call = Call(
             self.runtime,
             self.target,
@@ -406,29 +426,57 @@ class Call:
             reason=reason,
         )
         call.invoke = self.invoke
-        call.enter()
         return call
 
     def fall_back(self, exc: BaseException) -> Call | Untraced | None:
         """The routed request raised: finish this call and return the entered re-send with
         the original model, or None when this call does not fall back (the wrapper then
         hands the error to :meth:`on_error`, which is then a no-op if already finished)."""
-        if not isinstance(exc, Exception) or not self._may_fall_back():
+        if not self._falls_back_on(exc):
             return None
         self.on_error(exc)
+        with self.runtime.guard.site("policy.fallback"):
+            call = self._reopen(_error_type(exc, self.runtime.sdk))
+            call.enter()
+            return call
+        return UNTRACED
+
+    def stream_falls_back(self, exc: BaseException) -> bool:
+        """A routed stream failed before any chunk reached the user: True ends this call
+        (the proxy then closes the stream and sends :meth:`reopen_stream`'s call)."""
+        if self.invoke is None or not self._falls_back_on(exc):
+            return False
+        self.end_stream("error", exc)
+        return True
+
+    def is_raw(self, result: Any) -> bool:
+        """``result`` is a raw response (``with_raw_response`` / ``with_streaming_response``),
+        whose ``parse()`` gives the stream."""
+        sdk = self.runtime.sdk
+        return sdk is not None and isinstance(
+            result, (sdk.legacy_response, sdk.api_response, sdk.async_api_response)
+        )
+
+    def reopen_stream(self, exc: BaseException) -> Call | Untraced:
+        """The stream's re-send, not entered (see :meth:`stream_falls_back`)."""
         with self.runtime.guard.site("policy.fallback"):
             return self._reopen(_error_type(exc, self.runtime.sdk))
         return UNTRACED
 
-    def stream_fallback(self, exc: BaseException) -> Call | Untraced | None:
-        """A routed stream failed before any chunk reached the user: end it and return the
-        entered re-send (the stream proxy sends it through :attr:`invoke`)."""
-        if self.invoke is None or not isinstance(exc, Exception) or not self._may_fall_back():
-            return None
-        self.end_stream("error", exc)
-        with self.runtime.guard.site("policy.fallback"):
-            return self._reopen(_error_type(exc, self.runtime.sdk))
-        return UNTRACED
+    def _falls_back_on(self, exc: BaseException) -> bool:
+        """Any error of the routed request but cancellation and a rejected API key (the
+        same key would be rejected for the original model too)."""
+        routing = self.routing
+        if (
+            routing is None
+            or routing.route.shadow
+            or not routing.route.fallback
+            or self.fallback_of is not None
+            or not isinstance(exc, Exception)
+        ):
+            return False
+        sdk = self.runtime.sdk
+        return sdk is None or status_code(exc, sdk) != 401
 
     def escalate(self, result: Any) -> Call | Untraced | None:
         """A routed, non-streaming answer the policy's ``accept`` check turns down: finish
@@ -462,7 +510,9 @@ class Call:
             return None
         self.on_result(result)
         with runtime.guard.site("policy.fallback"):
-            return self._reopen(sc.FALLBACK_REJECTED)
+            call = self._reopen(sc.FALLBACK_REJECTED)
+            call.enter()
+            return call
         return UNTRACED
 
     # --- how a call ends ---------------------------------------------------------------
@@ -625,7 +675,7 @@ def _error_type(error: BaseException, sdk: SdkTypes | None) -> str:
 
 
 def _common_attributes(
-    target: Target, model: str | None, address: str | None, *, azure: bool
+    target: Target, model: str | None, address: str | None, label: str | None, *, azure: bool
 ) -> dict[str, AttributeValue]:
     """The attributes that are also metric labels (bounded values only)."""
     attrs: dict[str, AttributeValue] = {
@@ -636,7 +686,6 @@ def _common_attributes(
         attrs[sc.SERVER_ADDRESS] = address
     if model:
         attrs[sc.GEN_AI_REQUEST_MODEL] = model
-    label = current_task.get()
     if label is not None:
         attrs[sc.LLMMETER_TASK] = label
     return attrs
@@ -660,6 +709,13 @@ def _span_attributes(
         rid = args[0] if args else kwargs.get("response_id")
         if isinstance(rid, str):
             attrs[sc.GEN_AI_RESPONSE_ID] = rid
+
+
+def _origin(fallback_of: Call | None) -> tuple[otel_context.Context, str | None]:
+    """The parent context and task label of a call: the routed call's for its fallback."""
+    if fallback_of is not None:
+        return fallback_of.parent, fallback_of.label
+    return otel_context.get_current(), current_task.get()
 
 
 def _action(routing: _Routing | None, fallback_of: Call | None) -> str | None:

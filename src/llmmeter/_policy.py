@@ -70,6 +70,10 @@ class Route:
             raise TypeError(f"Route.model: expected a non-empty str; got {self.model!r}")
         if not isinstance(self.rule, str) or not self.rule:
             raise TypeError(f"Route.rule: expected a non-empty str; got {self.rule!r}")
+        for name in ("shadow", "fallback"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise TypeError(f"Route.{name}: expected True or False; got {value!r}")
 
 
 @runtime_checkable
@@ -265,16 +269,17 @@ def sampled(rule: str, fraction: float, key: str | None) -> bool:
 
 
 def _request_key(kwargs: Mapping[str, Any]) -> str | None:
-    for name in _STICKY_FIELDS:
-        value = kwargs.get(name)
-        if isinstance(value, str) and value:
-            return value
+    """The first stickiness field set, as it goes on the wire (``extra_body`` wins over the
+    argument of the same name, as the SDK merges them)."""
     extra = kwargs.get("extra_body")
-    if isinstance(extra, Mapping):
-        for name in _STICKY_FIELDS:
+    for name in _STICKY_FIELDS:
+        if isinstance(extra, Mapping):
             value = extra.get(name)
             if isinstance(value, str) and value:
                 return value
+        value = kwargs.get(name)
+        if isinstance(value, str) and value:
+            return value
     return None
 
 

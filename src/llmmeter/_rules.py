@@ -16,6 +16,7 @@ model no rule names costs one dictionary lookup.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import math
 import os
@@ -407,15 +408,20 @@ class RulePolicy:
         override: str | None = None,
         reload_interval: float = DEFAULT_RELOAD_INTERVAL,
     ) -> None:
-        if accept is not None and not callable(accept):
-            raise ConfigError(f"{source}: accept: expected a callable; got {accept!r}")
+        _check_accept(source, accept)
         if override is not None and override not in MODES:
             raise ConfigError(
                 f"{source}: mode override: expected one of {', '.join(MODES)}; got {override!r}"
             )
-        if isinstance(reload_interval, bool) or not isinstance(reload_interval, (int, float)):
+        if (
+            isinstance(reload_interval, bool)
+            or not isinstance(reload_interval, (int, float))
+            or not math.isfinite(reload_interval)
+            or reload_interval < 0
+        ):
             raise ConfigError(
-                f"{source}: reload_interval: expected seconds; got {reload_interval!r}"
+                f"{source}: reload_interval: expected seconds (a number >= 0); "
+                f"got {reload_interval!r}"
             )
         self.source = source
         self.accept = accept
@@ -610,6 +616,21 @@ class RulePolicy:
 
 
 # --- loading and validating ------------------------------------------------------------
+
+
+def _check_accept(source: str, accept: Any) -> None:
+    """``accept`` runs on the caller's thread, synchronously, as the SDK call returns."""
+    if accept is None:
+        return
+    if not callable(accept):
+        raise ConfigError(f"{source}: accept: expected a callable; got {accept!r}")
+    if inspect.iscoroutinefunction(accept) or inspect.iscoroutinefunction(
+        getattr(accept, "__call__", None)  # noqa: B004
+    ):
+        raise ConfigError(
+            f"{source}: accept: expected a plain function returning a bool; got the coroutine "
+            f"function {accept!r}, which cannot run inside a synchronous check"
+        )
 
 
 def _signature(path: str) -> tuple[int, int, int]:
@@ -947,9 +968,7 @@ def resolve_policy(policy: Any, path: str | None, mode: str | None) -> tuple[Any
             "argument policy: expected a path to a TOML policy file or an object with a "
             f"decide(call) method; got {policy!r}"
         )
-    accept = getattr(policy, "accept", None)
-    if accept is not None and not callable(accept):
-        raise ConfigError(f"argument policy: accept: expected a callable; got {accept!r}")
+    _check_accept("argument policy", getattr(policy, "accept", None))
     if mode == "off":
         return None, False
     return policy, mode == "shadow"

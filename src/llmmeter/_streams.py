@@ -9,11 +9,17 @@ the proxy so the user keeps iterating through it.
 
 A routed stream that fails before any chunk reached the user falls back: the failed stream is
 closed, the request is re-sent with the user's own model, and the proxy carries on with the new
-stream, so the user iterates one stream that simply worked.
+stream, so the user iterates one stream that simply worked. The SDK's ``.stream()`` helpers
+keep the stream's ``response`` from the start and close that: the proxy hands them a response
+whose ``close`` closes the proxy, so whatever stream it carries by then is closed and the span
+ends.
 """
 
 from __future__ import annotations
 
+import inspect
+import weakref
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -65,35 +71,49 @@ class StreamProxy(_StreamProxy):
                 self._self_end("exhausted")
                 raise
             except BaseException as exc:
-                again = None if self._self_shown else call.stream_fallback(exc)
-                if again is None:
+                if self._self_shown or not call.stream_falls_back(exc):
                     self._self_end("error", exc)
                     raise
+                failure = exc
             else:
                 if call.on_chunk(chunk):
                     self._self_shown = True
                     return chunk
                 continue
             # Outside the except block: the re-send's own error carries no context of ours.
-            self._self_fall_back(stream, again)
+            self._self_fall_back(stream, call, failure)
 
-    def _self_fall_back(self, failed: Any, again: Call | Untraced) -> None:
-        call = self._self_call
+    def _self_fall_back(self, failed: Any, call: Call, failure: BaseException) -> None:
         with call.runtime.guard.site("stream.fallback"):
             failed.close()
+        again = call.reopen_stream(failure)
         invoke = call.invoke
         assert invoke is not None
         if isinstance(again, Untraced):  # our re-send failed to set up: send it bare
-            self._self_adopt(invoke(**call.original_kwargs), None)
+            stream = invoke(**call.original_kwargs)
+            self._self_adopt(stream.parse() if call.is_raw(stream) else stream, None)
             return
+        again.enter()
         try:
-            stream = invoke(**again.kwargs)
+            while True:
+                try:
+                    stream = invoke(**again.kwargs)
+                    break
+                except Exception as exc:
+                    if not again.retry_without_injection(exc):
+                        raise
+            if again.is_raw(stream):  # the user parsed a raw response into this stream
+                stream = stream.parse()
         except BaseException as exc:
             again.leave()
             again.on_error(exc)
             raise
         again.leave()
         self._self_adopt(stream, again)
+
+    @property
+    def response(self) -> Any:
+        return _Response(self.__wrapped__.response, self)
 
     def __enter__(self) -> StreamProxy:
         self.__wrapped__.__enter__()
@@ -133,34 +153,54 @@ class AsyncStreamProxy(_StreamProxy):
                 self._self_end("exhausted")
                 raise
             except BaseException as exc:
-                again = None if self._self_shown else call.stream_fallback(exc)
-                if again is None:
+                if self._self_shown or not call.stream_falls_back(exc):
                     self._self_end("error", exc)
                     raise
+                failure = exc
             else:
                 if call.on_chunk(chunk):
                     self._self_shown = True
                     return chunk
                 continue
-            await self._self_fall_back(stream, again)
+            await self._self_fall_back(stream, call, failure)
 
-    async def _self_fall_back(self, failed: Any, again: Call | Untraced) -> None:
-        call = self._self_call
+    async def _self_fall_back(self, failed: Any, call: Call, failure: BaseException) -> None:
         with call.runtime.guard.site("stream.fallback"):
             await failed.close()
+        again = call.reopen_stream(failure)
         invoke = call.invoke
         assert invoke is not None
         if isinstance(again, Untraced):  # our re-send failed to set up: send it bare
-            self._self_adopt(await invoke(**call.original_kwargs), None)
+            stream = await invoke(**call.original_kwargs)
+            if call.is_raw(stream):
+                stream = stream.parse()
+                if inspect.isawaitable(stream):
+                    stream = await stream
+            self._self_adopt(stream, None)
             return
+        again.enter()
         try:
-            stream = await invoke(**again.kwargs)
-        except BaseException as exc:
+            while True:
+                try:
+                    stream = await invoke(**again.kwargs)
+                    break
+                except Exception as exc:
+                    if not again.retry_without_injection(exc):
+                        raise
+            if again.is_raw(stream):  # the user parsed a raw response into this stream
+                stream = stream.parse()
+                if inspect.isawaitable(stream):
+                    stream = await stream
+        except BaseException as exc:  # cancellation too: the re-send's span ends, context reset
             again.leave()
             again.on_error(exc)
             raise
         again.leave()
         self._self_adopt(stream, again)
+
+    @property
+    def response(self) -> Any:
+        return _AsyncResponse(self.__wrapped__.response, self)
 
     async def __aenter__(self) -> AsyncStreamProxy:
         await self.__wrapped__.__aenter__()
@@ -183,12 +223,51 @@ class AsyncStreamProxy(_StreamProxy):
         finally:
             self._self_end("closed")
 
-    async def aclose(self) -> None:
-        """openai 3.x's alias of ``close()``; older SDKs raise AttributeError, as without us."""
+    @property
+    def aclose(self) -> Callable[[], Awaitable[None]]:
+        """openai 3.x's alias of ``close()``; absent where the SDK stream has none (1.x, 2.x),
+        so ``getattr(stream, "aclose", None)`` answers as without llmmeter."""
+        if not hasattr(self.__wrapped__, "aclose"):
+            raise AttributeError(f"{type(self.__wrapped__).__name__!r} has no attribute 'aclose'")
+        return self._self_aclose
+
+    async def _self_aclose(self) -> None:
         try:
             await self.__wrapped__.aclose()
         finally:
             self._self_end("closed")
+
+
+class _Response(wrapt.BaseObjectProxy[Any]):
+    """A sync stream's HTTP response as the ``.stream()`` helpers keep it: ``close()`` closes
+    the proxy (the stream it carries now, after a fallback too) and ends the span. It holds
+    the proxy weakly: keeping the response never keeps an abandoned stream alive."""
+
+    def __init__(self, response: Any, proxy: StreamProxy) -> None:
+        super().__init__(response)
+        self._self_proxy = weakref.ref(proxy)
+
+    def close(self) -> None:
+        proxy = self._self_proxy()
+        if proxy is None:
+            self.__wrapped__.close()
+        else:
+            proxy.close()
+
+
+class _AsyncResponse(wrapt.BaseObjectProxy[Any]):
+    """An async stream's HTTP response: ``aclose()`` closes the proxy and ends the span."""
+
+    def __init__(self, response: Any, proxy: AsyncStreamProxy) -> None:
+        super().__init__(response)
+        self._self_proxy = weakref.ref(proxy)
+
+    async def aclose(self) -> None:
+        proxy = self._self_proxy()
+        if proxy is None:
+            await self.__wrapped__.aclose()
+        else:
+            await proxy.close()
 
 
 def wrap_stream(stream: Any, call: Call) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -79,6 +79,10 @@ class task:  # lower-case: used like a function, `with llmmeter.task("classify")
         _reset(tokens)
 
     def __call__(self, func: F) -> F:
+        if inspect.isasyncgenfunction(func):
+            return cast(F, self._async_generator(func))
+        if inspect.isgeneratorfunction(func):
+            return cast(F, self._generator(func))
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -100,6 +104,72 @@ class task:  # lower-case: used like a function, `with llmmeter.task("classify")
                 _reset(tokens)
 
         return cast(F, labelled)
+
+    def _generator(self, func: Callable[..., Generator[Any, Any, Any]]) -> Callable[..., Any]:
+        """Label the generator's own steps only: between them the caller runs unlabelled,
+        as a ``with`` block inside the generator would not manage (it would leak the label
+        to the caller at each ``yield``)."""
+
+        @functools.wraps(func)
+        def labelled(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            tokens = self._set()
+            try:
+                inner = func(*args, **kwargs)
+            finally:
+                _reset(tokens)
+            sent: Any = None
+            thrown: BaseException | None = None
+            while True:
+                tokens = self._set()
+                try:
+                    item = inner.send(sent) if thrown is None else inner.throw(thrown)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    _reset(tokens)
+                thrown = None
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    inner.close()
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+
+        return labelled
+
+    def _async_generator(
+        self, func: Callable[..., AsyncGenerator[Any, Any]]
+    ) -> Callable[..., AsyncGenerator[Any, Any]]:
+        """As :meth:`_generator`, for ``async def`` functions that ``yield``."""
+
+        @functools.wraps(func)
+        async def labelled(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+            tokens = self._set()
+            try:
+                inner = func(*args, **kwargs)
+            finally:
+                _reset(tokens)
+            sent: Any = None
+            thrown: BaseException | None = None
+            while True:
+                tokens = self._set()
+                try:
+                    item = await (inner.asend(sent) if thrown is None else inner.athrow(thrown))
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _reset(tokens)
+                thrown = None
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    await inner.aclose()
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+
+        return labelled
 
 
 def _reset(tokens: _Tokens) -> None:
