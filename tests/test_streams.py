@@ -207,3 +207,11 @@ def test_stream_response_close_through_the_proxy_ends_the_span(
     stream.response.close()
     assert stream.__wrapped__.response.is_closed
     assert _only_span_end(telemetry) == "closed"
+
+
+def test_stream_helper_left_early_ends_the_span_as_closed(
+    telemetry: Telemetry, client: Any
+) -> None:
+    with client.chat.completions.stream(**CHAT) as stream:
+        next(iter(stream))
+    assert _only_span_end(telemetry) == "closed"
