@@ -17,6 +17,8 @@ from llmmeter._policy import CallView, stable_fraction
 from llmmeter._pricing import Cost, PriceTable
 from llmmeter._usage import Usage
 
+from .test_cli import rows, run_cli
+
 DATE = ["--date", "2026-11-01"]  # prices change over time; pin the day
 WHEN = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
 
@@ -61,21 +63,6 @@ to = "gpt-4o-mini"
 """
 
 CLASSIFY = "Classify the sentiment of this review: great phone, awful battery."
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main([*argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def rows(out: str) -> dict[str, list[str]]:
-    """Table rows by their first cell, split on runs of two or more spaces."""
-    return {
-        cells[0]: cells[1:]
-        for line in out.splitlines()
-        if (cells := re.split(r"\s{2,}", line.strip()))
-    }
 
 
 def verdicts(out: str) -> dict[str, str]:

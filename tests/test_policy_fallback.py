@@ -342,7 +342,6 @@ def test_accept_on_a_custom_policy(routed: Any, client: Any, server: FakeOpenAI)
             return False
 
     routed(Picky())
-    asyncio.run(asyncio.sleep(0))
     client.chat.completions.create(model="gpt-4o", messages=MSG)
     assert _sent(server) == ["gpt-4o-mini", "gpt-4o"]
 
