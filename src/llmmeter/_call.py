@@ -466,17 +466,13 @@ class Call:
     def _falls_back_on(self, exc: BaseException) -> bool:
         """Any error of the routed request but cancellation and a rejected API key (the
         same key would be rejected for the original model too)."""
-        routing = self.routing
-        if (
-            routing is None
-            or routing.route.shadow
-            or not routing.route.fallback
-            or self.fallback_of is not None
-            or not isinstance(exc, Exception)
-        ):
+        if not isinstance(exc, Exception) or not self._may_fall_back():
             return False
-        sdk = self.runtime.sdk
-        return sdk is None or status_code(exc, sdk) != 401
+        unauthorized = False
+        with self.runtime.guard.site("policy.fallback"):
+            sdk = self.runtime.sdk
+            unauthorized = sdk is not None and status_code(exc, sdk) == 401
+        return not unauthorized
 
     def escalate(self, result: Any) -> Call | Untraced | None:
         """A routed, non-streaming answer the policy's ``accept`` check turns down: finish
@@ -491,16 +487,8 @@ class Call:
             sdk = runtime.sdk
             rejected = (
                 sdk is not None
-                and not isinstance(
-                    result,
-                    (
-                        sdk.stream,
-                        sdk.async_stream,
-                        sdk.legacy_response,
-                        sdk.api_response,
-                        sdk.async_api_response,
-                    ),
-                )
+                and not isinstance(result, (sdk.stream, sdk.async_stream))
+                and not self.is_raw(result)
                 and not runtime.accepts(result)
             )
             if rejected:
