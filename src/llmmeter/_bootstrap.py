@@ -3,12 +3,22 @@
 Instrumentation never builds providers: this module does, and only when the application
 gave none and configured no global ones. It then installs them as the globals, so the rest
 of the application's telemetry (and span parents) flows to the same place.
+
+What it builds never blocks or breaks the application: spans leave through a
+``BatchSpanProcessor`` (a bounded queue, a background thread) and metrics through a periodic
+reader, both with the exporters' timeouts (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default).
+The SDK shuts both providers down at interpreter exit, which flushes what is pending, within
+those timeouts. An exporter that fails is reported once per outage by llmmeter, with the
+reason and, when it recovers, what was dropped; the exporters' own repeated error lines are
+kept out of the application's log.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from opentelemetry import metrics, trace
@@ -17,18 +27,30 @@ from opentelemetry.trace import TracerProvider
 
 from .exceptions import ConfigError
 
-_EXPORTERS: Final = frozenset({"otlp", "console", "none"})
+logger = logging.getLogger("llmmeter")
+
+_TRACE_EXPORTERS: Final = ("otlp", "console", "none")
+_METRIC_EXPORTERS: Final = ("otlp", "prometheus", "console", "none")
 _PROTOCOLS: Final = frozenset({"grpc", "http/protobuf"})
+_EXPORTER_LOGGERS: Final = (
+    "opentelemetry.exporter.otlp.proto.http._common",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+)
+"""Where the OTLP exporters log each failed export; llmmeter reports the failure itself."""
 
 
-def _exporter_names(env: Mapping[str, str], name: str) -> list[str]:
+def _exporter_names(env: Mapping[str, str], name: str, allowed: Sequence[str]) -> list[str]:
     raw = env.get(name, "otlp")
     names = [n.strip().lower() for n in raw.split(",") if n.strip()] or ["otlp"]
     for value in names:
-        if value not in _EXPORTERS:
+        if value not in allowed:
             raise ConfigError(
                 f"environment variable {name}: expected a comma-separated list of "
-                f"otlp, console, none; got {raw!r}"
+                f"{', '.join(allowed)}; got {raw!r}"
             )
     return [n for n in names if n != "none"]
 
@@ -44,7 +66,166 @@ def _protocol(env: Mapping[str, str], signal: str) -> str:
     return raw.strip().lower()
 
 
-def _span_exporter(kind: str, env: Mapping[str, str]) -> Any:
+class _ExporterLog(logging.Filter):
+    """Keeps the OTLP exporters' per-batch error lines out of the application's log; the
+    first line since the last report becomes the reason in llmmeter's own report."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._first: dict[str, str] = {}
+        self._lock = threading.Lock()
+        for name in _EXPORTER_LOGGERS:
+            logging.getLogger(name).addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        with self._lock:
+            self._first.setdefault(record.name, record.getMessage())
+        return False
+
+    def take(self, names: Sequence[str]) -> str:
+        """The first error line of these loggers since the last call, and forget them."""
+        with self._lock:
+            found = [self._first.pop(name) for name in names if name in self._first]
+        return found[0][:300] if found else ""
+
+
+class _Report:
+    """One exporter's health: the first failure of an outage is logged (with the reason the
+    exporter gave), repeats go to debug, and the recovery says how much was dropped."""
+
+    def __init__(self, what: str, where: str, log: _ExporterLog, loggers: Sequence[str]) -> None:
+        self.what = what
+        self.where = where
+        self.dropped = 0
+        self._log = log
+        self._loggers = loggers
+        self._failing = False
+        self._lock = threading.Lock()
+
+    def failed(self, count: int, error: BaseException | None = None) -> None:
+        with self._lock:
+            first = not self._failing
+            self._failing = True
+            self.dropped += count
+        logged = self._log.take(self._loggers)
+        reason = f"{type(error).__name__}: {error}" if error is not None else logged
+        if first:
+            logger.warning(
+                "llmmeter: exporting %s to %s failed (%s); they are dropped while this lasts, "
+                "and the application is unaffected (further failures are logged at debug level)",
+                self.what,
+                self.where,
+                reason or "no reason given",
+            )
+        else:
+            logger.debug(
+                "llmmeter: exporting %s to %s failed again (%s)", self.what, self.where, reason
+            )
+
+    def succeeded(self) -> None:
+        with self._lock:
+            recovered, dropped = self._failing, self.dropped
+            self._failing = False
+            self.dropped = 0
+        if recovered:
+            logger.warning(
+                "llmmeter: exporting %s to %s works again; %d were dropped meanwhile",
+                self.what,
+                self.where,
+                dropped,
+            )
+
+
+_SPAN_LOGGERS: Final = tuple(n for n in _EXPORTER_LOGGERS if "metric" not in n)
+_METRIC_LOGGERS: Final = tuple(n for n in _EXPORTER_LOGGERS if "trace" not in n)
+
+
+def _reporting_span_exporter(inner: Any, where: str, log: _ExporterLog) -> Any:
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    report = _Report("spans", where, log, _SPAN_LOGGERS)
+
+    class ReportingSpanExporter(SpanExporter):
+        """The OTLP span exporter, reporting its failures once (see :class:`_Report`)."""
+
+        def export(self, spans: Any) -> SpanExportResult:
+            try:
+                result = inner.export(spans)
+            except Exception as exc:  # an exporter bug must not reach the batch thread
+                report.failed(len(spans), exc)
+                return SpanExportResult.FAILURE
+            if result is SpanExportResult.SUCCESS:
+                report.succeeded()
+            else:
+                report.failed(len(spans))
+            return result  # type: ignore[no-any-return]
+
+        def shutdown(self) -> None:
+            inner.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return bool(inner.force_flush(timeout_millis))
+
+    return ReportingSpanExporter()
+
+
+def _reporting_metric_exporter(inner: Any, where: str, log: _ExporterLog) -> Any:
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
+    report = _Report("metrics", where, log, _METRIC_LOGGERS)
+
+    class ReportingMetricExporter(MetricExporter):
+        """The OTLP metric exporter, reporting its failures once (see :class:`_Report`)."""
+
+        def __init__(self) -> None:
+            super().__init__(
+                preferred_temporality=inner._preferred_temporality,
+                preferred_aggregation=inner._preferred_aggregation,
+            )
+
+        def export(
+            self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any
+        ) -> MetricExportResult:
+            points = sum(
+                len(metric.data.data_points)
+                for resource in getattr(metrics_data, "resource_metrics", ())
+                for scope in resource.scope_metrics
+                for metric in scope.metrics
+            )
+            try:
+                result = inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+            except Exception as exc:
+                report.failed(points, exc)
+                return MetricExportResult.FAILURE
+            if result is MetricExportResult.SUCCESS:
+                report.succeeded()
+            else:
+                report.failed(points)
+            return result  # type: ignore[no-any-return]
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return bool(inner.force_flush(timeout_millis=timeout_millis))
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+    return ReportingMetricExporter()
+
+
+def _endpoint(env: Mapping[str, str], signal: str, grpc: bool) -> str:
+    """Where an OTLP exporter sends ``signal``, as the exporter itself resolves it."""
+    specific = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    if specific:
+        return specific
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if grpc:
+        return base or "localhost:4317"
+    return f"{(base or 'http://localhost:4318').rstrip('/')}/v1/{signal}"
+
+
+def _span_exporter(kind: str, env: Mapping[str, str], log: _ExporterLog) -> Any:
     if kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -52,28 +233,79 @@ def _span_exporter(kind: str, env: Mapping[str, str]) -> Any:
     if _protocol(env, "TRACES") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter()
+        return _reporting_span_exporter(OTLPSpanExporter(), _endpoint(env, "traces", True), log)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpSpanExporter,
     )
 
-    return HttpSpanExporter()
+    return _reporting_span_exporter(HttpSpanExporter(), _endpoint(env, "traces", False), log)
 
 
-def _metric_exporter(kind: str, env: Mapping[str, str]) -> Any:
+def _metric_reader(kind: str, env: Mapping[str, str], log: _ExporterLog) -> Any:
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    if kind == "prometheus":
+        return _prometheus_reader(env)
     if kind == "console":
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
-        return ConsoleMetricExporter()
+        return PeriodicExportingMetricReader(ConsoleMetricExporter())
     if _protocol(env, "METRICS") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        return OTLPMetricExporter()
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as HttpMetricExporter,
-    )
+        exporter = _reporting_metric_exporter(
+            OTLPMetricExporter(), _endpoint(env, "metrics", True), log
+        )
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpMetricExporter,
+        )
 
-    return HttpMetricExporter()
+        exporter = _reporting_metric_exporter(
+            HttpMetricExporter(), _endpoint(env, "metrics", False), log
+        )
+    return PeriodicExportingMetricReader(exporter)
+
+
+def _prometheus_reader(env: Mapping[str, str]) -> Any:
+    """A ``/metrics`` endpoint for Prometheus to scrape (the optional ``prometheus`` extra),
+    on ``OTEL_EXPORTER_PROMETHEUS_HOST``:``OTEL_EXPORTER_PROMETHEUS_PORT`` (localhost:9464)."""
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+    except ImportError:
+        raise ConfigError(
+            "environment variable OTEL_METRICS_EXPORTER: prometheus needs the optional "
+            "dependency; install it with: pip install 'llmmeter[prometheus]'"
+        ) from None
+    host, port = _prometheus_address(env)
+    reader = PrometheusMetricReader()
+    try:
+        start_http_server(port=port, addr=host)
+    except OSError as exc:  # a port in use must not stop the application
+        logger.warning(
+            "llmmeter: cannot serve Prometheus metrics on %s:%d (%s); metrics are recorded "
+            "but not served",
+            host,
+            port,
+            exc,
+        )
+    return reader
+
+
+def _prometheus_address(env: Mapping[str, str]) -> tuple[str, int]:
+    host = env.get("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
+    raw = env.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464")
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ConfigError(
+            f"environment variable OTEL_EXPORTER_PROMETHEUS_PORT: expected a port number "
+            f"from 0 to 65535; got {raw!r}"
+        )
+    return host, port
 
 
 def _tracing_configured() -> bool:
@@ -91,28 +323,42 @@ def resolve_providers(
     meter_provider: MeterProvider | None,
     environ: Mapping[str, str] | None = None,
 ) -> tuple[TracerProvider | None, MeterProvider | None]:
-    """Given providers win; then configured globals (None = use them); else build and install."""
+    """Given providers win; then configured globals (None = use them); else build and install.
+
+    Everything is validated before anything is built or installed, so a bad variable leaves
+    no half-configured globals behind.
+    """
     env = os.environ if environ is None else environ
-    if tracer_provider is None and not _tracing_configured():
+    build_traces = tracer_provider is None and not _tracing_configured()
+    build_metrics = meter_provider is None and not _metrics_configured()
+    trace_kinds = _exporter_names(env, "OTEL_TRACES_EXPORTER", _TRACE_EXPORTERS)
+    metric_kinds = _exporter_names(env, "OTEL_METRICS_EXPORTER", _METRIC_EXPORTERS)
+    if build_traces and "otlp" in trace_kinds:
+        _protocol(env, "TRACES")
+    if build_metrics and "otlp" in metric_kinds:
+        _protocol(env, "METRICS")
+    if build_metrics and "prometheus" in metric_kinds:
+        _prometheus_address(env)
+    if build_traces or build_metrics:
         from opentelemetry.sdk.resources import Resource
+
+        resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+        log = _ExporterLog()
+    if build_traces:
         from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        kinds = _exporter_names(env, "OTEL_TRACES_EXPORTER")
-        exporters = [_span_exporter(kind, env) for kind in kinds]
-        sdk_tracer_provider = SdkTracerProvider(resource=Resource.create())
+        exporters = [_span_exporter(kind, env, log) for kind in trace_kinds]
+        sdk_tracer_provider = SdkTracerProvider(resource=resource)
         for exporter in exporters:
             sdk_tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(sdk_tracer_provider)
         tracer_provider = sdk_tracer_provider
-    if meter_provider is None and not _metrics_configured():
+    if build_metrics:
         from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-        from opentelemetry.sdk.resources import Resource
 
-        kinds = _exporter_names(env, "OTEL_METRICS_EXPORTER")
-        readers = [PeriodicExportingMetricReader(_metric_exporter(kind, env)) for kind in kinds]
-        sdk_meter_provider = SdkMeterProvider(resource=Resource.create(), metric_readers=readers)
+        readers = [_metric_reader(kind, env, log) for kind in metric_kinds]
+        sdk_meter_provider = SdkMeterProvider(resource=resource, metric_readers=readers)
         metrics.set_meter_provider(sdk_meter_provider)
         meter_provider = sdk_meter_provider
     return tracer_provider, meter_provider
