@@ -192,6 +192,7 @@ def test_a_short_script_loses_nothing_spans_and_metrics_are_flushed_at_exit(
     assert resource["service.name"] == "billing-bot"
     assert resource["deployment.environment"] == "test"
     assert resource["team"] == "llm"
+    assert resource["service.instance.id"]  # processes of one service never share series
     assert all(r.headers.get("x-tenant") == "acme" for r in collector.received)
     attrs = _attributes(span.attributes)
     assert attrs["gen_ai.usage.cost.amount"] > 0

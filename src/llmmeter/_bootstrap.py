@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -343,6 +344,10 @@ def resolve_providers(
         from opentelemetry.sdk.resources import Resource
 
         resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+        if "service.instance.id" not in resource.attributes:
+            # Older SDKs set none: processes of one service would then share (and clobber)
+            # their counter series once a collector turns them into Prometheus metrics.
+            resource = resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
         log = _ExporterLog()
     if build_traces:
         from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
