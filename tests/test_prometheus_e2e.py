@@ -86,6 +86,7 @@ ALLOWED_LABELS = {
     "llmmeter_policy_rule",
     "llmmeter_policy_action",
     "llmmeter_policy_fallback_reason",
+    "llmmeter_cache_operation",
 }
 
 POLICY = """\
@@ -136,6 +137,8 @@ def wait_for_eof():
 threading.Thread(target=wait_for_eof, daemon=True).start()
 client = openai.OpenAI(max_retries=0)  # OPENAI_BASE_URL, OPENAI_API_KEY
 MESSAGES = [{"role": "user", "content": "Classify the sentiment: great, but slow."}]
+# Long enough (over 1024 tokens) for the provider's prompt cache: repeats read it.
+FAQ = [{"role": "user", "content": "Summarize our return policy for hiking boots. " * 120}]
 
 
 def chat(model, stream=False):
@@ -162,6 +165,10 @@ while not stop.is_set():
         chat("gpt-4o", stream=True)
     with llmmeter.task("report"):
         chat("gpt-4-turbo")  # always fails with 500
+    with llmmeter.task("faq"):  # cached input tokens from the second round on
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=FAQ, extra_body={"prompt_cache_key": "faq"}
+        )
     client.embeddings.create(model="text-embedding-3-small", input="hello")
     stop.wait(0.2)
 '''
@@ -535,6 +542,7 @@ def test_prometheus_scrapes_the_workload_and_evaluates_the_whole_kit(
                 "gen_ai_client_operation_duration_seconds_bucket",
                 "gen_ai_client_token_usage_bucket",
                 "gen_ai_client_operation_time_to_first_chunk_seconds_bucket",
+                "llmmeter_usage_cache_input_tokens_total",
             } <= names
         finally:
             assert app.stdin is not None

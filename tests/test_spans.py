@@ -349,3 +349,30 @@ def test_task_label_lands_on_span_and_metrics(telemetry: Telemetry, client: Any)
     assert telemetry.span().attributes["llmmeter.task"] == "classify"
     (point,) = telemetry.points("gen_ai.client.operation.duration")
     assert point.attributes["llmmeter.task"] == "classify"
+
+
+def test_cached_input_tokens_are_counted_apart_and_never_added_to_input(
+    telemetry: Telemetry, client: Any, server: FakeOpenAI
+) -> None:
+    long_prompt = "Describe the return policy for hiking boots in detail. " * 120  # ~1.6k tokens
+    messages = [{"role": "user", "content": long_prompt}]
+    for _ in range(2):  # the second request reads the prefix the first one cached
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=messages, extra_body={"prompt_cache_key": "policy-faq"}
+        )
+    second = telemetry.spans()[-1].attributes or {}
+    cached = second["gen_ai.usage.cache_read.input_tokens"]
+    assert cached >= 1024
+    (point,) = telemetry.points("llmmeter.usage.cache.input_tokens")
+    assert point.value == cached
+    assert point.attributes["llmmeter.cache.operation"] == "read"
+    assert point.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    assert telemetry.metric("llmmeter.usage.cache.input_tokens").unit == "{token}"
+    inputs = [
+        p
+        for p in telemetry.points("gen_ai.client.token.usage")
+        if p.attributes["gen_ai.token.type"] == "input"
+    ]
+    assert sum(p.sum for p in inputs) == sum(
+        (s.attributes or {})["gen_ai.usage.input_tokens"] for s in telemetry.spans()
+    )

@@ -789,6 +789,14 @@ def _record_metrics(
         instruments.token_usage.record(
             usage.output_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "output"}
         )
+    if usage.cache_read_tokens:
+        instruments.cache_tokens.add(
+            usage.cache_read_tokens, {**metric_attrs, sc.LLMMETER_CACHE_OPERATION: "read"}
+        )
+    if usage.cache_creation_tokens:
+        instruments.cache_tokens.add(
+            usage.cache_creation_tokens, {**metric_attrs, sc.LLMMETER_CACHE_OPERATION: "creation"}
+        )
     if cost is not None:
         instruments.cost.add(cost.total, metric_attrs)
     else:

@@ -25,6 +25,7 @@ class Instruments:
     time_to_first_chunk: Histogram
     cost: Counter
     unpriced: Counter
+    cache_tokens: Counter
     decisions: Counter
     savings: Counter
 
@@ -56,6 +57,11 @@ class Instruments:
                 sc.METRIC_UNPRICED,
                 unit="{call}",
                 description="GenAI calls with token usage that no price covers",
+            ),
+            cache_tokens=meter.create_counter(
+                sc.METRIC_CACHE_TOKENS,
+                unit="{token}",
+                description="Input tokens read from or written to the prompt cache",
             ),
             decisions=meter.create_counter(
                 sc.METRIC_POLICY_DECISIONS,

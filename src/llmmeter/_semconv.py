@@ -110,6 +110,12 @@ METRIC_COST: Final = "llmmeter.cost.usd"
 """Monotonic USD counter; unit ``{USD}`` so Prometheus names it ``llmmeter_cost_usd_total``."""
 METRIC_UNPRICED: Final = "llmmeter.cost.unpriced"
 """Calls with usage that no price covers; Prometheus: ``llmmeter_cost_unpriced_total``."""
+METRIC_CACHE_TOKENS: Final = "llmmeter.usage.cache.input_tokens"
+"""Input tokens read from (or written to) the provider's prompt cache: a part of the input
+already counted in ``gen_ai.client.token.usage``, so never added to it. Counter, label
+``llmmeter.cache.operation``; Prometheus: ``llmmeter_usage_cache_input_tokens_total``."""
+LLMMETER_CACHE_OPERATION: Final = "llmmeter.cache.operation"
+"""``read`` (cached input tokens, billed at the cached rate) or ``creation`` (cache writes)."""
 METRIC_POLICY_DECISIONS: Final = "llmmeter.policy.decisions"
 """Routing decisions by rule and action; Prometheus: ``llmmeter_policy_decisions_total``."""
 METRIC_SAVINGS: Final = "llmmeter.savings.usd"
