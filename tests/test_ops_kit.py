@@ -523,3 +523,22 @@ def test_readme_commands_match_the_stack() -> None:
     (port,) = re.findall(r"OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:(\d+)", text)
     assert int(port) in _published(_services()["otel-collector"])
     assert "(../docs/operations.md)" in text
+
+
+def test_every_alert_runbook_points_at_a_heading_of_docs_operations() -> None:
+
+    root = Path(__file__).resolve().parents[1]
+    headings = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in (root / "docs" / "operations.md").read_text().splitlines()
+        if line.startswith("#")
+    }
+    rules = yaml.safe_load(
+        (root / "collector-config/prometheus/rules/llmmeter-alerts.yml").read_text()
+    )
+    alerts = [rule for group in rules["groups"] for rule in group["rules"] if "alert" in rule]
+    assert alerts
+    for alert in alerts:
+        page, _, anchor = alert["annotations"]["runbook"].partition("#")
+        assert page == "docs/operations.md", alert["alert"]
+        assert anchor in headings, (alert["alert"], anchor)
