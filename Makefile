@@ -17,7 +17,7 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.dev-installed
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/llmmeter demo
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests examples benchmarks

@@ -536,8 +536,10 @@ def _build_parser() -> _Parser:
     prices.add_argument("--json", action="store_true", help="machine-readable output")
     prices.set_defaults(handler=_prices, prog=prices.prog)
     from ._cli_policy import add_policy_parsers
+    from ._demo import add_demo_parser
 
     add_policy_parsers(commands)
+    add_demo_parser(commands)
     return parser
 
 

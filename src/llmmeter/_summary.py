@@ -206,7 +206,10 @@ def _usd(value: float) -> str:
         return f"${value:,.0f}"
     if abs(value) >= 1:
         return f"${value:,.2f}"
-    return f"${value:.4g}"
+    if abs(value) >= 0.01:
+        return f"${value:.4f}".rstrip("0")
+    small = f"{value:.6f}".rstrip("0")
+    return f"${small}" if small not in ("0.", "-0.") else "<$0.000001"
 
 
 def _tokens(value: int) -> str:
@@ -224,7 +227,8 @@ def _cells(row: Row) -> list[str]:
     cost = _usd(row.cost) + (f" (+{row.unpriced} unpriced)" if row.unpriced else "")
     saved = _usd(row.saved) if row.routed else NONE_LABEL
     if row.would_save:
-        saved = f"{saved} (shadow: {_usd(row.would_save)})"
+        shadow = f"shadow {_usd(row.would_save)}"
+        saved = shadow if not row.routed else f"{saved} + {shadow}"
     return [
         row.key,
         str(row.calls),
@@ -238,8 +242,9 @@ def _cells(row: Row) -> list[str]:
     ]
 
 
-def render_table(summary: Summary) -> list[str]:
-    """Aligned text: one line per group, a total line, then the projection."""
+def render_table(summary: Summary, *, projection: bool = True) -> list[str]:
+    """Aligned text: one line per group, a total line, then (unless told not to) the
+    projection."""
     header = [summary.by, *_HEADERS]
     body = [_cells(row) for row in summary.rows]
     footer = _cells(summary.total)
@@ -253,16 +258,18 @@ def render_table(summary: Summary) -> list[str]:
 
     rule = "-" * len(line(header))
     out = [line(header), rule, *(line(cells) for cells in body), rule, line(footer)]
-    projection = summary.projection
-    if projection is not None:
-        out += [
-            "",
-            f"At {projection.requests:,} requests a day like these:",
-            f"  without the policy  {_usd(projection.without_policy)} a day",
-            f"  with the policy     {_usd(projection.with_policy)} a day"
-            + (f"  (saves {_usd(projection.saved)} a day)" if projection.saved > 0 else ""),
-        ]
+    if projection and summary.projection is not None:
+        out += ["", *render_projection(summary.projection)]
     return out
+
+
+def render_projection(projection: Projection) -> list[str]:
+    return [
+        f"At {projection.requests:,} requests a day like these:",
+        f"  without the policy  {_usd(projection.without_policy)} a day",
+        f"  with the policy     {_usd(projection.with_policy)} a day"
+        + (f"  (saves {_usd(projection.saved)} a day)" if projection.saved > 0 else ""),
+    ]
 
 
 def render_csv(summary: Summary) -> str:
