@@ -318,3 +318,31 @@ def test_spans_reach_phoenix(
         resend["attributes"]["gen_ai.usage.cost.amount"]
         > routed["attributes"]["gen_ai.usage.cost.amount"]
     )
+
+
+def test_the_readme_demo_shows_up_in_phoenix(phoenix: str) -> None:
+    """What the README tells a newcomer: `phoenix serve`, then the demo pointed at it."""
+    from llmmeter._demo import CALLS
+
+    project = f"llmmeter-demo-{uuid.uuid4().hex[:8]}"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": phoenix,
+        "OTEL_METRICS_EXPORTER": "none",  # Phoenix takes traces only
+        "OTEL_RESOURCE_ATTRIBUTES": f"openinference.project.name={project}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "llmmeter", "demo", "--by", "model"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "llmmeter:" not in done.stderr  # no export problem reported
+    spans = _wait_for_spans(phoenix, project, CALLS)
+    names = {span["name"] for span in spans}
+    assert {"chat gpt-4o", "chat gpt-4o-mini", "embeddings text-embedding-3-small"} <= names
+    routed = [s for s in spans if s["attributes"].get("llmmeter.policy.action") == "route"]
+    assert routed and all(s["attributes"]["llmmeter.policy.savings"] > 0 for s in routed)
