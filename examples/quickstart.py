@@ -4,16 +4,39 @@ Runs against llmmeter's built-in fake OpenAI server, so it needs no API key:
 
     python examples/quickstart.py
 
-Against the real API, drop the fake server and the ``base_url``; set ``OPENAI_API_KEY`` and
-``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_TRACES_EXPORTER=console``) instead.
+Against the real API (a fraction of a cent), point the SDK at it:
+
+    OPENAI_BASE_URL=https://api.openai.com/v1 OPENAI_API_KEY=sk-... python examples/quickstart.py
+
+``OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318`` with ``OTEL_TRACES_EXPORTER=otlp`` sends
+the spans to a collector instead of the console.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import llmmeter
-from llmmeter.testing import FakeOpenAI
+
+
+@contextlib.contextmanager
+def openai_endpoint() -> Iterator[None]:
+    """``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` when set; else a fake server started here.
+
+    The SDK reads both variables itself, so the code below is production code:
+    ``openai.OpenAI()``. ``llmmeter.testing`` is only needed for the fake server.
+    """
+    if os.environ.get("OPENAI_BASE_URL"):
+        yield
+        return
+    from llmmeter.testing import FakeOpenAI
+
+    with FakeOpenAI() as server:
+        os.environ["OPENAI_BASE_URL"] = server.base_url
+        os.environ["OPENAI_API_KEY"] = "sk-fake"  # any key works; a real one stays home
+        yield
 
 
 def main() -> None:
@@ -25,8 +48,8 @@ def main() -> None:
 
     import openai  # imported after instrument() on purpose: order does not matter
 
-    with FakeOpenAI() as server:
-        client = openai.OpenAI(base_url=server.base_url, api_key="sk-fake")
+    with openai_endpoint():
+        client = openai.OpenAI()
         with llmmeter.task("greet"):
             reply = client.chat.completions.create(
                 model="gpt-4o", messages=[{"role": "user", "content": "Say hello in French"}]

@@ -1,6 +1,7 @@
 """Code in the docs runs: every Python block of the pages below is executed in its own process
 against the fake OpenAI server, next to the page's TOML block saved as ``policy.toml``; a
-``print(...)  # value`` comment is what that line must print. The README's TOML loads."""
+``print(...)  # value`` comment is what that line must print. (The README's TOML is loaded by
+tests/test_docs_policy.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-import llmmeter
 from llmmeter.testing import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,11 +70,3 @@ def test_every_docs_page_with_python_is_covered() -> None:
         if "```python" in path.read_text()
     }
     assert with_python <= set(PAGES) | own_tests, with_python - set(PAGES) - own_tests
-
-
-def test_readme_policy_example_loads(tmp_path: Path) -> None:
-    (block,) = _blocks("README.md", "toml")
-    path = tmp_path / "policy.toml"
-    path.write_text(block)
-    policy = llmmeter.RulePolicy.load(path)
-    assert [rule.name for rule in policy.rules] == ["classification-to-mini"]
