@@ -476,7 +476,8 @@ def _build_parser() -> _Parser:
     parser = _Parser(
         prog="llmmeter",
         description=(
-            "Look up and compare the model prices llmmeter uses, and check or explain a\n"
+            "See what llmmeter does (demo), summarize exported spans by model, task, rule or\n"
+            "service (report), look up and compare model prices, and check or explain a\n"
             "routing policy file."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -537,9 +538,11 @@ def _build_parser() -> _Parser:
     prices.set_defaults(handler=_prices, prog=prices.prog)
     from ._cli_policy import add_policy_parsers
     from ._demo import add_demo_parser
+    from ._report import add_report_parser
 
     add_policy_parsers(commands)
     add_demo_parser(commands)
+    add_report_parser(commands)
     return parser
 
 

@@ -275,7 +275,8 @@ def render_projection(projection: Projection) -> list[str]:
 def render_csv(summary: Summary) -> str:
     buffer = io.StringIO()
     rows = [row.as_dict() for row in (*summary.rows, summary.total)]
-    writer = csv.DictWriter(buffer, fieldnames=[summary.by, *list(rows[0])[1:]] if rows else [])
+    fieldnames = [summary.by, *list(rows[0])[1:]] if rows else []
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({summary.by: row.pop("key"), **row})
