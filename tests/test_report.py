@@ -942,3 +942,16 @@ def test_docs_collector_config_puts_the_file_exporter_in_a_traces_pipeline() -> 
     config = yaml.safe_load(block[1])
     assert config["exporters"]["file"] == {"path": "./spans.json"}
     assert "file" in config["service"]["pipelines"]["traces"]["exporters"]
+
+
+def test_files_after_options_are_files_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "a.json"
+    empty.write_text("")
+    missing = tmp_path / "later.json"
+    code = main(["report", str(empty), "--by", "task", str(missing)])
+    captured = capsys.readouterr()
+    assert code == 2  # the file after the option was read as a file, and it is missing
+    assert "unrecognized" not in captured.err
+    assert "later.json" in captured.err

@@ -599,15 +599,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             args, extras = parser.parse_known_args(argv)
         except SystemExit as exc:  # --help and --version print, then exit through argparse
             return exc.code if isinstance(exc.code, int) else 0
-        # argparse stops filling MODEL at the first option; later bare words are models too.
-        takes_models = hasattr(args, "models")
-        unknown = [arg for arg in extras if arg.startswith("-") or not takes_models]
+        # argparse stops filling a list of bare words (MODELs, FILEs) at the first option;
+        # bare words after options belong to that list too.
+        listed = next((name for name in ("models", "files") if hasattr(args, name)), None)
+        unknown = [arg for arg in extras if (arg.startswith("-") and arg != "-") or not listed]
         if unknown:
             raise _UsageError(
                 f"unrecognized arguments: {' '.join(unknown)} (see '{args.prog} --help')"
             )
-        if takes_models:
-            args.models = [*args.models, *extras]
+        if listed:
+            setattr(args, listed, [*getattr(args, listed), *extras])
         code: int = args.handler(args, print)
     except _UsageError as exc:
         message = " ".join(str(exc).split())
