@@ -15,24 +15,14 @@ import os
 import re
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 
 from llmmeter.testing import DEFAULT_REPLY, FakeOpenAI
+
+from .test_bootstrap import Collector, _attributes, collector  # noqa: F401  (OTLP receiver)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = sorted(path.name for path in EXAMPLES.glob("*.py"))
@@ -266,102 +256,21 @@ def test_zero_code_example_without_the_launcher_works_and_says_there_is_no_telem
 # -- to a collector ------------------------------------------------------------------------
 
 
-@dataclass
-class Receiver:
-    """An OTLP/HTTP receiver that keeps what it is sent, decoded."""
-
-    port: int = 0
-    traces: list[ExportTraceServiceRequest] = field(default_factory=list)
-    metrics: list[ExportMetricsServiceRequest] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def spans(self) -> list[tuple[dict[str, Any], Any]]:
-        """(resource attributes, span) of every span received."""
-        with self.lock:
-            requests = list(self.traces)
-        return [
-            (attributes(resource_spans.resource.attributes), span)
-            for request in requests
-            for resource_spans in request.resource_spans
-            for scope in resource_spans.scope_spans
-            for span in scope.spans
-        ]
-
-    def metric_names(self) -> set[str]:
-        with self.lock:
-            requests = list(self.metrics)
-        return {
-            metric.name
-            for request in requests
-            for resource_metrics in request.resource_metrics
-            for scope in resource_metrics.scope_metrics
-            for metric in scope.metrics
-        }
-
-
-def attributes(pairs: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        kind = pair.value.WhichOneof("value")
-        out[pair.key] = getattr(pair.value, kind) if kind else None
-    return out
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length") or 0))
-            reply: Any
-            if self.path == "/v1/traces":
-                with state.lock:
-                    state.traces.append(ExportTraceServiceRequest.FromString(body))
-                reply = ExportTraceServiceResponse()
-            elif self.path == "/v1/metrics":
-                with state.lock:
-                    state.metrics.append(ExportMetricsServiceRequest.FromString(body))
-                reply = ExportMetricsServiceResponse()
-            else:
-                self.send_response(404)
-                self.send_header("content-length", "0")
-                self.end_headers()
-                return
-            data = reply.SerializeToString()
-            self.send_response(200)
-            self.send_header("content-type", "application/x-protobuf")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    state.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
-
-
-def test_collector_example_exports_spans_and_metrics_over_otlp(receiver: Receiver) -> None:
-    endpoint = f"http://127.0.0.1:{receiver.port}"
+def test_collector_example_exports_spans_and_metrics_over_otlp(
+    collector: Collector,  # noqa: F811
+) -> None:
+    endpoint = f"http://127.0.0.1:{collector.port}"
     done = run_example("to_collector.py", {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
     assert f"calls exported to {endpoint} (service llmmeter-examples)" in done.stdout
     assert done.stderr == ""  # no export failure to report
-    spans = receiver.spans()
+    spans = collector.spans()
     assert len(spans) == 5
     by_task = {}
     for resource, span in spans:
         assert resource["service.name"] == "llmmeter-examples"
         assert resource["service.instance.id"]
         assert span.kind == span.SPAN_KIND_CLIENT
-        attrs = attributes(span.attributes)
+        attrs = _attributes(span.attributes)
         assert attrs["gen_ai.usage.cost.amount"] > 0
         by_task[attrs["llmmeter.task"]] = attrs
     assert by_task.keys() == {"classify", "tagging", "math", "summarize", "chat"}
@@ -377,19 +286,19 @@ def test_collector_example_exports_spans_and_metrics_over_otlp(receiver: Receive
         "llmmeter.cost.usd",
         "llmmeter.savings.usd",
         "llmmeter.policy.decisions",
-    } <= receiver.metric_names()
+    } <= collector.metric_names()
 
 
 def test_collector_example_keeps_the_service_name_given_in_the_environment(
-    receiver: Receiver,
+    collector: Collector,  # noqa: F811
 ) -> None:
     run_example(
         "to_collector.py",
         {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
             "OTEL_SERVICE_NAME": "support-bot",
             "OTEL_METRICS_EXPORTER": "none",
         },
     )
-    assert {resource["service.name"] for resource, _ in receiver.spans()} == {"support-bot"}
-    assert receiver.metrics == []
+    assert {resource["service.name"] for resource, _ in collector.spans()} == {"support-bot"}
+    assert collector.metric_names() == set()
