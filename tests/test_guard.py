@@ -47,7 +47,7 @@ STAGES: list[tuple[Any, str]] = [
     (_call, "_usage_attributes"),
     (_call, "rejects_stream_options"),
     (_call, "status_code"),
-    (_call, "truncated_json"),
+    (_call, "content_json"),
     (_pricing.PriceTable, "price"),  # pricing
     (_pricing, "compute_cost"),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +48,7 @@ def instrument(
     policy: str | os.PathLike[str] | Policy | None = None,
     prices: str | os.PathLike[str] | None = None,
     capture_content: bool | None = None,
+    redact: Callable[[str], str] | None = None,
     inject_stream_usage: bool | None = None,
     strict: bool | None = None,
 ) -> None:
@@ -67,6 +69,11 @@ def instrument(
             (env ``LLMMETER_PRICES``; format in docs/pricing.md).
         capture_content: record prompts and completions (off by default; env
             ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
+        redact: ``redact(text) -> str``, applied to every captured content string (message
+            texts, system instructions, completions, tool call arguments and responses)
+            before truncation; only used when content is captured. A hook that raises (or
+            returns a non-str) drops that text for ``"[redaction failed]"``, logs a warning
+            once, and leaves the call alone.
         inject_stream_usage: ask streams for exact token usage and hide the extra chunk
             (on by default; env ``LLMMETER_INJECT_STREAM_USAGE``).
         strict: re-raise llmmeter's internal errors instead of logging them (tests and CI
@@ -87,6 +94,7 @@ def instrument(
 
     settings = resolve_settings(
         capture_content=capture_content,
+        redact=redact,
         inject_stream_usage=inject_stream_usage,
         strict=strict,
         prices=prices,

@@ -36,10 +36,10 @@ from ._streams import wrap_stream
 from ._targets import (
     Target,
     asks_stream_options,
+    content_json,
     input_messages,
     request_attributes,
     system_instructions,
-    truncated_json,
     wire_model,
 )
 from ._task import current_key, current_task
@@ -316,7 +316,7 @@ class Call:
             self.stream_key = f"{address}:{port}/{endpoint}"
             self._inject_stream_usage(attrs)
         if self.capture:
-            _capture_input(endpoint, kwargs, attrs, runtime.settings.content_max_length)
+            _capture_input(endpoint, kwargs, attrs, runtime.settings)
 
         name = f"{target.operation} {model}" if model else target.operation
         self.span: Span = runtime.tracer.start_span(
@@ -582,14 +582,17 @@ class Call:
         cost = None
         if usage is not None:
             attrs.update(_usage_attributes(usage))
+        if usage is not None and usage.input_tokens is not None:
+            # No input count (a malformed answer): pricing would invent a zero; leave it out.
             with runtime.guard.site("call.price"):
                 cost = self._price(usage, attrs, metric_attrs)
             if cost is not None and self.routing is not None and self.fallback_of is None:
                 with runtime.guard.site("call.savings"):
                     self._savings(usage, cost, attrs, metric_attrs)
         if self.capture and outcome.output:
-            attrs[sc.GEN_AI_OUTPUT_MESSAGES] = truncated_json(
-                output_messages(outcome), runtime.settings.content_max_length
+            settings = runtime.settings
+            attrs[sc.GEN_AI_OUTPUT_MESSAGES] = content_json(
+                output_messages(outcome), settings.content_max_length, settings.redact
             )
         if error is not None:
             error_type = _error_type(error, runtime.sdk)
@@ -799,19 +802,20 @@ def _record_metrics(
         )
     if cost is not None:
         instruments.cost.add(cost.total, metric_attrs)
-    else:
+    elif usage.input_tokens is not None:
         instruments.unpriced.add(1, metric_attrs)
 
 
 def _capture_input(
-    endpoint: str, kwargs: dict[str, Any], attrs: dict[str, AttributeValue], limit: int
+    endpoint: str, kwargs: dict[str, Any], attrs: dict[str, AttributeValue], settings: Settings
 ) -> None:
+    limit, redact = settings.content_max_length, settings.redact
     messages = input_messages(endpoint, kwargs)
     if messages:
-        attrs[sc.GEN_AI_INPUT_MESSAGES] = truncated_json(messages, limit)
+        attrs[sc.GEN_AI_INPUT_MESSAGES] = content_json(messages, limit, redact)
     instructions = system_instructions(endpoint, kwargs)
     if instructions:
-        attrs[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = truncated_json(instructions, limit)
+        attrs[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = content_json(instructions, limit, redact)
 
 
 def _response_attributes(outcome: Outcome) -> dict[str, AttributeValue]:

@@ -8,10 +8,11 @@ llmmeter reads is declared here with its values and default; invalid values rais
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from ._targets import Redactor
 from .exceptions import ConfigError
 
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
@@ -66,6 +67,9 @@ class Settings:
     policy_path: str | None = None
     """From ``LLMMETER_POLICY``; a ``policy`` argument to ``instrument()`` wins over it."""
     policy_mode: str | None = None
+    redact: Callable[[str], str] | None = None
+    """The user's ``redact`` hook, wrapped so that it never raises (see ``_targets.Redactor``);
+    applied to captured content before truncation."""
 
 
 def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -101,6 +105,7 @@ def resolve_settings(
     inject_stream_usage: bool | None = None,
     strict: bool | None = None,
     prices: str | os.PathLike[str] | None = None,
+    redact: Callable[[str], str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Combine arguments and environment into :class:`Settings`, validating both."""
@@ -120,6 +125,10 @@ def resolve_settings(
             raise ConfigError(f"argument {name}: expected a bool or None; got {arg!r}")
     if prices is not None and not isinstance(prices, (str, os.PathLike)):
         raise ConfigError(f"argument prices: expected a path to a TOML file; got {prices!r}")
+    if redact is not None and not callable(redact):
+        raise ConfigError(
+            f"argument redact: expected a callable redact(text: str) -> str or None; got {redact!r}"
+        )
     prices_path = os.fspath(prices) if prices is not None else env.get(LLMMETER_PRICES) or None
     return Settings(
         prices_path=prices_path,
@@ -139,4 +148,5 @@ def resolve_settings(
             else _env_bool(env, LLMMETER_INJECT_STREAM_USAGE, True)
         ),
         strict=strict if strict is not None else _env_bool(env, LLMMETER_STRICT, False),
+        redact=Redactor(redact) if redact is not None else None,
     )

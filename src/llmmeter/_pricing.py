@@ -240,6 +240,10 @@ def load_overrides(path: str | Path, *, known_model: Any = None) -> Overrides:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{where}: expected a TOML file; got invalid TOML ({exc})") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError(
+            f"{where}: expected a TOML file; got invalid TOML (nested too deeply)"
+        ) from None
     for key in data:
         if key not in ("models", "aliases"):
             raise ConfigError(
@@ -284,17 +288,18 @@ def _parse_rates(where: str, name: str, table: Any) -> Rates:
                 f"{where}: key {key}.{field_name}: expected one of {', '.join(_RATE_NAMES)}; "
                 f"got {field_name!r}"
             )
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < 0
-        ):
+        rate = math.nan
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                rate = float(value)
+            except OverflowError:  # an integer beyond any float
+                rate = math.inf
+        if not math.isfinite(rate) or rate < 0:
             raise ConfigError(
                 f"{where}: key {key}.{field_name}: expected a non-negative number "
                 f"(USD per 1M tokens); got {value!r}"
             )
-        values[field_name] = float(value) / 1_000_000
+        values[field_name] = rate / 1_000_000
     for required in ("input", "output"):
         if required not in values:
             raise ConfigError(

@@ -660,6 +660,8 @@ def _read(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a UTF-8 TOML file; {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
 
 
 def _fail(source: str, where: str, expected: str, got: Any) -> ConfigError:
@@ -847,8 +849,8 @@ def _sample(source: str, where: str, sample: Any) -> float:
     if (
         isinstance(sample, bool)
         or not isinstance(sample, (int, float))
+        or not 0.0 <= sample <= 1.0  # before isfinite: a huge int overflows a float
         or not math.isfinite(sample)
-        or not 0.0 <= sample <= 1.0
     ):
         raise _fail(source, f"{where}.sample", "a fraction of calls from 0 to 1", sample)
     return float(sample)
@@ -893,7 +895,7 @@ def _patterns(source: str, where: str, patterns: Iterable[str]) -> tuple[re.Patt
     for position, pattern in enumerate(patterns):
         try:
             regex = re.compile(pattern)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:  # huge repeat, deep nesting
             raise _fail(
                 source, f"{where}[{position}]", f"a regular expression ({exc})", pattern
             ) from None
@@ -915,7 +917,7 @@ def _patterns(source: str, where: str, patterns: Iterable[str]) -> tuple[re.Patt
         parts.append(f"(?{flags[1]}:{body})" if flags else f"(?:{body})")
     try:
         return (re.compile("|".join(parts)),)
-    except re.error:  # e.g. a group name used twice: keep them apart
+    except (re.error, OverflowError, RecursionError):  # e.g. a group name used twice
         return tuple(compiled)
 
 

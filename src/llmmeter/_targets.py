@@ -9,7 +9,9 @@ skipped, logged at debug level.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -17,6 +19,8 @@ from . import _semconv as sc
 from ._usage import AUDIO, CHAT, COMPLETIONS, EMBEDDINGS, IMAGES, RESPONSES, Endpoint
 
 AttributeValue = str | bool | int | float | list[str]
+
+logger = logging.getLogger("llmmeter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,3 +298,92 @@ def truncated_json(value: Any, limit: int) -> str:
         return text
     marker = "...[truncated]"
     return text[: max(0, limit - len(marker))] + marker
+
+
+REDACTION_FAILED: Final = "[redaction failed]"
+"""What a content string becomes when the user's ``redact`` hook raises or returns a non-str."""
+
+_CONTENT_KEYS: Final = frozenset({"content", "arguments", "response"})
+
+
+class Redactor:
+    """The user's ``redact(text) -> str`` hook, made safe: it never raises into a call.
+
+    A hook that raises (or returns something other than a str) drops that text: the result is
+    :data:`REDACTION_FAILED`, never the raw text. The first failure is logged (the exception
+    type only: its message may quote the text), once per ``instrument()``.
+    """
+
+    __slots__ = ("_failed", "_hook", "_lock")
+
+    def __init__(self, hook: Callable[[str], str]) -> None:
+        self._hook = hook
+        self._failed = False
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> str:
+        try:
+            result = self._hook(text)
+        except Exception as exc:  # the user's hook must not break the call
+            self._report(type(exc).__name__)
+            return REDACTION_FAILED
+        if not isinstance(result, str):
+            self._report(f"returned {type(result).__name__}, not str")
+            return REDACTION_FAILED
+        return result
+
+    def _report(self, why: str) -> None:
+        with self._lock:
+            if self._failed:
+                return
+            self._failed = True
+        logger.warning(
+            "llmmeter: the redact hook failed (%s); content it could not redact is recorded "
+            "as %r (logged once)",
+            why,
+            REDACTION_FAILED,
+        )
+
+
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, Mapping):
+        return {k: _redacted(v, redact) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v, redact) for v in value]
+    # Anything else would be serialised with str(): redact that text instead.
+    return redact(str(value))
+
+
+def _redacted_item(item: Any, redact: Callable[[str], str]) -> Any:
+    if not isinstance(item, Mapping):
+        return _redacted(item, redact)
+    return {
+        k: _redacted(v, redact)
+        if k in _CONTENT_KEYS
+        else [_redacted_item(p, redact) for p in v]
+        if k == "parts" and isinstance(v, list)
+        else v
+        for k, v in item.items()
+    }
+
+
+def redacted(items: list[dict[str, Any]], redact: Callable[[str], str]) -> list[dict[str, Any]]:
+    """Copies of GenAI messages (or parts) with ``redact`` applied to every content string.
+
+    Content is a part's ``content`` (text, refusals), a tool call's ``arguments`` and a tool
+    response's ``response``, at any depth; roles, types, ids and tool names are left as is.
+    """
+    return [_redacted_item(item, redact) for item in items]
+
+
+def content_json(
+    messages: list[dict[str, Any]], limit: int, redact: Callable[[str], str] | None
+) -> str:
+    """A content attribute: ``redact`` applied first (when given), then cut to ``limit``."""
+    if redact is not None:
+        messages = redacted(messages, redact)
+    return truncated_json(messages, limit)

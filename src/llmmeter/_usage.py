@@ -75,7 +75,17 @@ def _get(obj: Any, name: str) -> Any:
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A token count as reported, or ``None`` for anything that is not one (a bool, a
+    string, a float, a negative number): never coerced, never invented."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _items(value: Any) -> list[Any] | tuple[Any, ...]:
+    """A list field (choices, output, content, tool_calls) as a sequence; anything else
+    (missing, ``null``, a number or string where a list belongs) as empty."""
+    return value if isinstance(value, (list, tuple)) else ()
 
 
 def read_usage(usage: Any) -> Usage | None:
@@ -93,6 +103,8 @@ def read_usage(usage: Any) -> Usage | None:
         in_details = _get(usage, "prompt_tokens_details")
         out_details = _get(usage, "completion_tokens_details")
         output_tokens = _int(_get(usage, "completion_tokens"))
+    if input_tokens is None and output_tokens is None:
+        return None  # nothing usable: no tokens, and never a $0 cost made of nothing
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -132,7 +144,7 @@ def read_response(endpoint: str, obj: Any, outcome: Outcome, *, capture: bool) -
         if capture:
             outcome.output = _responses_output_messages(obj)
         return
-    choices = _get(obj, "choices")
+    choices = _items(_get(obj, "choices"))
     if not choices:
         return
     for position, choice in enumerate(choices):
@@ -152,7 +164,7 @@ def read_chunk(endpoint: str, chunk: Any, outcome: Outcome, *, capture: bool) ->
     usage = _get(chunk, "usage")
     if usage is not None:
         outcome.usage = read_usage(usage)
-    choices = _get(chunk, "choices")
+    choices = _items(_get(chunk, "choices"))
     if not choices:
         return False
     for position, choice in enumerate(choices):
@@ -179,6 +191,8 @@ def is_usage_only_chunk(chunk: Any) -> bool:
 
 def _read_responses_event(event: Any, outcome: Outcome, *, capture: bool) -> bool:
     kind = _get(event, "type")
+    if not isinstance(kind, str):  # also keeps an unhashable value out of the set lookups
+        return False
     if kind in _RESPONSES_START_EVENTS:
         response = _get(event, "response")
         if response is not None:
@@ -189,13 +203,13 @@ def _read_responses_event(event: Any, outcome: Outcome, *, capture: bool) -> boo
         if response is not None:
             read_response(RESPONSES, response, outcome, capture=capture)
         return False
-    return isinstance(kind, str) and (kind.endswith(".delta") or kind.endswith(".added"))
+    return kind.endswith(".delta") or kind.endswith(".added")
 
 
 def _read_responses_status(obj: Any, outcome: Outcome) -> None:
     """Map a Response's status to the Chat-style finish reasons dashboards already know."""
     status = _get(obj, "status")
-    output = _get(obj, "output") or ()
+    output = _items(_get(obj, "output"))
     if status == "completed":
         calls = any(str(_get(item, "type") or "").endswith("_call") for item in output)
         reason = "tool_calls" if calls else "stop"
@@ -232,7 +246,7 @@ def _choice_message(endpoint: str, choice: Any) -> dict[str, Any]:
         refusal = _get(message, "refusal")
         if isinstance(refusal, str):
             parts.append({"type": "refusal", "content": refusal})
-        for call in _get(message, "tool_calls") or ():
+        for call in _items(_get(message, "tool_calls")):
             function = _get(call, "function")
             parts.append(
                 {
@@ -262,7 +276,7 @@ def _accumulate_delta(endpoint: str, choice: Any, index: int, outcome: Outcome) 
     else:
         delta = _get(choice, "delta")
         text = _get(delta, "content")
-        for call in _get(delta, "tool_calls") or ():
+        for call in _items(_get(delta, "tool_calls")):
             _accumulate_tool_call(parts, call)
     if isinstance(text, str) and text:
         if parts and parts[-1]["type"] == "text":
@@ -291,10 +305,10 @@ def _accumulate_tool_call(parts: list[dict[str, Any]], call: Any) -> None:
 
 def _responses_output_messages(obj: Any) -> dict[int, dict[str, Any]]:
     parts: list[dict[str, Any]] = []
-    for item in _get(obj, "output") or ():
+    for item in _items(_get(obj, "output")):
         kind = _get(item, "type")
         if kind == "message":
-            for content in _get(item, "content") or ():
+            for content in _items(_get(item, "content")):
                 ctype = _get(content, "type")
                 if ctype == "output_text":
                     parts.append({"type": "text", "content": _get(content, "text")})
