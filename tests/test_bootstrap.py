@@ -374,3 +374,34 @@ def test_the_fake_collector_decodes_what_it_receives(collector: Collector) -> No
     with urllib.request.urlopen(request) as response:
         assert response.status == 200
     assert [s.name for _, s in collector.spans()] == ["probe"]
+
+
+def test_dropped_spans_are_counted_by_the_sdks_own_metrics_when_enabled(
+    fake: FakeOpenAI, collector: Collector
+) -> None:
+    """With OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED, the OTel SDK counts exported and
+    failed spans by error.type; llmmeter's providers carry those metrics with its own."""
+    done = _run(
+        fake,
+        {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{_free_port()}/v1/traces",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"http://127.0.0.1:{collector.port}/v1/metrics",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+            "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED": "true",
+            "CALLS": "3",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    failed = 0
+    for request in collector.received:
+        message = ExportMetricsServiceRequest.FromString(request.body)
+        for resource_metrics in message.resource_metrics:
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == "otel.sdk.exporter.span.exported":
+                        for point in metric.sum.data_points:
+                            if _attributes(point.attributes).get("error.type"):
+                                failed += point.as_int
+    if "otel.sdk.exporter.span.exported" not in collector.metric_names():
+        pytest.skip("this opentelemetry-sdk has no exporter self-metrics")
+    assert failed == 3

@@ -349,6 +349,15 @@ def resolve_providers(
             # their counter series once a collector turns them into Prometheus metrics.
             resource = resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
         log = _ExporterLog()
+    if build_metrics:
+        # First, so that the span exporter and batch processor built next report their own
+        # health (OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED) through this provider.
+        from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+
+        readers = [_metric_reader(kind, env, log) for kind in metric_kinds]
+        sdk_meter_provider = SdkMeterProvider(resource=resource, metric_readers=readers)
+        metrics.set_meter_provider(sdk_meter_provider)
+        meter_provider = sdk_meter_provider
     if build_traces:
         from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -359,11 +368,4 @@ def resolve_providers(
             sdk_tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(sdk_tracer_provider)
         tracer_provider = sdk_tracer_provider
-    if build_metrics:
-        from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-
-        readers = [_metric_reader(kind, env, log) for kind in metric_kinds]
-        sdk_meter_provider = SdkMeterProvider(resource=resource, metric_readers=readers)
-        metrics.set_meter_provider(sdk_meter_provider)
-        meter_provider = sdk_meter_provider
     return tracer_provider, meter_provider

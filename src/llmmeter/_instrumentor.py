@@ -30,6 +30,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
 from . import _sdk
 from ._bootstrap import resolve_providers
@@ -39,6 +41,7 @@ from ._guard import Guard
 from ._metrics import Instruments
 from ._package import __version__, _instruments
 from ._pricing import PriceTable
+from ._process import ChildFlush
 from ._rules import resolve_policy
 from ._targets import ATTEMPT_HOOK, TARGETS
 from ._wrappers import async_wrapper, attempt_wrapper, sync_wrapper
@@ -53,6 +56,8 @@ class LLMMeterInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     _runtime: Runtime | None = None
     _applied: list[tuple[type[Any], str, Any]]
+    _providers: tuple[TracerProvider | None, MeterProvider | None] = (None, None)
+    _child_flush: ChildFlush | None = None
     _lock = threading.Lock()
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -94,6 +99,10 @@ class LLMMeterInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         with self._lock:
             if not hasattr(self, "_applied"):
                 self._applied = []
+            self._providers = (tracer_provider, meter_provider)
+            if self._child_flush is None:
+                self._child_flush = ChildFlush(self._flush_targets)
+            self._child_flush.install()
             self._runtime = Runtime(
                 tracer,
                 Instruments.create(meter),
@@ -105,6 +114,14 @@ class LLMMeterInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             )
         # Runs now if openai is already imported, else on the application's own import.
         wrapt.register_post_import_hook(self._patch, "openai")
+
+    def _flush_targets(self) -> list[Any]:
+        """The providers this instrumentation records to (given, else the globals)."""
+        tracer_provider, meter_provider = self._providers
+        return [
+            tracer_provider or trace.get_tracer_provider(),
+            meter_provider or metrics.get_meter_provider(),
+        ]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         with self._lock:
