@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OPENAI_1 ?= 1.109.1
 OPENAI_2 ?= 2.54.0
 
-.PHONY: demo test lint typecheck pytest compat bench clean
+.PHONY: demo test lint typecheck pytest compat bench bench-outage clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/pricing.py
 	$(BIN)/python benchmarks/policy.py
+
+# Call latency while the OTLP endpoint is down, hanging or erroring (docs/reliability.md).
+bench-outage: $(VENV)/.dev-installed
+	$(BIN)/python benchmarks/outage.py
 
 clean:
 	rm -rf $(VENV) .venv-openai1 .venv-openai2 .mypy_cache .pytest_cache .ruff_cache

@@ -405,3 +405,28 @@ def test_dropped_spans_are_counted_by_the_sdks_own_metrics_when_enabled(
     if "otel.sdk.exporter.span.exported" not in collector.metric_names():
         pytest.skip("this opentelemetry-sdk has no exporter self-metrics")
     assert failed == 3
+
+
+def test_exit_gives_up_on_a_collector_that_already_failed_instead_of_waiting_per_batch(
+    fake: FakeOpenAI, collector: Collector
+) -> None:
+    """1600 spans (four batches) are queued at exit and the collector hangs: the first
+    export times out, and the rest are dropped with one warning instead of each batch
+    waiting out its own timeout (which made exit take minutes with the default 10 s)."""
+    collector.hang = 30
+    done = _run(
+        fake,
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",
+            "CALLS": "1600",
+        },
+        timeout=45,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len([x for x in lines if "exporting spans to" in x and "failed" in x]) == 1, lines
+    assert len([x for x in lines if "exiting while exporting spans" in x]) == 1, lines
+    # One export may be in flight as exit begins; without the give-up all four are tried.
+    assert sum(r.path.endswith("traces") for r in collector.received) <= 2

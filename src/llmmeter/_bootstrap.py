@@ -8,13 +8,15 @@ What it builds never blocks or breaks the application: spans leave through a
 ``BatchSpanProcessor`` (a bounded queue, a background thread) and metrics through a periodic
 reader, both with the exporters' timeouts (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default).
 The SDK shuts both providers down at interpreter exit, which flushes what is pending, within
-those timeouts. An exporter that fails is reported once per outage by llmmeter, with the
-reason and, when it recovers, what was dropped; the exporters' own repeated error lines are
-kept out of the application's log.
+those timeouts; when an endpoint is already failing by then, what is still queued for it is
+dropped (and said so) instead of each batch waiting out its own timeout. An exporter that
+fails is reported once per outage by llmmeter, with the reason and, when it recovers, what
+was dropped; the exporters' own repeated error lines are kept out of the application's log.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -75,8 +77,14 @@ class _ExporterLog(logging.Filter):
         super().__init__()
         self._first: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.reports: list[_Report] = []  # one per exporter built with this log
         for name in _EXPORTER_LOGGERS:
             logging.getLogger(name).addFilter(self)
+
+    def exiting(self) -> None:
+        """Registered with ``atexit`` after the providers, so it runs before their flush."""
+        for report in self.reports:
+            report.exiting = True
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
@@ -89,7 +97,10 @@ class _ExporterLog(logging.Filter):
         """The first error line of these loggers since the last call, and forget them."""
         with self._lock:
             found = [self._first.pop(name) for name in names if name in self._first]
-        return found[0][:300] if found else ""
+        if not found:
+            return ""
+        first = found[0]
+        return first if len(first) <= 300 else first[:299].rstrip() + "…"
 
 
 class _Report:
@@ -100,10 +111,32 @@ class _Report:
         self.what = what
         self.where = where
         self.dropped = 0
+        self.exiting = False
         self._log = log
         self._loggers = loggers
         self._failing = False
+        self._dropped_at_exit = 0
         self._lock = threading.Lock()
+        log.reports.append(self)
+
+    def skip_at_exit(self, count: int) -> bool:
+        """At interpreter exit, with the endpoint already failing, drop ``count`` items
+        without trying: each try would wait up to the export timeout, and a queue of batches
+        would hold the exit for minutes. The first skip logs what exit gives up."""
+        with self._lock:
+            if not (self.exiting and self._failing):
+                return False
+            first = self._dropped_at_exit == 0
+            self._dropped_at_exit += count
+            self.dropped += count
+        if first:
+            logger.warning(
+                "llmmeter: exiting while exporting %s to %s fails; what is still queued is "
+                "dropped instead of waiting for each export to time out",
+                self.what,
+                self.where,
+            )
+        return True
 
     def failed(self, count: int, error: BaseException | None = None) -> None:
         with self._lock:
@@ -152,6 +185,8 @@ def _reporting_span_exporter(inner: Any, where: str, log: _ExporterLog) -> Any:
         """The OTLP span exporter, reporting its failures once (see :class:`_Report`)."""
 
         def export(self, spans: Any) -> SpanExportResult:
+            if report.skip_at_exit(len(spans)):
+                return SpanExportResult.FAILURE
             try:
                 result = inner.export(spans)
             except Exception as exc:  # an exporter bug must not reach the batch thread
@@ -195,6 +230,8 @@ def _reporting_metric_exporter(inner: Any, where: str, log: _ExporterLog) -> Any
                 for scope in resource.scope_metrics
                 for metric in scope.metrics
             )
+            if report.skip_at_exit(points):
+                return MetricExportResult.FAILURE
             try:
                 result = inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
             except Exception as exc:
@@ -368,4 +405,6 @@ def resolve_providers(
             sdk_tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(sdk_tracer_provider)
         tracer_provider = sdk_tracer_provider
+    if build_traces or build_metrics:
+        atexit.register(log.exiting)  # after the providers' own: runs before their flush
     return tracer_provider, meter_provider
