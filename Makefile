@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OPENAI_1 ?= 1.109.1
 OPENAI_2 ?= 2.54.0
 
-.PHONY: demo test lint typecheck pytest compat bench bench-outage clean
+.PHONY: demo test lint typecheck pytest compat bench bench-outage bench-soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench: $(VENV)/.dev-installed
 # Call latency while the OTLP endpoint is down, hanging or erroring (docs/reliability.md).
 bench-outage: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/outage.py
+
+# Memory over 100,000 calls, streams abandoned included (docs/reliability.md).
+bench-soak: $(VENV)/.dev-installed
+	$(BIN)/python benchmarks/soak.py
 
 clean:
 	rm -rf $(VENV) .venv-openai1 .venv-openai2 .mypy_cache .pytest_cache .ruff_cache

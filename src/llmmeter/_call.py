@@ -64,6 +64,9 @@ current_call: ContextVar[Call | None] = ContextVar("llmmeter_call", default=None
 """The call whose SDK method is running in this context (not while the user holds a stream)."""
 
 _MAX_REMEMBERED: Final = 10_000
+_MAX_CLIENT_KINDS: Final = 64
+"""Client classes remembered as Azure or not: a handful in a program, but ``unittest.mock``
+makes a class per mock, and remembering each would keep them all alive."""
 _RAW_RESPONSE_HEADER: Final = "x-stainless-raw-response"
 _SECRET = re.compile(r"\b(sk-[A-Za-z0-9_*\-]{4,}|Bearer\s+[A-Za-z0-9._\-]+)")
 
@@ -196,7 +199,8 @@ class Runtime:
         known = self._client_kinds.get(kind)
         if known is None:
             known = any(c.__name__ == "BaseAzureClient" for c in kind.__mro__)
-            self._client_kinds[kind] = known
+            if len(self._client_kinds) < _MAX_CLIENT_KINDS:
+                self._client_kinds[kind] = known
         return known
 
 

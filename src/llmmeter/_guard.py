@@ -13,8 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 from types import TracebackType
+from typing import Final
 
 logger = logging.getLogger("llmmeter")
+
+_MAX_WARNED: Final = 1024
+"""Names :meth:`Guard.warn_once` remembers. Sites are llmmeter's own code, but a warning may
+be named after data (a policy's target model): past the cap, new names log at debug level."""
 
 
 class Guard:
@@ -56,8 +61,9 @@ class Guard:
         raised): warning the first time per ``name``, debug after; never re-raised, even when
         strict, because the user's code failing must not fail the user's call."""
         with self._lock:
-            first = name not in self._seen
-            self._seen.add(name)
+            first = name not in self._seen and len(self._seen) < _MAX_WARNED
+            if first:
+                self._seen.add(name)
         exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
         if first:
             logger.warning(
