@@ -113,12 +113,14 @@ class _ExporterRecords(logging.Filter):
 
 
 def _mock_client() -> Any:
+    import importlib
+
     import openai
 
-    try:
-        import httpx2 as httpx_mod  # openai 3.x
-    except ImportError:  # openai 1.x / 2.x
-        import httpx as httpx_mod  # type: ignore[no-redef, import-not-found, unused-ignore]
+    # The HTTP library this openai sends through: httpx2 from 3.x on, httpx before (both may
+    # be installed side by side).
+    major = int(openai.__version__.split(".")[0])
+    httpx_mod = importlib.import_module("httpx2" if major >= 3 else "httpx")
 
     body = json.dumps(CHAT_BODY).encode()
 

@@ -76,12 +76,14 @@ def _stream_body() -> bytes:
 
 
 def _client() -> Any:
+    import importlib
+
     import openai
 
-    try:
-        import httpx2 as httpx_mod  # openai 3.x
-    except ImportError:
-        import httpx as httpx_mod  # type: ignore[no-redef]  # openai 1.x / 2.x
+    # The HTTP library this openai sends through: httpx2 from 3.x on, httpx before (both may
+    # be installed side by side).
+    major = int(openai.__version__.split(".")[0])
+    httpx_mod = importlib.import_module("httpx2" if major >= 3 else "httpx")
 
     chat = json.dumps(CHAT_BODY).encode()
     stream = _stream_body()

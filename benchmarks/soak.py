@@ -226,11 +226,14 @@ def _embeddings_body(*, base64_encoded: bool) -> bytes:
 
 
 def _httpx() -> Any:
-    try:
-        import httpx2 as httpx_mod  # openai 3.x
-    except ImportError:
-        import httpx as httpx_mod  # type: ignore[no-redef]  # openai 1.x / 2.x
-    return httpx_mod
+    import importlib
+
+    import openai
+
+    # The HTTP library this openai sends through: httpx2 from 3.x on, httpx before (both may
+    # be installed side by side).
+    major = int(openai.__version__.split(".")[0])
+    return importlib.import_module("httpx2" if major >= 3 else "httpx")
 
 
 class FakeAPI:
