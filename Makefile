@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OPENAI_1 ?= 1.109.1
 OPENAI_2 ?= 2.54.0
 
-.PHONY: demo test lint typecheck pytest compat bench bench-outage bench-soak clean
+.PHONY: demo test lint typecheck pytest compat bench bench-micro bench-outage bench-soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,12 @@ compat: .venv-openai1/.installed .venv-openai2/.installed
 	.venv-openai1/bin/python -m pytest -q
 	.venv-openai2/bin/python -m pytest -q
 
+# The full benchmark (docs/performance.md): prints the tables and records them in the docs.
 bench: $(VENV)/.dev-installed
-	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/bench.py --write-docs docs/performance.md
+
+# The focused scripts: pricing against genai-prices' own computation, policy decisions.
+bench-micro: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/pricing.py
 	$(BIN)/python benchmarks/policy.py
 
