@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OPENAI_1 ?= 1.109.1
 OPENAI_2 ?= 2.54.0
 
-.PHONY: demo test lint typecheck pytest compat bench bench-micro bench-outage bench-soak clean
+.PHONY: demo test lint typecheck pytest compat bench bench-micro bench-compare bench-outage bench-soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench-micro: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/pricing.py
 	$(BIN)/python benchmarks/policy.py
 
+# llmmeter against the other OpenAI instrumentations, each in its own virtualenv under
+# build/bench-compare/ (optional: ~15 min, ~600 MB; docs/performance-compare.md).
+bench-compare: $(VENV)/.dev-installed
+	$(BIN)/python benchmarks/compare.py $(COMPARE_ARGS)
+
 # Call latency while the OTLP endpoint is down, hanging or erroring (docs/reliability.md).
 bench-outage: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/outage.py
@@ -60,4 +65,4 @@ bench-soak: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/soak.py
 
 clean:
-	rm -rf $(VENV) .venv-openai1 .venv-openai2 .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-openai1 .venv-openai2 build/bench-compare .mypy_cache .pytest_cache .ruff_cache
