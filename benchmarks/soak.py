@@ -555,9 +555,9 @@ def live_llmmeter_objects() -> int:
 
 def cache_sizes() -> dict[str, int]:
     """Entries in each of llmmeter's long-lived containers (see tests/test_soak.py)."""
-    from llmmeter._instrumentor import LLMMeterInstrumentor
+    from llmmeter._instrumentor import REGISTRY
 
-    runtime = LLMMeterInstrumentor().runtime()
+    runtime = REGISTRY.runtime()
     if runtime is None:
         return {}
     prices, guard = runtime.prices, runtime.guard

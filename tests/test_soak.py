@@ -15,7 +15,7 @@ The audit (what lives longer than a call, and what bounds it):
   names (one is built from data: a policy's target model).
 - ``_guard.Guard._sites``: site names, literals in llmmeter's code.
 - ``_bootstrap._ExporterLog._first``: exporter logger names, a fixed tuple.
-- ``_instrumentor.LLMMeterInstrumentor._applied``: patched methods, rows of ``_targets``.
+- ``_instrumentor.Registry._applied``: patched methods, rows of ``_targets``.
 
 Per-call state (``Call``, ``Outcome``, ``CallView``, stream and raw proxies) is counted by
 tests/test_memory.py and by the soak. The caps are lowered here so that a few hundred calls
@@ -38,7 +38,7 @@ import pytest
 
 import llmmeter
 from llmmeter import _call, _guard, _pricing, _rules
-from llmmeter._instrumentor import LLMMeterInstrumentor
+from llmmeter._instrumentor import REGISTRY
 
 from .conftest import make_telemetry
 
@@ -83,7 +83,7 @@ def test_short_soak_produces_valid_telemetry_and_every_sample(soak: ModuleType) 
     assert report.kinds["abandon"] * 10 == sum(
         n for kind, n in report.kinds.items() if "stream" in kind or kind == "abandon"
     )
-    assert LLMMeterInstrumentor().runtime() is None  # run() uninstrumented
+    assert REGISTRY.runtime() is None  # run() uninstrumented
 
 
 def test_soak_command_line_prints_json_and_exits_zero(
@@ -207,7 +207,7 @@ def instrumented() -> Iterator[Callable[..., Any]]:
 
     def instrument(**kwargs: Any) -> Any:
         tel.instrument(**kwargs)
-        return LLMMeterInstrumentor().runtime()
+        return REGISTRY.runtime()
 
     yield instrument
     llmmeter.uninstrument()

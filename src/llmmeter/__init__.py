@@ -8,14 +8,10 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
-
-from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import TracerProvider
+from typing import TYPE_CHECKING, Any
 
 from ._package import __version__
 from ._policy import CallView, Policy, Route
@@ -23,6 +19,10 @@ from ._pricing import Cost
 from ._rules import RulePolicy
 from ._task import task
 from .exceptions import ConfigError
+
+if TYPE_CHECKING:  # `import llmmeter` stays cheap: instrument() imports what it needs
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = [
     "CallView",
@@ -37,8 +37,6 @@ __all__ = [
     "task",
     "uninstrument",
 ]
-
-logger = logging.getLogger("llmmeter")
 
 
 def instrument(
@@ -55,7 +53,9 @@ def instrument(
     """Make every call made through the ``openai`` SDK emit a GenAI span and metrics.
 
     Idempotent (a second call logs a warning and does nothing), and safe before or after
-    ``import openai``: it never imports openai itself. All configuration is validated here.
+    ``import openai``: it never imports openai itself, and each SDK module is patched when
+    openai first imports it. The price data loads at the first priced call. All configuration
+    is validated here.
 
     Args:
         tracer_provider: where spans go. Default: the global provider if the application
@@ -90,7 +90,7 @@ def instrument(
         openai.OpenAI().chat.completions.create(model="gpt-4o-mini", messages=[...])
     """
     from ._config import resolve_settings
-    from ._instrumentor import LLMMeterInstrumentor
+    from ._instrumentor import REGISTRY
 
     settings = resolve_settings(
         capture_content=capture_content,
@@ -99,11 +99,7 @@ def instrument(
         strict=strict,
         prices=prices,
     )
-    instrumentor = LLMMeterInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
-        logger.warning("llmmeter.instrument() called again; already instrumented, ignoring")
-        return
-    instrumentor.instrument(
+    REGISTRY.instrument(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         settings=settings,
@@ -137,10 +133,10 @@ def price(
         >>> llmmeter.price("gpt-4o-mini", {"prompt_tokens": 1000, "completion_tokens": 500}).total
         0.00045
     """
-    from ._instrumentor import LLMMeterInstrumentor
+    from ._instrumentor import REGISTRY
     from ._pricing import usage_from
 
-    table = LLMMeterInstrumentor().price_table()
+    table = REGISTRY.price_table()
     when = at.timestamp() if at is not None else None
     return table.price(
         usage_from(usage), (model,), service_tier=service_tier, batch=batch, when=when
@@ -149,8 +145,6 @@ def price(
 
 def uninstrument() -> None:
     """Undo :func:`instrument`: original SDK methods are restored, wrappers go inert."""
-    from ._instrumentor import LLMMeterInstrumentor
+    from ._instrumentor import REGISTRY
 
-    instrumentor = LLMMeterInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
+    REGISTRY.uninstrument()

@@ -36,7 +36,8 @@ and for users' CI. Never set it in production. ``true``/``false``. Default: ``fa
 
 LLMMETER_PRICES: Final = "LLMMETER_PRICES"
 """Path of a TOML prices file whose rates and aliases win over the bundled data (see
-docs/pricing.md). Default: none."""
+docs/pricing.md), validated at ``instrument()``: an alias that points outside the file's
+``[models]`` is checked against the data, which then loads there. Default: none."""
 
 LLMMETER_POLICY: Final = "LLMMETER_POLICY"
 """Path of a TOML routing policy file (see docs/policy.md); the ``policy`` argument of

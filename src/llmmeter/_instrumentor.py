@@ -11,25 +11,34 @@ declared in ``_config.py`` (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
 taken as given or from the OpenTelemetry globals; building them is ``_bootstrap.py``'s job,
 never this module's.
 
-Patching waits for the application's own ``import openai`` (a post-import hook), so
-instrumenting never imports openai. ``uninstrument()`` puts every original method back (the
-same objects) and makes wrappers that SDK objects still hold (``with_raw_response`` resolves
-methods once) pass straight through.
+Patching is lazy, per module. A post-import hook waits for the application's own ``import
+openai``; then each module of :data:`~llmmeter._targets.TARGETS` gets its own hook, which patches
+its classes when the SDK first imports it (openai imports its resources on first access, such
+as ``client.responses``), before any of their methods can run. So instrumenting imports
+neither openai nor the resources the application never uses (``openai.resources.beta`` alone
+holds over a thousand pydantic classes). ``uninstrument()`` puts every original method back
+(the same objects) and makes wrappers that SDK objects still hold (``with_raw_response``
+resolves methods once) pass straight through.
+
+All state lives in :data:`REGISTRY`, which ``llmmeter.instrument()`` drives directly.
+``LLMMeterInstrumentor``, the ``BaseInstrumentor`` that ``opentelemetry-instrument`` finds
+through the ``opentelemetry_instrumentor`` entry point, is a face over it, built when first
+asked for: importing ``BaseInstrumentor`` costs about 12 ms (``packaging``, its semantic
+convention helpers) that ``llmmeter.instrument()`` would otherwise spend on every start-up. Its
+dependency check is replaced by a check of ``openai.__version__`` once openai is imported.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import threading
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import Any, Final
 
 import wrapt
 from opentelemetry import metrics, trace
-from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
-    BaseInstrumentor,
-)
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
@@ -44,61 +53,107 @@ from ._pricing import PriceTable
 from ._process import ChildFlush
 from ._rules import resolve_policy
 from ._targets import ATTEMPT_HOOK, TARGETS
-from ._wrappers import async_wrapper, attempt_wrapper, sync_wrapper
+from ._wrappers import RuntimeSource, async_wrapper, attempt_wrapper, sync_wrapper
 
 logger = logging.getLogger("llmmeter")
 
 _SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
 
+Patch = tuple[str, Callable[[RuntimeSource], Any]]
+"""``("Class.method", make_wrapper)``: one method to patch and how to build its wrapper."""
 
-class LLMMeterInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """Patches the openai SDK (1.x to 3.x) so every call becomes a GenAI span and metrics."""
 
-    _runtime: Runtime | None = None
-    _applied: list[tuple[type[Any], str, Any]]
-    _providers: tuple[TracerProvider | None, MeterProvider | None] = (None, None)
-    _child_flush: ChildFlush | None = None
-    _lock = threading.Lock()
+def _patches_by_module() -> dict[str, tuple[Patch, ...]]:
+    patches: dict[str, list[Patch]] = {}
+    for target in TARGETS:
+        wrapper = async_wrapper if target.is_async else sync_wrapper
+        patches.setdefault(target.module, []).append(
+            (target.qualname, functools.partial(wrapper, target))
+        )
+    module, qualname = ATTEMPT_HOOK
+    patches.setdefault(module, []).append((qualname, attempt_wrapper))
+    return {module: tuple(rows) for module, rows in patches.items()}
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
+
+_PATCHES: Final = _patches_by_module()
+"""Every module with something to patch, and what; each is patched when it is imported."""
+
+
+SUPPORTED_MAJORS: Final = range(1, 4)
+"""openai major versions llmmeter patches: ``_package._instruments`` (``openai >= 1.0, < 4``),
+checked without ``packaging``; a test keeps the two in step."""
+
+
+def _supported(version: str) -> bool:
+    major = version.split(".", 1)[0]
+    return not major.isdigit() or int(major) in SUPPORTED_MAJORS  # unreadable: try anyway
+
+
+class Registry:
+    """The patches applied to the openai SDK and the runtime they report to (one per process)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runtime: Runtime | None = None
+        self._applied: list[tuple[type[Any], str, Any]] = []
+        self._waiting: set[str] = set()
+        """Modules one of our post-import hooks waits for (wrapt cannot remove a hook)."""
+        self._providers: tuple[TracerProvider | None, MeterProvider | None] = (None, None)
+        self._child_flush: ChildFlush | None = None
+        self._standalone_prices: PriceTable | None = None
+
+    @property
+    def instrumented(self) -> bool:
+        return self._runtime is not None
+
+    def runtime(self) -> Runtime | None:
+        """The live runtime, or None when not instrumented (wrappers then pass through)."""
+        return self._runtime
 
     def price_table(self) -> PriceTable:
         """The live table when instrumented; else one built on first use (for scripts)."""
         runtime = self._runtime
         if runtime is not None:
             return runtime.prices
-        with self._lock:
-            table: PriceTable | None = getattr(self, "_standalone_prices", None)
-            if table is None:
-                from ._config import resolve_settings
+        table = self._standalone_prices
+        if table is None:
+            # Built outside the lock: validating an overrides file may load the price data.
+            built = PriceTable.load(resolve_settings().prices_path)
+            with self._lock:
+                table = self._standalone_prices
+                if table is None:
+                    table = self._standalone_prices = built
+        return table
 
-                table = PriceTable.load(resolve_settings().prices_path)
-                self._standalone_prices = table
-            return table
+    def instrument(
+        self,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        settings: Settings | None = None,
+        policy: Any = None,
+    ) -> None:
+        """Build the runtime and patch the SDK (now if openai is imported, else on import).
 
-    def runtime(self) -> Runtime | None:
-        """The live runtime, or None when not instrumented (wrappers then pass through)."""
-        return self._runtime
-
-    def _instrument(self, **kwargs: Any) -> None:
-        settings = kwargs.get("settings")
-        if not isinstance(settings, Settings):
+        Idempotent: when already instrumented, logs a warning and does nothing.
+        """
+        if self._runtime is not None:
+            logger.warning("llmmeter.instrument() called again; already instrumented, ignoring")
+            return
+        if settings is None:
             settings = resolve_settings()
         # Under `opentelemetry-instrument` without a distro nothing configured the SDK: build
         # providers from OTEL_* as the one-liner does (a no-op when globals are configured).
-        tracer_provider, meter_provider = resolve_providers(
-            kwargs.get("tracer_provider"), kwargs.get("meter_provider")
-        )
+        tracer_provider, meter_provider = resolve_providers(tracer_provider, meter_provider)
         tracer = trace.get_tracer("llmmeter", __version__, tracer_provider, schema_url=_SCHEMA_URL)
         meter = metrics.get_meter("llmmeter", __version__, meter_provider, schema_url=_SCHEMA_URL)
-        prices = PriceTable.load(settings.prices_path)  # ConfigError on a bad file
-        policy, force_shadow = resolve_policy(
-            kwargs.get("policy"), settings.policy_path, settings.policy_mode
-        )
+        # ConfigError on a bad file. The price data itself loads at the first priced call.
+        prices = PriceTable.load(settings.prices_path)
+        policy, force_shadow = resolve_policy(policy, settings.policy_path, settings.policy_mode)
         with self._lock:
-            if not hasattr(self, "_applied"):
-                self._applied = []
+            if self._runtime is not None:  # another thread's instrument() won the race
+                logger.warning("llmmeter.instrument() called again; already instrumented, ignoring")
+                return
             self._providers = (tracer_provider, meter_provider)
             if self._child_flush is None:
                 self._child_flush = ChildFlush(self._flush_targets)
@@ -112,18 +167,11 @@ class LLMMeterInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 policy=policy,
                 force_shadow=force_shadow,
             )
-        # Runs now if openai is already imported, else on the application's own import.
-        wrapt.register_post_import_hook(self._patch, "openai")
+        # Runs now if openai is already imported, else at the end of the application's import.
+        self._when_imported("openai")
 
-    def _flush_targets(self) -> list[Any]:
-        """The providers this instrumentation records to (given, else the globals)."""
-        tracer_provider, meter_provider = self._providers
-        return [
-            tracer_provider or trace.get_tracer_provider(),
-            meter_provider or metrics.get_meter_provider(),
-        ]
-
-    def _uninstrument(self, **kwargs: Any) -> None:
+    def uninstrument(self) -> None:
+        """Put every original method back; wrappers still held somewhere pass through."""
         with self._lock:
             self._runtime = None
             for cls, name, original in reversed(self._applied):
@@ -133,29 +181,135 @@ class LLMMeterInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                     setattr(cls, name, original)
             self._applied.clear()
 
-    def _patch(self, module: Any = None) -> None:
+    def _flush_targets(self) -> list[Any]:
+        """The providers this instrumentation records to (given, else the globals)."""
+        tracer_provider, meter_provider = self._providers
+        return [
+            tracer_provider or trace.get_tracer_provider(),
+            meter_provider or metrics.get_meter_provider(),
+        ]
+
+    def _when_imported(self, name: str) -> None:
+        """Have :meth:`_on_import` run when module ``name`` is imported (now, if it is).
+
+        One hook per module: a hook an earlier ``instrument()`` left waiting (wrapt keeps it
+        until the import) reads the live state when it runs, so none is added next to it.
+        """
+        with self._lock:
+            if name in self._waiting:
+                return
+            self._waiting.add(name)
+        wrapt.register_post_import_hook(functools.partial(self._on_import, name), name)
+
+    def _on_import(self, name: str, module: Any) -> None:
+        with self._lock:
+            self._waiting.discard(name)
+            if self._runtime is None:
+                return  # uninstrumented before the import
+        if getattr(getattr(module, "__spec__", None), "_initializing", False):
+            # wrapt runs a hook at once for a module already in sys.modules, even one that
+            # another thread is still importing: wait for that import to finish (in the
+            # importing thread itself, this returns at once).
+            module = importlib.import_module(name)
+        if name == "openai":
+            self._on_openai(module)
+        else:
+            self._patch(name, module)
+
+    def _on_openai(self, openai: Any) -> None:
+        """openai is imported: check its version, read its types, hook each target module."""
+        version = str(getattr(openai, "__version__", ""))
+        if not _supported(version):
+            logger.error(
+                "llmmeter only instruments %r, but the installed openai is %s, so nothing "
+                "can be instrumented.",
+                ", ".join(_instruments),
+                version,
+            )
+            return
+        sdk = _sdk.load()  # may import (never under our lock: an import may run our hooks)
         with self._lock:
             runtime = self._runtime
-            if runtime is None or self._applied:
-                return  # uninstrumented before openai was imported, or patched already
-            runtime.sdk = _sdk.load()
-            for target in TARGETS:
-                wrapper = (async_wrapper if target.is_async else sync_wrapper)(target, self.runtime)
-                self._wrap(target.module, target.qualname, wrapper)
-            self._wrap(*ATTEMPT_HOOK, attempt_wrapper(self.runtime))
+            if runtime is None:
+                return
+            runtime.sdk = sdk
+        # Modules openai has imported already are patched now; the others as they are imported.
+        for name in _PATCHES:
+            self._when_imported(name)
 
-    def _wrap(self, module_name: str, qualname: str, wrapper: Any) -> None:
+    def _patch(self, name: str, module: Any) -> None:
+        """Patch what module ``name`` holds; runs before the importer can call any of it."""
+        with self._lock:
+            if self._runtime is None:
+                return
+            for qualname, make_wrapper in _PATCHES[name]:
+                self._wrap(name, module, qualname, make_wrapper(self.runtime))
+
+    def _wrap(self, name: str, module: Any, qualname: str, wrapper: Any) -> None:
         class_name, method = qualname.split(".")
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError):
-            logger.debug("llmmeter: %s.%s not in this openai version", module_name, class_name)
-            return
-        if not hasattr(cls, method):
-            logger.debug("llmmeter: %s.%s not in this openai version", module_name, qualname)
+        cls = getattr(module, class_name, None)
+        if not isinstance(cls, type) or not hasattr(cls, method):
+            logger.debug("llmmeter: %s.%s not in this openai version", name, qualname)
             return
         if any(c is cls and m == method for c, m, _ in self._applied):
             return  # a class reached through two module paths: patch it once
         original = cls.__dict__.get(method)
         wrapt.wrap_function_wrapper(cls, method, wrapper)
         self._applied.append((cls, method, original))
+
+
+REGISTRY: Final = Registry()
+"""The one registry of applied patches."""
+
+
+@functools.cache
+def _instrumentor_class() -> type[Any]:
+    from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+        BaseInstrumentor,
+    )
+
+    class LLMMeterInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+        """Patches the openai SDK (1.x to 3.x) so every call becomes a GenAI span and metrics.
+
+        The ``opentelemetry-instrument`` face of :data:`REGISTRY`, which holds all the state,
+        its "instrumented" flag included: this class and ``llmmeter.instrument()`` agree.
+        """
+
+        @property
+        def _is_instrumented_by_opentelemetry(self) -> bool:
+            return REGISTRY.instrumented
+
+        @_is_instrumented_by_opentelemetry.setter
+        def _is_instrumented_by_opentelemetry(self, value: bool) -> None:
+            pass  # BaseInstrumentor sets it after _instrument(): the registry already knows
+
+        def instrumentation_dependencies(self) -> Collection[str]:
+            return _instruments
+
+        def runtime(self) -> Runtime | None:
+            return REGISTRY.runtime()
+
+        def price_table(self) -> PriceTable:
+            return REGISTRY.price_table()
+
+        def _instrument(self, **kwargs: Any) -> None:
+            settings = kwargs.get("settings")
+            REGISTRY.instrument(
+                tracer_provider=kwargs.get("tracer_provider"),
+                meter_provider=kwargs.get("meter_provider"),
+                settings=settings if isinstance(settings, Settings) else None,
+                policy=kwargs.get("policy"),
+            )
+
+        def _uninstrument(self, **kwargs: Any) -> None:
+            REGISTRY.uninstrument()
+
+    LLMMeterInstrumentor.__qualname__ = "LLMMeterInstrumentor"
+    return LLMMeterInstrumentor
+
+
+def __getattr__(name: str) -> Any:
+    """``LLMMeterInstrumentor``, built on first use (see the module docstring)."""
+    if name == "LLMMeterInstrumentor":
+        return _instrumentor_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

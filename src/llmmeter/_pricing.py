@@ -5,6 +5,10 @@ once, cache its rates per (model, service tier, batch, UTC day), and multiply ou
 priced call adds about a microsecond. Rates are USD per token as floats: a double carries ~15
 significant digits, far finer than any bill (see docs/pricing.md).
 
+The data (genai-prices imports pydantic: 35-200 ms) is imported by neither ``import llmmeter``
+nor ``instrument()``: :class:`_DataLoader` loads it once per process, at the first lookup (the
+first priced call, or ``llmmeter.price()``).
+
 Arithmetic, as OpenAI bills: ``input_tokens`` includes cached input, cache writes, audio and
 image tokens, each charged at its own rate where the data has one and at the input rate
 otherwise; ``output_tokens`` includes reasoning (charged as output), audio and image tokens
@@ -150,7 +154,9 @@ def _per_token(value: Any) -> Rate | None:
 
 
 class _Data:
-    """The bundled genai-prices snapshot for OpenAI, imported once (about 0.1 s)."""
+    """The bundled genai-prices snapshot for OpenAI (importing it takes 35-200 ms)."""
+
+    available = True
 
     def __init__(self) -> None:
         import genai_prices
@@ -184,6 +190,70 @@ class _Data:
             output=values.pop("output") or 0.0,
             **values,
         )
+
+
+class _NoData(_Data):
+    """Stands in for data that failed to load: only overrides price anything."""
+
+    available = False
+
+    def __init__(self) -> None:
+        self.version = "genai-prices unavailable"
+
+    def find(self, name: str) -> Any | None:
+        return None
+
+    def model_ids(self) -> list[str]:
+        return []
+
+    def rates(self, model: Any, tier: str | None, batch: bool, when: datetime) -> Rates | None:
+        return None
+
+
+class _DataLoader:
+    """The bundled data, loaded once per process, by the first lookup that needs it.
+
+    Not in a background thread, although that would hide the import: a module being imported
+    is in ``sys.modules`` before it is complete, and code that peeks there instead of importing
+    then sees it half-built (openai 2.x looks ``httpx2`` up that way when building a client or
+    a request, and genai-prices imports ``httpx2``: calls failed with AttributeError while
+    such a thread ran). Concurrent first lookups wait for one load under the lock. Loading
+    never raises into a call or into ``instrument()``: when it fails, nothing is priced from
+    the data (overrides still are) and one warning says so.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._data: _Data | None = None
+
+    def get(self) -> _Data:
+        """The data, loaded on first use."""
+        data = self._data
+        if data is not None:
+            return data
+        with self._lock:
+            data = self._data
+            if data is None:
+                try:
+                    data = _Data()
+                except Exception:  # a broken install must not break calls or instrument()
+                    logger.warning(
+                        "llmmeter: cannot load the genai-prices data; calls are priced only "
+                        "from a prices file (LLMMETER_PRICES)",
+                        exc_info=True,
+                    )
+                    data = _NoData()
+                self._data = data
+            return data
+
+
+_LOADER: Final = _DataLoader()
+
+
+def _known_to_data(name: str) -> bool:
+    """An alias target the data prices; any name when the data is unavailable (warned)."""
+    data = _LOADER.get()
+    return not data.available or data.find(name) is not None
 
 
 # --- user overrides --------------------------------------------------------------------
@@ -316,21 +386,26 @@ class PriceTable:
 
     @classmethod
     def load(cls, overrides_path: str | None = None) -> PriceTable:
-        """The bundled data plus a validated overrides file (ConfigError if it is invalid)."""
+        """The bundled data plus a validated overrides file (ConfigError if it is invalid).
+
+        The data loads at the first lookup; validating an overrides file loads it now only
+        when an alias points outside the file's ``[models]``.
+        """
         table = cls()
         if overrides_path is not None:
-            table.overrides = load_overrides(
-                overrides_path, known_model=lambda name: table._data.find(name) is not None
-            )
+            table.overrides = load_overrides(overrides_path, known_model=_known_to_data)
         return table
 
     def __init__(self, overrides: Overrides | None = None) -> None:
-        self._data = _Data()
         self.overrides = overrides
         self._models: dict[str, tuple[Any, Rates | None] | None] = {}
         self._rates: dict[tuple[str, str | None, bool, int], Rates | None] = {}
         self._warned: set[str] = set()
         self._lock = threading.Lock()
+
+    @property
+    def _data(self) -> _Data:
+        return _LOADER.get()
 
     @property
     def data_ref(self) -> str:
@@ -416,7 +491,9 @@ class PriceTable:
         return None
 
     def warn_unpriced(self, name: str) -> None:
-        """One warning per unpriced model name (bounded)."""
+        """One warning per unpriced model name (bounded); none when the data failed to load."""
+        if not self._data.available:
+            return  # the loader has said once that nothing is priced from the data
         with self._lock:
             if name in self._warned or len(self._warned) >= _MAX_NAMES:
                 return

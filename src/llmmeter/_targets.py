@@ -2,8 +2,10 @@
 
 Adding an endpoint means adding rows to :data:`TARGETS`. Module paths name the package that
 exports the resource class (``openai.resources.chat.completions``), which works for every
-openai layout from 1.x to 3.x. A row whose class or method a given SDK version lacks is
-skipped, logged at debug level.
+openai layout from 1.x to 3.x. Each module is patched when the SDK first imports it (openai
+imports its resources on first use), so a row costs nothing until the application uses that
+endpoint, and a module the installed SDK lacks is simply never seen. A row whose class or
+method a given SDK version lacks is skipped, logged at debug level.
 """
 
 from __future__ import annotations
