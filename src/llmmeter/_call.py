@@ -532,21 +532,28 @@ class Call:
     def on_chunk(self, chunk: Any) -> bool:
         """Read one stream chunk; False means hide it (the usage chunk only we asked for).
 
-        The hide decision comes first and alone, so a failure while reading telemetry never
-        shows the user a chunk they would not have seen without llmmeter.
+        This runs for every chunk, so it is one ``try`` rather than the guard's ``with``
+        blocks; a failure goes to the guard's report all the same (strict re-raises). A chunk
+        with output is always shown; for any other the hide decision is taken alone, so a
+        failure while reading telemetry never shows the user a chunk they would not have seen
+        without llmmeter.
         """
-        show = True
-        if self.injected:
-            with self.runtime.guard.site("stream.hide"):
-                show = not is_usage_only_chunk(chunk)
-        with self.runtime.guard.site("stream.chunk"):
-            outcome = self.outcome
-            if (
-                read_chunk(self.target.endpoint, chunk, outcome, capture=self.capture)
-                and outcome.first_output_at is None
-            ):
-                outcome.first_output_at = perf_counter()
-        return show
+        outcome = self.outcome
+        try:
+            if read_chunk(self.target.endpoint, chunk, outcome, self.capture):
+                if outcome.first_output_at is None:
+                    outcome.first_output_at = perf_counter()
+                return True
+        except Exception as exc:
+            guard = self.runtime.guard
+            guard.report("stream.chunk", exc)
+            if guard.strict:
+                raise
+        if not self.injected:
+            return True
+        with self.runtime.guard.site("stream.hide"):
+            return not is_usage_only_chunk(chunk)
+        return True  # the hide decision failed: show it, as if the user had asked for usage
 
     def end_stream(self, how: StreamEnd, error: BaseException | None = None) -> None:
         """A stream or raw response finished one of its four ways (or raised)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -58,8 +58,43 @@ class _StreamProxy(wrapt.BaseObjectProxy[Any]):
 class StreamProxy(_StreamProxy):
     """Stands in for ``openai.Stream``."""
 
-    def __iter__(self) -> StreamProxy:
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        # A generator, as the SDK's own ``Stream.__iter__`` is: resuming one costs far less
+        # than a call to the proxy's ``__next__``, whose every attribute goes through wrapt.
+        return self._self_iterate()
+
+    def _self_iterate(self) -> Iterator[Any]:
+        """``__next__``'s loop for ``for``: per chunk, the SDK's ``__next__``, the call's
+        ``on_chunk`` and a local flag. The generator holds the proxy, so a loop left early
+        drops both and the span ends as abandoned, as after ``next()``."""
+        shown = self._self_shown
+        while True:
+            stream = self.__wrapped__
+            call = self._self_call
+            next_chunk = stream.__next__
+            on_chunk = call.on_chunk
+            while True:
+                try:
+                    chunk = next_chunk()
+                except StopIteration:
+                    self._self_end("exhausted")
+                    return
+                except BaseException as exc:
+                    if self._self_shown or not call.stream_falls_back(exc):
+                        self._self_end("error", exc)
+                        raise
+                    failure = exc
+                    break
+                if on_chunk(chunk):
+                    if not shown:
+                        shown = self._self_shown = True
+                    yield chunk
+            # Outside the except block: the re-send's own error carries no context of ours.
+            # Only before anything was shown: this generator never resumes a stale stream.
+            self._self_fall_back(stream, call, failure)
+            # The suspended frame must not keep the error: its traceback holds this frame,
+            # and that cycle outlived gc.collect() in tests (with the proxy and both calls).
+            del failure
 
     def __next__(self) -> Any:
         while True:

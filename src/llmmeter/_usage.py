@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Final, Literal
 
 Endpoint = Literal["chat", "responses", "embeddings", "completions", "images", "audio"]
@@ -22,12 +23,16 @@ AUDIO: Final = "audio"
 """Images and audio transcriptions: only their ``usage`` (GPT-image and gpt-4o-transcribe
 models report tokens; others report none or seconds, which are not tokens)."""
 
+_CHOICE_ENDPOINTS: Final = frozenset({CHAT, COMPLETIONS})
+"""Endpoints whose stream chunks carry ``choices``."""
 _RESPONSES_FINAL_EVENTS: Final = frozenset(
     {"response.completed", "response.incomplete", "response.failed"}
 )
 _RESPONSES_START_EVENTS: Final = frozenset(
     {"response.created", "response.in_progress", "response.queued"}
 )
+_RESPONSES_OUTPUT_SUFFIXES: Final = (".delta", ".added")
+"""Events that carry model output (the first one sets the time to first chunk)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +69,95 @@ class Outcome:
     first_output_at: float | None = None
     # Only filled when content capture is on: index -> accumulated output message.
     output: dict[int, dict[str, Any]] | None = None
+    # The id and model are known: a stream's later chunks (which repeat them) skip reading
+    # them, except the closing ones (a finish reason, usage), read in case a value changed.
+    identified: bool = False
+
+
+class _Attrs:
+    """Attribute access behind ``.get``, for objects that are neither dicts nor SDK models."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def get(self, name: str) -> Any:
+        return getattr(self._obj, name, None)
+
+
+_Fields = dict[str, Any] | _Attrs
+
+_OTHER: Final = 0
+_MODEL: Final = 1
+_NAMESPACE: Final = 2
+_ABSENT: Final = object()
+_KINDS: dict[type[Any], int] = {}
+_MAX_KINDS: Final = 256
+"""Classes whose kind is remembered: the SDK's models are a few dozen, but mocks and odd
+servers could bring any number, and remembering each would keep them alive."""
+
+
+def _kind_of(cls: type[Any]) -> int:
+    kind = _KINDS.get(cls)
+    if kind is not None:
+        return kind
+    if cls is SimpleNamespace:
+        kind = _NAMESPACE
+    elif any(
+        k.__module__ == "pydantic.main" and "__pydantic_extra__" in vars(k) for k in cls.__mro__
+    ):
+        kind = _MODEL  # pydantic 2 (pydantic 1 models read fine through getattr)
+    else:
+        kind = _OTHER
+    if len(_KINDS) < _MAX_KINDS:
+        _KINDS[cls] = kind
+    return kind
+
+
+def _fields(obj: Any) -> _Fields:
+    """The fields of a response object, chunk or part, to read several names from.
+
+    The SDK's pydantic models keep their declared fields in ``__dict__`` and the fields the
+    SDK does not know in ``__pydantic_extra__``; ``getattr`` of a name in neither (a Chat usage
+    has no ``input_tokens``, an embeddings response no ``id``) goes through pydantic's
+    ``__getattr__``, which raises and catches internally: microseconds per miss. Reading the
+    two dicts answers a miss as cheaply as a hit. Parsed bodies are dicts already; anything else
+    is read through ``getattr``.
+    """
+    if type(obj) is dict:
+        return obj
+    kind = _kind_of(type(obj))
+    if kind == _MODEL:
+        values: dict[str, Any] = obj.__dict__
+        extra = getattr(obj, "__pydantic_extra__", None)
+        return {**values, **extra} if type(extra) is dict and extra else values
+    if kind == _NAMESPACE:
+        namespace: dict[str, Any] = obj.__dict__
+        return namespace
+    return _Attrs(obj)
 
 
 def _get(obj: Any, name: str) -> Any:
-    # Bodies we parse ourselves are plain dicts; everything else is an SDK model. An exact
-    # type check keeps this per-field read cheap (an ABC isinstance is several times slower).
+    """One field of any shape (see :func:`_fields`); ``None`` when it is absent."""
     if type(obj) is dict:
         return obj.get(name)
+    if _kind_of(type(obj)) == _MODEL:
+        value = obj.__dict__.get(name, _ABSENT)
+        if value is _ABSENT:
+            extra = getattr(obj, "__pydantic_extra__", None)
+            return extra.get(name) if type(extra) is dict else None
+        return value
     return getattr(obj, name, None)
 
 
 def _int(value: Any) -> int | None:
     """A token count as reported, or ``None`` for anything that is not one (a bool, a
     string, a float, a negative number): never coerced, never invented."""
+    if value is None:
+        return None
+    if type(value) is int:  # the common case; bool is not int here
+        return value if value >= 0 else None
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     return None
@@ -92,93 +173,146 @@ def read_usage(usage: Any) -> Usage | None:
     """Normalise a Chat/Completions (``prompt_tokens``) or Responses (``input_tokens``) usage."""
     if usage is None:
         return None
-    input_tokens = _int(_get(usage, "input_tokens"))
-    if input_tokens is not None or _get(usage, "prompt_tokens") is None:
+    fields = _fields(usage)
+    input_tokens = _int(fields.get("input_tokens"))
+    if input_tokens is not None or fields.get("prompt_tokens") is None:
         # Responses, images; transcriptions spell it input_token_details.
-        in_details = _get(usage, "input_tokens_details") or _get(usage, "input_token_details")
-        out_details = _get(usage, "output_tokens_details")
-        output_tokens = _int(_get(usage, "output_tokens"))
+        in_details = fields.get("input_tokens_details") or fields.get("input_token_details")
+        out_details = fields.get("output_tokens_details")
+        output_tokens = _int(fields.get("output_tokens"))
     else:
-        input_tokens = _int(_get(usage, "prompt_tokens"))
-        in_details = _get(usage, "prompt_tokens_details")
-        out_details = _get(usage, "completion_tokens_details")
-        output_tokens = _int(_get(usage, "completion_tokens"))
+        input_tokens = _int(fields.get("prompt_tokens"))
+        in_details = fields.get("prompt_tokens_details")
+        out_details = fields.get("completion_tokens_details")
+        output_tokens = _int(fields.get("completion_tokens"))
     if input_tokens is None and output_tokens is None:
         return None  # nothing usable: no tokens, and never a $0 cost made of nothing
+    cache_read = cache_creation = input_audio = input_image = None
+    if in_details:
+        details = _fields(in_details)
+        cache_read = _int(details.get("cached_tokens"))
+        cache_creation = _int(details.get("cache_write_tokens"))
+        input_audio = _int(details.get("audio_tokens"))
+        input_image = _int(details.get("image_tokens"))
+    reasoning = output_audio = output_image = None
+    if out_details:
+        details = _fields(out_details)
+        reasoning = _int(details.get("reasoning_tokens"))
+        output_audio = _int(details.get("audio_tokens"))
+        output_image = _int(details.get("image_tokens"))
     return Usage(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_tokens=_int(_get(in_details, "cached_tokens")) if in_details else None,
-        cache_creation_tokens=(
-            _int(_get(in_details, "cache_write_tokens")) if in_details else None
-        ),
-        reasoning_tokens=_int(_get(out_details, "reasoning_tokens")) if out_details else None,
-        input_audio_tokens=_int(_get(in_details, "audio_tokens")) if in_details else None,
-        input_image_tokens=_int(_get(in_details, "image_tokens")) if in_details else None,
-        output_audio_tokens=_int(_get(out_details, "audio_tokens")) if out_details else None,
-        output_image_tokens=_int(_get(out_details, "image_tokens")) if out_details else None,
+        input_tokens,
+        output_tokens,
+        cache_read,
+        cache_creation,
+        reasoning,
+        input_audio,
+        input_image,
+        output_audio,
+        output_image,
     )
 
 
-def _read_common(obj: Any, outcome: Outcome) -> None:
-    rid = _get(obj, "id")
+def _read_common(fields: _Fields, outcome: Outcome) -> None:
+    rid = fields.get("id")
     if isinstance(rid, str):
         outcome.response_id = rid
-    model = _get(obj, "model")
+    model = fields.get("model")
     if isinstance(model, str) and model:
         outcome.response_model = model
-    tier = _get(obj, "service_tier")
+    tier = fields.get("service_tier")
     if isinstance(tier, str):
         outcome.service_tier = tier
-    fingerprint = _get(obj, "system_fingerprint")
+    fingerprint = fields.get("system_fingerprint")
     if isinstance(fingerprint, str):
         outcome.system_fingerprint = fingerprint
+    # Azure's first chunk has an empty id and model (its prompt filter results): not yet.
+    outcome.identified = bool(outcome.response_id) and outcome.response_model is not None
 
 
 def read_response(endpoint: str, obj: Any, outcome: Outcome, *, capture: bool) -> None:
     """Read a whole (non-streamed) response object or parsed JSON body."""
-    _read_common(obj, outcome)
-    outcome.usage = read_usage(_get(obj, "usage")) or outcome.usage
+    fields = _fields(obj)
+    _read_common(fields, outcome)
+    outcome.usage = read_usage(fields.get("usage")) or outcome.usage
     if endpoint == RESPONSES:
-        _read_responses_status(obj, outcome)
+        _read_responses_status(fields, outcome)
         if capture:
-            outcome.output = _responses_output_messages(obj)
+            outcome.output = _responses_output_messages(fields)
         return
-    choices = _items(_get(obj, "choices"))
+    choices = _items(fields.get("choices"))
     if not choices:
         return
     for position, choice in enumerate(choices):
-        index = _read_choice(choice, position, outcome)
+        index = _read_choice(_fields(choice), position, outcome)
         if capture:
             if outcome.output is None:
                 outcome.output = {}
             outcome.output[index] = _choice_message(endpoint, choice)
 
 
-def read_chunk(endpoint: str, chunk: Any, outcome: Outcome, *, capture: bool) -> bool:
-    """Read one stream chunk/event; return True when it carries model output."""
+def read_chunk(endpoint: str, chunk: Any, outcome: Outcome, capture: bool) -> bool:
+    """Read one stream chunk/event; return True when it carries model output.
+
+    This runs for every chunk the user reads (``capture`` is positional so that the call
+    takes the interpreter's fast path). Once the response is identified, the common chunk —
+    an SDK object with one choice that does not finish and no usage — costs three attribute
+    reads and allocates nothing. The id, model, service tier and fingerprint, which every
+    chunk repeats, are read until the id and model are known and then again only from the
+    closing chunks (a finish reason, usage); a choice's index is read only when it finishes.
+    """
     outcome.chunks += 1
+    if outcome.identified and not capture and endpoint in _CHOICE_ENDPOINTS:
+        # Attribute syntax, not getattr(): the cheapest read of a pydantic field there is.
+        try:
+            choices = chunk.choices
+            if (
+                chunk.usage is None
+                and type(choices) is list
+                and len(choices) == 1
+                and choices[0].finish_reason is None
+            ):
+                return True
+        except AttributeError:  # a dict, or another shape: the general path below
+            pass
     if endpoint == RESPONSES:
-        return _read_responses_event(chunk, outcome, capture=capture)
-    _read_common(chunk, outcome)
-    usage = _get(chunk, "usage")
+        return _read_responses_event(chunk, outcome, capture)
+    fields = _fields(chunk)
+    choices = fields.get("choices")
+    usage = fields.get("usage")
     if usage is not None:
         outcome.usage = read_usage(usage)
-    choices = _items(_get(chunk, "choices"))
+    if type(choices) is not list:
+        choices = _items(choices)
     if not choices:
+        if usage is not None or not outcome.identified:
+            _read_common(fields, outcome)
         return False
-    for position, choice in enumerate(choices):
-        index = _read_choice(choice, position, outcome)
-        if capture:
-            _accumulate_delta(endpoint, choice, index, outcome)
+    closing = _read_choices(endpoint, choices, outcome, capture=capture)
+    if closing or usage is not None or not outcome.identified:
+        _read_common(fields, outcome)
     return True
 
 
-def _read_choice(choice: Any, position: int, outcome: Outcome) -> int:
+def _read_choices(
+    endpoint: str, choices: list[Any] | tuple[Any, ...], outcome: Outcome, *, capture: bool
+) -> bool:
+    """Every choice of a chunk; True when one of them carries a finish reason."""
+    closing = False
+    for position, choice in enumerate(choices):
+        fields = _fields(choice)
+        index = _read_choice(fields, position, outcome)
+        closing = closing or fields.get("finish_reason") is not None
+        if capture:
+            _accumulate_delta(endpoint, choice, index, outcome)
+    return closing
+
+
+def _read_choice(fields: _Fields, position: int, outcome: Outcome) -> int:
     """Record a choice's finish reason; return its index (its position if it has none)."""
-    index = _get(choice, "index")
+    index = fields.get("index")
     index = index if isinstance(index, int) else position
-    reason = _get(choice, "finish_reason")
+    reason = fields.get("finish_reason")
     if isinstance(reason, str):
         outcome.finish_reasons[index] = reason
     return index
@@ -186,45 +320,50 @@ def _read_choice(choice: Any, position: int, outcome: Outcome) -> int:
 
 def is_usage_only_chunk(chunk: Any) -> bool:
     """The extra chunk ``include_usage`` adds: usage set, no choices (Chat and Completions)."""
-    return _get(chunk, "usage") is not None and not _get(chunk, "choices")
+    fields = _fields(chunk)
+    return fields.get("usage") is not None and not fields.get("choices")
 
 
-def _read_responses_event(event: Any, outcome: Outcome, *, capture: bool) -> bool:
-    kind = _get(event, "type")
+def _read_responses_event(event: Any, outcome: Outcome, capture: bool) -> bool:
+    try:
+        kind = event.type  # the SDK's events (attribute syntax: the cheapest read)
+    except AttributeError:
+        kind = _get(event, "type")
     if not isinstance(kind, str):  # also keeps an unhashable value out of the set lookups
         return False
+    if kind.endswith(_RESPONSES_OUTPUT_SUFFIXES):  # the many events: text and item deltas
+        return True
     if kind in _RESPONSES_START_EVENTS:
         response = _get(event, "response")
         if response is not None:
-            _read_common(response, outcome)
+            _read_common(_fields(response), outcome)
         return False
     if kind in _RESPONSES_FINAL_EVENTS:
         response = _get(event, "response")
         if response is not None:
             read_response(RESPONSES, response, outcome, capture=capture)
-        return False
-    return kind.endswith(".delta") or kind.endswith(".added")
+    return False
 
 
-def _read_responses_status(obj: Any, outcome: Outcome) -> None:
+def _read_responses_status(fields: _Fields, outcome: Outcome) -> None:
     """Map a Response's status to the Chat-style finish reasons dashboards already know."""
-    status = _get(obj, "status")
-    output = _items(_get(obj, "output"))
+    status = fields.get("status")
     if status == "completed":
-        calls = any(str(_get(item, "type") or "").endswith("_call") for item in output)
-        reason = "tool_calls" if calls else "stop"
+        reason = "stop"
+        for item in _items(fields.get("output")):
+            if str(_get(item, "type") or "").endswith("_call"):
+                reason = "tool_calls"
+                break
     elif status == "incomplete":
-        details = _get(obj, "incomplete_details")
+        details = fields.get("incomplete_details")
         why = _get(details, "reason") if details is not None else None
         reason = {"max_output_tokens": "length", "content_filter": "content_filter"}.get(
             str(why), str(why or "incomplete")
         )
     elif status == "failed":
         reason = "error"
-    elif isinstance(status, str):
-        # queued / in_progress (background responses): not finished yet, no reason.
-        return
     else:
+        # queued / in_progress (background responses): not finished yet, no reason.
         return
     outcome.finish_reasons = {0: reason}
 
@@ -303,9 +442,9 @@ def _accumulate_tool_call(parts: list[dict[str, Any]], call: Any) -> None:
         part["arguments"] += arguments
 
 
-def _responses_output_messages(obj: Any) -> dict[int, dict[str, Any]]:
+def _responses_output_messages(fields: _Fields) -> dict[int, dict[str, Any]]:
     parts: list[dict[str, Any]] = []
-    for item in _items(_get(obj, "output")):
+    for item in _items(fields.get("output")):
         kind = _get(item, "type")
         if kind == "message":
             for content in _items(_get(item, "content")):
