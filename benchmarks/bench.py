@@ -1847,14 +1847,16 @@ def targets(results: Mapping[str, Any]) -> list[Target]:
             continue
         floor = agg[name]["floor"]["over_bare_us"]
         paired = row.get("paired_x_floor")
+        # A negative overhead means the baseline was slowed by something else: no verdict.
+        usable = floor > 0 and row["over_bare_us"] >= 0
         out.append(
             Target(
                 f"non-streaming overhead, `{name}`: multiple of the floor",
                 f"{ratio:.2f}x (+{row['over_bare_us']:.0f} µs vs floor +{floor:.0f} µs); "
                 f"paired by round: {_fmt(paired, 2, 'x')}",
                 "≤ 1.3x",
-                ratio <= 1.3,
-                None if paired is None else paired <= 1.3,
+                ratio <= 1.3 if usable else None,
+                None if paired is None or not usable else paired <= 1.3,
             )
         )
     chunk = agg.get("per_chunk", {}).get("llmmeter", {})
@@ -1866,8 +1868,8 @@ def targets(results: Mapping[str, Any]) -> list[Target]:
                 "per streamed chunk, over bare",
                 f"{slope:.2f} µs; paired by round: {_fmt(paired, 2, ' µs')}",
                 "≤ 1 µs",
-                slope <= 1.0,
-                None if paired is None else paired <= 1.0,
+                slope <= 1.0 if slope >= 0 else None,
+                None if paired is None or slope < 0 else paired <= 1.0,
             )
         )
     policy = micro.get("policy", {})
@@ -2047,7 +2049,10 @@ def render(results: Mapping[str, Any], config: Config) -> str:
         "| --- | --- | --- | --- |",
     ]
     for target in results["targets"]:
-        verdict = "met" if target.met else "**not met**"
+        if target.met is None:
+            verdict = "**no verdict** (an overhead came out negative: the machine was busy)"
+        else:
+            verdict = "met" if target.met else "**not met**"
         if target.second_opinion is not None and target.second_opinion != target.met:
             verdict += " (noisy: the paired estimate says otherwise)"
         lines.append(f"| {target.name} | {target.measured} | {target.limit} | {verdict} |")
