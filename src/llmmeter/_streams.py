@@ -7,6 +7,10 @@ differ between the two proxies. The iterator, async-iterator and context-manager
 defined explicitly (proxies forward attributes, not protocol slots), and ``__enter__`` returns
 the proxy so the user keeps iterating through it.
 
+Every chunk passes through here, so the sync proxy's ``iter()`` is a generator (as the SDK's own
+``Stream.__iter__`` is) running ``__next__``'s loop: resuming it costs less than calling
+``__next__``, each of whose attribute reads goes through wrapt. ``next()`` keeps ``__next__``.
+
 A routed stream that fails before any chunk reached the user falls back: the failed stream is
 closed, the request is re-sent with the user's own model, and the proxy carries on with the new
 stream, so the user iterates one stream that simply worked. The SDK's ``.stream()`` helpers
