@@ -77,21 +77,25 @@ def test_opentelemetry_instrument_entry_point_is_registered() -> None:
     assert entry.load() is LLMMeterInstrumentor
 
 
-def _run(code: str, fake: FakeOpenAI) -> dict[str, Any]:
-    """Run a fresh interpreter (import order matters and must be clean)."""
-    script = textwrap.dedent(code).replace("BASE_URL", fake.base_url)
-    # No exporter may try the network: the script passes its own tracer provider.
+def run_script(script: str, timeout: float = 60) -> Any:
+    """Run ``script`` in a fresh interpreter (import order matters and must be clean) and
+    return the JSON it prints last."""
+    # No exporter may try the network: scripts pass their own providers.
     env = {**os.environ, "OTEL_METRICS_EXPORTER": "none", "OTEL_TRACES_EXPORTER": "none"}
     done = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
         env=env,
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _run(code: str, fake: FakeOpenAI) -> dict[str, Any]:
+    return run_script(textwrap.dedent(code).replace("BASE_URL", fake.base_url))  # type: ignore[no-any-return]
 
 
 SETUP = """

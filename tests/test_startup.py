@@ -6,10 +6,6 @@ the import order. No test asserts a time: `benchmarks/bench.py` measures them.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -24,6 +20,7 @@ from llmmeter._package import _instruments
 from llmmeter.testing import FakeOpenAI
 
 from .conftest import make_telemetry
+from .test_instrumentor import run_script
 
 HEAVY = ("openai", "genai_prices", "pydantic", "opentelemetry.sdk")
 
@@ -33,18 +30,7 @@ def _run(code: str, fake: FakeOpenAI | None = None, *, setup: bool = False) -> A
     script = f"HEAVY = {HEAVY!r}\n" + (SETUP if setup else "") + textwrap.dedent(code)
     if fake is not None:
         script = script.replace("BASE_URL", fake.base_url)
-    # No exporter may try the network: scripts pass their own providers.
-    env = {**os.environ, "OTEL_METRICS_EXPORTER": "none", "OTEL_TRACES_EXPORTER": "none"}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_script(script, timeout=120)
 
 
 SETUP = """
