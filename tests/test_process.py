@@ -40,28 +40,37 @@ def call(i):
 """
 
 
-def _run(tmp_path: Path, fake: FakeOpenAI, port: int, body: str) -> str:
-    """Runs ``COMMON + body`` as a script file (spawned children re-import it) and returns
-    its stdout; the batch delay keeps every span in memory until a flush."""
+def _launch(
+    tmp_path: Path, fake: FakeOpenAI, port: int, body: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Runs ``COMMON + body`` as a script file (spawned children re-import it); the batch
+    delay keeps every span in memory until a flush."""
     script = tmp_path / "app.py"
     script.write_text(COMMON + textwrap.dedent(body))
-    env = {
+    full = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "FAKE_BASE_URL": fake.base_url,
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
         "OTEL_BSP_SCHEDULE_DELAY": "60000",
         "OTEL_METRIC_EXPORT_INTERVAL": "60000",
+        **env,
     }
     done = subprocess.run(
         [sys.executable, str(script)],
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
+        env=full,
         cwd=tmp_path,
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def _run(tmp_path: Path, fake: FakeOpenAI, port: int, body: str) -> str:
+    """:func:`_launch`, which must log nothing; its stdout."""
+    done = _launch(tmp_path, fake, port, body)
     assert done.stderr == "", done.stderr
     return done.stdout
 
@@ -202,38 +211,21 @@ def test_a_child_ends_promptly_when_the_collector_is_unreachable(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    script = tmp_path / "app.py"
-    script.write_text(
-        COMMON
-        + textwrap.dedent(
-            """
-            import multiprocessing
-            llmmeter.instrument()
-            if __name__ == "__main__":
-                process = multiprocessing.get_context("fork").Process(target=call, args=(1,))
-                process.start()
-                process.join()
-                print("EXIT", process.exitcode)
-            """
-        )
+    done = _launch(
+        tmp_path,
+        fake,
+        port,
+        """
+        import multiprocessing
+        llmmeter.instrument()
+        if __name__ == "__main__":
+            process = multiprocessing.get_context("fork").Process(target=call, args=(1,))
+            process.start()
+            process.join()
+            print("EXIT", process.exitcode)
+        """,
+        OTEL_EXPORTER_OTLP_TIMEOUT="1",
     )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "FAKE_BASE_URL": fake.base_url,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
-        "OTEL_BSP_SCHEDULE_DELAY": "60000",
-    }
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
     assert "EXIT 0" in done.stdout
     assert "exporting spans to" in done.stderr  # the outage is reported, not raised
 
