@@ -545,9 +545,7 @@ class Call:
                     outcome.first_output_at = perf_counter()
                 return True
         except Exception as exc:
-            guard = self.runtime.guard
-            guard.report("stream.chunk", exc)
-            if guard.strict:
+            if not self.runtime.guard.handle("stream.chunk", exc):
                 raise
         if not self.injected:
             return True

@@ -56,6 +56,12 @@ class Guard:
         else:
             logger.debug("llmmeter internal error in %s", name, exc_info=exc_info)
 
+    def handle(self, name: str, exc: Exception) -> bool:
+        """Report an internal failure at ``name``; True when it is swallowed (not strict).
+        What every site does, for the few hot places that use a bare ``try`` instead."""
+        self.report(name, exc)
+        return not self.strict
+
     def warn_once(self, name: str, message: str, exc: BaseException | None = None) -> None:
         """Log a failure that is not llmmeter's own (the user's policy or ``accept`` hook
         raised): warning the first time per ``name``, debug after; never re-raised, even when
@@ -104,5 +110,4 @@ class _Site:
         if not isinstance(exc, Exception):
             # KeyboardInterrupt, SystemExit, GeneratorExit, task cancellation: not ours to keep.
             return False
-        self._guard.report(self.name, exc)
-        return not self._guard.strict
+        return self._guard.handle(self.name, exc)
