@@ -7,6 +7,10 @@ The audit (what lives longer than a call, and what bounds it):
 - ``_call.Runtime._rejected``: servers that refused ``stream_options``; ``_MAX_REMEMBERED``,
   then not remembered.
 - ``_call.Runtime._client_kinds``: client classes; ``_MAX_CLIENT_KINDS``, then not remembered.
+- ``_call.Runtime._servers``: base URL objects with their host and port; ``_MAX_SERVERS``,
+  then cleared.
+- ``_call.Runtime._shapes``: (method, model, server, task, Azure) with their constant
+  attributes; ``_MAX_SHAPES``, then cleared.
 - ``_pricing.PriceTable._models``: model names; ``_MAX_NAMES``, then not cached.
 - ``_pricing.PriceTable._rates``: (name, tier, batch, day); ``_MAX_NAMES``, then cleared.
 - ``_pricing.PriceTable._warned``: unpriced names warned about; ``_MAX_NAMES``.
@@ -338,11 +342,44 @@ def test_client_classes_and_warned_names_stay_within_their_caps(
     assert peak.peak == {"kinds": 8, "warned": 10}
 
 
+def test_new_base_urls_and_task_labels_keep_shape_caches_within_their_caps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Base URLs and task labels (the user's: any number) are remembered with their constant
+    attributes only up to a cap; a client given a new ``base_url`` is labelled by it at once."""
+    monkeypatch.setattr(_call, "_MAX_SERVERS", 6)
+    monkeypatch.setattr(_call, "_MAX_SHAPES", 9)
+    tel = make_telemetry()
+    tel.instrument()
+    try:
+        runtime = REGISTRY.runtime()
+        assert runtime is not None
+        peak = Peak(servers=lambda: len(runtime._servers), shapes=lambda: len(runtime._shapes))
+        api = EchoAPI(_httpx())
+        with _client(api) as client:
+            for i in range(40):
+                client.base_url = f"http://server-{i}.local/v1"
+                with llmmeter.task(f"task-{i % 13}"):
+                    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+                span = tel.exporter.get_finished_spans()[-1]
+                assert span.attributes is not None
+                assert span.attributes["server.address"] == f"server-{i}.local"
+                assert span.attributes["llmmeter.task"] == f"task-{i % 13}"
+                peak.read()
+        assert peak.peak == {"servers": 6, "shapes": 9}
+    finally:
+        llmmeter.uninstrument()
+        tel.meter_provider.shutdown()
+        tel.tracer_provider.shutdown()
+
+
 @pytest.mark.parametrize(
     ("module", "name", "value"),
     [
         (_call, "_MAX_REMEMBERED", 10_000),
         (_call, "_MAX_CLIENT_KINDS", 64),
+        (_call, "_MAX_SERVERS", 64),
+        (_call, "_MAX_SHAPES", 512),
         (_pricing, "_MAX_NAMES", 10_000),
         (_rules, "_MAX_CACHED_MODELS", 4096),
         (_guard, "_MAX_WARNED", 1024),

@@ -67,6 +67,11 @@ _MAX_REMEMBERED: Final = 10_000
 _MAX_CLIENT_KINDS: Final = 64
 """Client classes remembered as Azure or not: a handful in a program, but ``unittest.mock``
 makes a class per mock, and remembering each would keep them all alive."""
+_MAX_SERVERS: Final = 64
+"""Base URL objects remembered with their host and port (one per client, usually a few)."""
+_MAX_SHAPES: Final = 512
+"""Request shapes (method, model, server, task) whose constant attributes are remembered;
+past the cap the cache starts over (task labels are the user's, so could be many)."""
 _RAW_RESPONSE_HEADER: Final = "x-stainless-raw-response"
 _SECRET = re.compile(r"\b(sk-[A-Za-z0-9_*\-]{4,}|Bearer\s+[A-Za-z0-9._\-]+)")
 
@@ -84,6 +89,8 @@ class Runtime:
         "_counted",
         "_lock",
         "_rejected",
+        "_servers",
+        "_shapes",
         "accept",
         "force_shadow",
         "guard",
@@ -121,6 +128,8 @@ class Runtime:
         self._rejected: set[str] = set()
         self._counted: OrderedDict[str, None] = OrderedDict()
         self._client_kinds: dict[type[Any], bool] = {}
+        self._servers: dict[int, tuple[Any, str | None, int | None]] = {}
+        self._shapes: dict[tuple[Any, ...], _Shape] = {}
 
     def rejects_stream_options(self, key: str) -> bool:
         return key in self._rejected
@@ -202,6 +211,87 @@ class Runtime:
             if len(self._client_kinds) < _MAX_CLIENT_KINDS:
                 self._client_kinds[kind] = known
         return known
+
+    def server_of(self, client: Any) -> tuple[str | None, int | None]:
+        """The client's host and port, read once per base URL object (httpx URLs are
+        immutable; a client given a new ``base_url`` holds a new object).
+
+        The SDK's ``base_url`` property returns ``_base_url``; openai 3.x's runs an import
+        statement first (about 1 µs a call), so the attribute is read directly when present.
+        """
+        url = getattr(client, "_base_url", None)
+        if url is None:
+            url = getattr(client, "base_url", None)
+        if url is None:
+            return None, None
+        known = self._servers.get(id(url))
+        if known is not None and known[0] is url:
+            return known[1], known[2]
+        address, port = _server_of(url)
+        if len(self._servers) >= _MAX_SERVERS:
+            self._servers.clear()
+        self._servers[id(url)] = (url, address, port)
+        return address, port
+
+    def shape(
+        self,
+        target: Target,
+        model: str | None,
+        client: Any,
+        label: str | None,
+        *,
+        azure: bool,
+    ) -> _Shape:
+        """The attributes that depend only on the method, model, server and task: built
+        once per combination instead of on every call."""
+        address, port = self.server_of(client) if client is not None else (None, None)
+        key = (target, model, address, port, label, azure)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = _Shape.build(target, model, address, port, label, azure=azure)
+            if len(self._shapes) >= _MAX_SHAPES:
+                self._shapes.clear()
+            self._shapes[key] = shape
+        return shape
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Shape:
+    """A request shape's constant attributes. Shared by every call of that shape, so never
+    mutated: a call copies ``common`` into its span attributes and passes ``labels`` (the
+    metric labels) to the SDK, which copies what it keeps."""
+
+    common: dict[str, AttributeValue]
+    """The bounded attributes that are also metric labels."""
+    labels: dict[str, Any]
+    """``common`` as metric labels (a separate dict: a call may replace, never mutate it)."""
+    static: dict[str, AttributeValue]
+    """Span-only constant attributes (API type, port)."""
+    name: str
+    azure: bool
+    address: str | None
+    port: int | None
+
+    @classmethod
+    def build(
+        cls,
+        target: Target,
+        model: str | None,
+        address: str | None,
+        port: int | None,
+        label: str | None,
+        *,
+        azure: bool,
+    ) -> _Shape:
+        common = _common_attributes(target, model, address, label, azure=azure)
+        static: dict[str, AttributeValue] = {}
+        api_type = target.api_type
+        if api_type is not None:
+            static[sc.OPENAI_API_TYPE] = api_type
+        if port is not None:
+            static[sc.SERVER_PORT] = port
+        name = f"{target.operation} {model}" if model else target.operation
+        return cls(common, dict(common), static, name, azure, address, port)
 
 
 def _is_raw_request(kwargs: dict[str, Any]) -> bool:
@@ -306,25 +396,25 @@ class Call:
             self.base_kwargs = {**kwargs, "model": model}
         self.kwargs = self.base_kwargs
 
-        address, port = _server_of(client)
-        attrs = _common_attributes(target, model, address, self.label, azure=azure)
+        shape = runtime.shape(target, model, client, self.label, azure=azure)
+        attrs = dict(shape.common)
         links = None
-        self.metric_attrs: dict[str, Any] = dict(attrs)
+        self.metric_attrs: dict[str, Any] = shape.labels
         if routing is not None and action is not None:
             with runtime.guard.site("policy.record"):
                 links = self._record_decision(routing, action, reason, attrs)
-        _span_attributes(target, args, kwargs, port, attrs)
+        attrs.update(shape.static)
+        _span_attributes(target, args, kwargs, attrs)
 
         self.stream_key = ""
         if kwargs.get("stream") is True and endpoint in (CHAT, COMPLETIONS):
-            self.stream_key = f"{address}:{port}/{endpoint}"
+            self.stream_key = f"{shape.address}:{shape.port}/{endpoint}"
             self._inject_stream_usage(attrs)
         if self.capture:
             _capture_input(endpoint, kwargs, attrs, runtime.settings)
 
-        name = f"{target.operation} {model}" if model else target.operation
         self.span: Span = runtime.tracer.start_span(
-            name, context=self.parent, kind=SpanKind.CLIENT, attributes=attrs, links=links
+            shape.name, context=self.parent, kind=SpanKind.CLIENT, attributes=attrs, links=links
         )
 
     def _record_decision(
@@ -692,18 +782,9 @@ def _common_attributes(
 
 
 def _span_attributes(
-    target: Target,
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-    port: int | None,
-    attrs: dict[str, AttributeValue],
+    target: Target, args: tuple[Any, ...], kwargs: Mapping[str, Any], attrs: dict[str, Any]
 ) -> None:
     """The span-only request attributes (unbounded values such as ids never go on metrics)."""
-    api_type = target.api_type
-    if api_type is not None:
-        attrs[sc.OPENAI_API_TYPE] = api_type
-    if port is not None:
-        attrs[sc.SERVER_PORT] = port
     attrs.update(request_attributes(target.endpoint, kwargs))
     if target.retrieve:
         rid = args[0] if args else kwargs.get("response_id")
@@ -857,10 +938,7 @@ def _usage_attributes(usage: Usage) -> dict[str, AttributeValue]:
     return attrs
 
 
-def _server_of(client: Any) -> tuple[str | None, int | None]:
-    url = getattr(client, "base_url", None)
-    if url is None:
-        return None, None
+def _server_of(url: Any) -> tuple[str | None, int | None]:
     host = getattr(url, "host", None)
     port = getattr(url, "port", None)
     if port is None:

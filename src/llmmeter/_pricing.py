@@ -109,30 +109,35 @@ def _at(rate: Rate | None, fallback: Rate, input_tokens: int) -> float:
 
 
 def compute_cost(rates: Rates, usage: Usage) -> Cost:
-    """The cost of ``usage`` at ``rates``; parts without their own rate use the parent's."""
+    """The cost of ``usage`` at ``rates``; parts without their own rate use the parent's.
+
+    Parts with no tokens are skipped rather than priced at zero: adding ``0.0`` is exact, so
+    the sum is the same, and most calls have no cached, audio or image tokens.
+    """
     n_in = usage.input_tokens or 0
     cached = usage.cache_read_tokens or 0
     written = usage.cache_creation_tokens or 0
     audio_in = usage.input_audio_tokens or 0
     image_in = usage.input_image_tokens or 0
-    plain_in = max(0, n_in - cached - written - audio_in - image_in)
-    base_in = _at(rates.input, rates.input, n_in)
-    input_cost = (
-        plain_in * base_in
-        + cached * _at(rates.cached_input, rates.input, n_in)
-        + written * _at(rates.cache_write, rates.input, n_in)
-        + audio_in * _at(rates.input_audio, rates.input, n_in)
-        + image_in * _at(rates.input_image, rates.input, n_in)
-    )
+    base = rates.input
+    input_cost = max(0, n_in - cached - written - audio_in - image_in) * _at(base, base, n_in)
+    if cached:
+        input_cost += cached * _at(rates.cached_input, base, n_in)
+    if written:
+        input_cost += written * _at(rates.cache_write, base, n_in)
+    if audio_in:
+        input_cost += audio_in * _at(rates.input_audio, base, n_in)
+    if image_in:
+        input_cost += image_in * _at(rates.input_image, base, n_in)
     n_out = usage.output_tokens or 0
     audio_out = usage.output_audio_tokens or 0
     image_out = usage.output_image_tokens or 0
-    plain_out = max(0, n_out - audio_out - image_out)
-    output_cost = (
-        plain_out * _at(rates.output, rates.output, n_in)
-        + audio_out * _at(rates.output_audio, rates.output, n_in)
-        + image_out * _at(rates.output_image, rates.output, n_in)
-    )
+    out = rates.output
+    output_cost = max(0, n_out - audio_out - image_out) * _at(out, out, n_in)
+    if audio_out:
+        output_cost += audio_out * _at(rates.output_audio, out, n_in)
+    if image_out:
+        output_cost += image_out * _at(rates.output_image, out, n_in)
     return Cost(input=input_cost, output=output_cost, model=rates.model, ref=rates.ref)
 
 
