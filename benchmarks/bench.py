@@ -1889,12 +1889,18 @@ def targets(results: Mapping[str, Any]) -> list[Target]:
         cases = imports["cases"]
         first, after = cases.get(INSTRUMENT_FIRST), cases.get(OPENAI_FIRST)
         if first is not None and "deferred_patch_ms" in first:
-            total = first["best_ms"] + max(0.0, first["deferred_patch_ms"])
+            deferred = first["deferred_patch_ms"]
+            total = first["best_ms"] + max(0.0, deferred)
+            # Below zero: `import openai` was no slower than without llmmeter (noise).
+            added = (
+                f"{deferred:.1f} ms added to `import openai`"
+                if deferred > 0
+                else "nothing measurable added to `import openai`"
+            )
             out.append(
                 Target(
                     "`import llmmeter` + `instrument()`, then `import openai`",
-                    f"{total:.1f} ms ({first['best_ms']:.1f} ms + "
-                    f"{first['deferred_patch_ms']:.1f} ms added to `import openai`)",
+                    f"{total:.1f} ms ({first['best_ms']:.1f} ms; {added})",
                     "≤ 50 ms",
                     total <= 50.0,
                 )
