@@ -353,7 +353,6 @@ NOT_YET_KEYS = {
     "evaluate": "0.05",
     "compare": '"label"',
     "label": "'(?i)positive'",
-    "when_spend_over": "{ daily_budget_usd = 5 }",
 }
 
 # (file text, what the message says after "<path>: ")
@@ -369,8 +368,8 @@ OTHER_PROBLEMS: dict[str, tuple[str | bytes, str]] = {
     **{
         f"not-yet-{key}": (
             second({key: value}),
-            f"{R1}.{key}: shadow evaluation and spend guards are not available in this "
-            "version of llmmeter; remove the key",
+            f"{R1}.{key}: shadow evaluation is not available in this version of llmmeter; "
+            "remove the key",
         )
         for key, value in NOT_YET_KEYS.items()
     },

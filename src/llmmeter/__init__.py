@@ -64,7 +64,8 @@ def instrument(
         policy: route calls to other models: a TOML policy file (reloaded when it changes),
             a :class:`RulePolicy`, or any object with ``decide(call) -> Route | None`` (env
             ``LLMMETER_POLICY`` for a file; ``LLMMETER_POLICY_MODE`` overrides the mode; format
-            in docs/policy.md).
+            in docs/policy.md). Rules with ``when_spend_over`` read the fleet's spend from
+            the Prometheus at ``LLMMETER_PROMETHEUS_URL``, polled on a daemon thread.
         prices: a TOML prices file whose rates and aliases win over the bundled price data
             (env ``LLMMETER_PRICES``; format in docs/pricing.md).
         capture_content: record prompts and completions (off by default; env

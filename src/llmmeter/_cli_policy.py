@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
 from ._cli import Writer, _parse_date, _Query, _table, _UsageError, format_cost, parse_tokens
-from ._config import resolve_settings
+from ._config import LLMMETER_PROMETHEUS_URL, resolve_settings
 from ._policy import CallView, stable_fraction
 from ._pricing import Cost, PriceTable
 from ._rules import APIS, MODES, Explanation, Rule, RulePolicy, describe
+from ._spend import FixedSpend
 from ._usage import CHAT, COMPLETIONS, RESPONSES, Usage
 from .exceptions import ConfigError
 
@@ -57,6 +60,8 @@ def _plural(count: int, noun: str) -> str:
 def _conditions(rule: Rule) -> list[str]:
     """A rule's conditions beyond ``from``, in words; only those that differ from the default."""
     parts: list[str] = []
+    if rule.daily_budget_usd is not None:
+        parts.append(f"fleet 24 h spend over {format_cost(rule.daily_budget_usd)}")
     if rule.apis is not None:
         parts.append("apis " + ", ".join(sorted(rule.apis)))
     if rule.tasks is not None:
@@ -82,6 +87,11 @@ def _conditions(rule: Rule) -> list[str]:
 
 
 def _rule_json(policy: RulePolicy, rule: Rule) -> dict[str, Any]:
+    guard = (
+        {"when_spend_over": {"daily_budget_usd": rule.daily_budget_usd}}
+        if rule.daily_budget_usd is not None
+        else {}
+    )
     return {
         "name": rule.name,
         "from": list(rule.models),
@@ -98,6 +108,7 @@ def _rule_json(policy: RulePolicy, rule: Rule) -> dict[str, Any]:
         "allow_images": rule.allow_images,
         "allow_response_format": rule.allow_response_format,
         "sample": rule.sample,
+        **guard,
     }
 
 
@@ -157,6 +168,16 @@ def _policy_check(args: argparse.Namespace, out: Writer) -> int:
         out("* the rule's own mode, not the policy's")
     if routes_nothing:
         out("note: every rule is off, so this policy routes nothing")
+    if any(rule.daily_budget_usd is not None for rule in rules):
+        out(
+            "note: a rule with a fleet spend guard applies only while the fleet's 24 h spend, "
+            "read from Prometheus, is over its budget; without a figure it does not apply"
+        )
+        if not os.environ.get(LLMMETER_PROMETHEUS_URL, "").strip():
+            out(
+                f"note: {LLMMETER_PROMETHEUS_URL} is not set here; instrument() refuses a "
+                "policy with spend guards without it"
+            )
     return 0
 
 
@@ -416,10 +437,16 @@ def _saving_words(outcome: _Outcome, saving: float) -> str:
 
 
 def _verdict(
-    policy: RulePolicy, found: Explanation, rule: Rule, reason: str | None, call: CallView
+    policy: RulePolicy,
+    found: Explanation,
+    rule: Rule,
+    reason: str | None,
+    call: CallView,
+    *,
+    spend: float | None,
 ) -> str:
     if reason is not None:
-        return describe(rule, reason, call)
+        return describe(rule, reason, call, spend)
     if rule is found.rule:
         return "matches: this rule decides"
     if policy.rule_mode(rule) == "off":
@@ -455,7 +482,7 @@ def _policy_explain(args: argparse.Namespace, out: Writer) -> int:
         raise _UsageError(str(exc)) from None
     day: date = args.date or datetime.now(UTC).date()
     query = _Query(table=table, day=day, service_tier=None, batch=False)
-    found = policy.explain(call)
+    found = policy.explain(call, FixedSpend(args.spend))
     outcome = _outcome(policy, found, call)
     usage = Usage(input_tokens=call.input_tokens, output_tokens=args.output_tokens)
     target = outcome.target
@@ -466,7 +493,7 @@ def _policy_explain(args: argparse.Namespace, out: Writer) -> int:
         target=table.price(usage, (target,), when=query.when) if target else None,
     )
     verdicts = [
-        (rule, reason, _verdict(policy, found, rule, reason, call))
+        (rule, reason, _verdict(policy, found, rule, reason, call, spend=args.spend))
         for rule, reason in found.verdicts
     ]
     if args.json:
@@ -474,6 +501,7 @@ def _policy_explain(args: argparse.Namespace, out: Writer) -> int:
             "file": args.file,
             "mode": policy.mode,
             "mode_override": args.mode,
+            "fleet_spend_usd": args.spend,
             "call": {
                 "api": call.api,
                 "model": call.model,
@@ -506,6 +534,9 @@ def _policy_explain(args: argparse.Namespace, out: Writer) -> int:
 
     out(f"Policy: {args.file}, mode {_mode_words(policy, written, args.mode)}")
     out(f"Call: {_describe_call(call)}")
+    if any(rule.daily_budget_usd is not None for rule in policy.rules):
+        spend = "unknown (give --spend)" if args.spend is None else format_cost(args.spend)
+        out(f"Fleet 24 h spend: {spend}")
     rows = [
         [str(index), rule.name, rule.to, policy.rule_mode(rule), words]
         for index, (rule, _, words) in enumerate(verdicts, 1)
@@ -579,6 +610,16 @@ def _estimate_words(outcome: _Outcome, estimate: _Estimate) -> list[str]:
         else:
             lines.append(_saving_words(outcome, saving))
     return lines
+
+
+def _parse_usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected US dollars (a number >= 0); got {text!r}")
+    return value
 
 
 _CHECK_EPILOG = """\
@@ -670,6 +711,16 @@ def add_policy_parsers(commands: Any) -> None:
         help=f"output tokens per call for the cost estimate (default: {DEFAULT_OUTPUT_TOKENS})",
     )
     explain.add_argument("--mode", choices=MODES, help=mode_help)
+    explain.add_argument(
+        "--spend",
+        type=_parse_usd,
+        metavar="USD",
+        help=(
+            "the fleet's 24 h spend that when_spend_over guards compare with their budgets "
+            "(default: unknown, so guarded rules do not apply, as in a process that has no "
+            "figure from Prometheus)"
+        ),
+    )
     explain.add_argument(
         "--date",
         type=_parse_date,

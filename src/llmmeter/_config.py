@@ -7,11 +7,13 @@ llmmeter reads is declared here with its values and default; invalid values rais
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
+from ._spend import DEFAULT_POLL_INTERVAL, DEFAULT_QUERY, DEFAULT_TIMEOUT, PrometheusURL
 from ._targets import Redactor
 from .exceptions import ConfigError
 
@@ -48,6 +50,25 @@ LLMMETER_POLICY_MODE: Final = "LLMMETER_POLICY_MODE"
 rules whose own mode is ``off``: they stay off), so an operator can switch routing to shadow or
 off without editing the file. Default: the file's."""
 
+LLMMETER_PROMETHEUS_URL: Final = "LLMMETER_PROMETHEUS_URL"
+"""Base URL of the Prometheus HTTP API that scrapes the fleet's ``llmmeter_cost_usd_total``
+(``http://prometheus:9090``), read by the spend guard of rules with ``when_spend_over``; a
+policy with such a rule is refused without it. ``user:password@`` in the URL is sent as basic
+auth and never logged. Default: none."""
+
+LLMMETER_SPEND_QUERY: Final = "LLMMETER_SPEND_QUERY"
+"""The PromQL query whose single number is the fleet's 24 h spend in USD, for a Prometheus
+that renames metrics or to select services (``service_name``). An empty result is 0.
+Default: ``sum(increase(llmmeter_cost_usd_total[24h]))``."""
+
+LLMMETER_SPEND_POLL_INTERVAL: Final = "LLMMETER_SPEND_POLL_INTERVAL"
+"""Seconds between two reads of the fleet's spend; a figure older than three intervals is not
+trusted. A positive number. Default: ``30``."""
+
+LLMMETER_SPEND_TIMEOUT: Final = "LLMMETER_SPEND_TIMEOUT"
+"""Seconds one read of the fleet's spend may take before it counts as unreachable. A positive
+number. Default: ``5``."""
+
 POLICY_MODES: Final = ("enforce", "shadow", "off")
 
 DEFAULT_CONTENT_MAX_LENGTH: Final = 16384
@@ -71,6 +92,11 @@ class Settings:
     redact: Callable[[str], str] | None = None
     """The user's ``redact`` hook, wrapped so that it never raises (see ``_targets.Redactor``);
     applied to captured content before truncation."""
+    prometheus: PrometheusURL | None = field(default=None, repr=False)
+    """From ``LLMMETER_PROMETHEUS_URL``: where the spend guard reads the fleet's spend."""
+    spend_query: str = DEFAULT_QUERY
+    spend_poll_interval: float = DEFAULT_POLL_INTERVAL
+    spend_timeout: float = DEFAULT_TIMEOUT
 
 
 def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -98,6 +124,34 @@ def _env_positive_int(environ: Mapping[str, str], name: str, default: int) -> in
     if value <= 0:
         raise ConfigError(f"environment variable {name}: expected a positive integer; got {raw!r}")
     return value
+
+
+def _env_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(
+            f"environment variable {name}: expected a positive number of seconds; got {raw!r}"
+        )
+    return value
+
+
+def _env_prometheus(environ: Mapping[str, str]) -> PrometheusURL | None:
+    raw = environ.get(LLMMETER_PROMETHEUS_URL)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return PrometheusURL.parse(raw)
+    except ValueError as exc:  # its text shows the URL with the password masked
+        raise ConfigError(
+            f"environment variable {LLMMETER_PROMETHEUS_URL}: expected the http(s) base URL "
+            f"of Prometheus, such as http://prometheus:9090; {exc}"
+        ) from None
 
 
 def resolve_settings(
@@ -150,4 +204,8 @@ def resolve_settings(
         ),
         strict=strict if strict is not None else _env_bool(env, LLMMETER_STRICT, False),
         redact=Redactor(redact) if redact is not None else None,
+        prometheus=_env_prometheus(env),
+        spend_query=env.get(LLMMETER_SPEND_QUERY, "").strip() or DEFAULT_QUERY,
+        spend_poll_interval=_env_seconds(env, LLMMETER_SPEND_POLL_INTERVAL, DEFAULT_POLL_INTERVAL),
+        spend_timeout=_env_seconds(env, LLMMETER_SPEND_TIMEOUT, DEFAULT_TIMEOUT),
     )

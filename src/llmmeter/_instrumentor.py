@@ -51,7 +51,8 @@ from ._metrics import Instruments
 from ._package import __version__, _instruments
 from ._pricing import PriceTable
 from ._process import ChildFlush
-from ._rules import resolve_policy
+from ._rules import RulePolicy, resolve_policy
+from ._spend import SpendMonitor
 from ._targets import ATTEMPT_HOOK, TARGETS
 from ._wrappers import RuntimeSource, async_wrapper, attempt_wrapper, sync_wrapper
 
@@ -101,6 +102,8 @@ class Registry:
         self._providers: tuple[TracerProvider | None, MeterProvider | None] = (None, None)
         self._child_flush: ChildFlush | None = None
         self._standalone_prices: PriceTable | None = None
+        self._spend: SpendMonitor | None = None
+        """The poller of the fleet's spend, when the policy may have spend guards."""
 
     @property
     def instrumented(self) -> bool:
@@ -150,6 +153,20 @@ class Registry:
         # ConfigError on a bad file. The price data itself loads at the first priced call.
         prices = PriceTable.load(settings.prices_path)
         policy, force_shadow = resolve_policy(policy, settings.policy_path, settings.policy_mode)
+        guard = Guard(strict=settings.strict)
+        instruments = Instruments.create(meter)
+        spend = None
+        if isinstance(policy, RulePolicy):
+            if settings.prometheus is not None:
+                spend = SpendMonitor(
+                    settings.prometheus,
+                    query=settings.spend_query,
+                    interval=settings.spend_poll_interval,
+                    timeout=settings.spend_timeout,
+                    guard=guard,
+                    errors=instruments.spend_guard_errors,
+                )
+            policy = policy.bind_spend(spend)  # ConfigError: a spend guard and no Prometheus
         with self._lock:
             if self._runtime is not None:  # another thread's instrument() won the race
                 logger.warning("llmmeter.instrument() called again; already instrumented, ignoring")
@@ -160,13 +177,16 @@ class Registry:
             self._child_flush.install()
             self._runtime = Runtime(
                 tracer,
-                Instruments.create(meter),
+                instruments,
                 settings,
-                Guard(strict=settings.strict),
+                guard,
                 prices,
                 policy=policy,
                 force_shadow=force_shadow,
             )
+            self._spend = spend
+            if isinstance(policy, RulePolicy):
+                policy.sync_spend()  # polls only while some rule has a spend guard
         # Runs now if openai is already imported, else at the end of the application's import.
         self._when_imported("openai")
 
@@ -174,6 +194,9 @@ class Registry:
         """Put every original method back; wrappers still held somewhere pass through."""
         with self._lock:
             self._runtime = None
+            if self._spend is not None:
+                self._spend.close()
+                self._spend = None
             for cls, name, original in reversed(self._applied):
                 if original is None:
                     delattr(cls, name)

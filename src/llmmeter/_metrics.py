@@ -28,6 +28,7 @@ class Instruments:
     cache_tokens: Counter
     decisions: Counter
     savings: Counter
+    spend_guard_errors: Counter
 
     @classmethod
     def create(cls, meter: Meter) -> Instruments:
@@ -72,5 +73,10 @@ class Instruments:
                 sc.METRIC_SAVINGS,
                 unit="{USD}",
                 description="US dollars saved (route) or that would be saved (shadow) by routing",
+            ),
+            spend_guard_errors=meter.create_counter(
+                sc.METRIC_SPEND_GUARD_ERRORS,
+                unit="{error}",
+                description="Polls of the fleet's spend that gave no figure the guard trusts",
             ),
         )

@@ -15,6 +15,7 @@ model no rule names costs one dictionary lookup.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import logging
@@ -30,6 +31,7 @@ from time import monotonic
 from typing import Any, Final
 
 from ._policy import Accept, CallView, Route, sampled
+from ._spend import SpendMonitor, SpendSource
 from .exceptions import ConfigError
 
 logger = logging.getLogger("llmmeter")
@@ -56,8 +58,10 @@ _RULE_KEYS: Final = (
     "allow_images",
     "allow_response_format",
     "sample",
+    "when_spend_over",
 )
-_NOT_YET: Final = ("evaluate", "compare", "label", "when_spend_over")
+_NOT_YET: Final = ("evaluate", "compare", "label")
+_BUDGET_KEY: Final = "daily_budget_usd"
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: '$' allows a final \n
 _MODEL_NAME = re.compile(r"^[^\s*?\[\]]+\Z")
 _GLOBAL_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
@@ -70,6 +74,8 @@ _MAX_PROBES: Final = 64
 
 # Why a rule does not match a call; the order is the order of the checks.
 MODEL: Final = "model"
+SPEND: Final = "when_spend_over"
+"""The fleet's 24 h spend is not above the rule's budget, or unknown."""
 API: Final = "api"
 TASK: Final = "task"
 TOOLS: Final = "tools"
@@ -101,6 +107,8 @@ class Rule:
     allow_images: bool = True
     allow_response_format: bool = True
     sample: float = 1.0
+    daily_budget_usd: float | None = None
+    """``when_spend_over``: the rule applies only while the fleet's 24 h spend is above this."""
     _model_re: re.Pattern[str] = field(default=re.compile(""), repr=False)
     _prompt_res: tuple[re.Pattern[str], ...] = field(default=(), repr=False)
     _prompt_scans: tuple[_Scan, ...] = field(default=(), repr=False)
@@ -109,11 +117,19 @@ class Rule:
     def matches_model(self, model: str) -> bool:
         return self._model_re.fullmatch(model) is not None
 
-    def mismatch(self, call: CallView) -> str | None:
+    def mismatch(self, call: CallView, spend: SpendSource | None = None) -> str | None:
         """The first condition ``call`` fails (one of this module's reason constants), or
-        ``None`` when the rule applies. Cheapest checks first; the prompt scan last."""
+        ``None`` when the rule applies. Cheapest checks first; the prompt scan last.
+
+        ``spend`` answers the spend guard from a cached figure (no I/O); without one a guard
+        never holds. It comes second: a guarded rule is usually under budget, and then the
+        call pays for nothing more.
+        """
         if self._model_re.fullmatch(call.model) is None:
             return MODEL
+        budget = self.daily_budget_usd
+        if budget is not None and (spend is None or not spend.over(budget)):
+            return SPEND
         if self.apis is not None and call.api not in self.apis:
             return API
         if self.tasks is not None and call.task not in self.tasks:
@@ -329,6 +345,11 @@ class _Compiled:
     """Each rule's Route under the effective mode, built once (deciding allocates nothing)."""
     by_model: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
 
+    @property
+    def guarded(self) -> bool:
+        """Some rule has a spend guard, so the fleet's spend must be polled."""
+        return any(rule.daily_budget_usd is not None for rule in self.rules)
+
     def candidates(self, model: str) -> tuple[Rule, ...]:
         found = self.by_model.get(model)
         if found is None:
@@ -434,6 +455,10 @@ class RulePolicy:
         self._next_check = monotonic() + self._interval
         self._reload_lock = threading.Lock()
         self._bad_signature: tuple[int, int, int] | None = None
+        self._spend: SpendMonitor | None = None
+        self._spend_required = False
+        """Bound by ``instrument()``: a version of the file with a spend guard needs
+        ``_spend``; outside ``instrument()`` guards load, and never hold."""
 
     @classmethod
     def load(
@@ -523,6 +548,11 @@ class RulePolicy:
         """The file this policy was loaded from (and is reloaded from), if any."""
         return self._path
 
+    @property
+    def spend(self) -> SpendMonitor | None:
+        """The poller of the fleet's spend that ``instrument()`` bound, if any."""
+        return self._spend
+
     def rule_mode(self, rule: Rule) -> str:
         """The mode in force for ``rule``: the override, else its own, else the policy's."""
         return _effective_mode(rule, self._state.mode, self._override)
@@ -535,8 +565,9 @@ class RulePolicy:
         if self._path is not None and monotonic() >= self._next_check:
             self._reload()
         state = self._state
+        spend = self._spend
         for rule in state.candidates(call.model):
-            if rule.mismatch(call) is None:
+            if rule.mismatch(call, spend) is None:
                 route = state.routes.get(rule.name)
                 if route is None:
                     continue  # this rule is off
@@ -545,10 +576,12 @@ class RulePolicy:
                 return route
         return None
 
-    def explain(self, call: CallView) -> Explanation:
-        """Every rule's verdict on ``call`` and the decision, for ``llmmeter policy explain``."""
+    def explain(self, call: CallView, spend: SpendSource | None = None) -> Explanation:
+        """Every rule's verdict on ``call`` and the decision, for ``llmmeter policy explain``;
+        spend guards ask ``spend``, else the bound poller, else do not hold."""
         state = self._state
-        verdicts = tuple((rule, rule.mismatch(call)) for rule in state.rules)
+        spend = spend if spend is not None else self._spend
+        verdicts = tuple((rule, rule.mismatch(call, spend)) for rule in state.rules)
         for rule, reason in verdicts:
             if reason is None and rule.name in state.routes:
                 route = state.routes[rule.name]
@@ -563,6 +596,32 @@ class RulePolicy:
                 inside = sampled(rule.name, rule.sample, call.key)
                 return Explanation(verdicts, rule, route if inside else None, inside)
         return Explanation(verdicts, None, None, None)
+
+    # --- the spend guard ---------------------------------------------------------------------
+
+    def bind_spend(self, monitor: SpendMonitor | None) -> RulePolicy:
+        """The copy ``instrument()`` runs: its guards read ``monitor`` (``None``: no Prometheus
+        is configured, and a file with a guard is refused, now and on reload). The caller's
+        object is left as it was, so an ``uninstrument()`` leaves nothing behind in it.
+
+        Raises:
+            ConfigError: a rule has a guard and ``monitor`` is ``None``.
+        """
+        _check_spend(self._state, self.source, monitor)
+        bound = copy.copy(self)
+        bound._reload_lock = threading.Lock()
+        bound._spend = monitor
+        bound._spend_required = True
+        return bound
+
+    def sync_spend(self) -> None:
+        """Poll while some rule has a guard; not otherwise."""
+        monitor = self._spend
+        if monitor is not None:
+            if self._state.guarded:
+                monitor.start()
+            else:
+                monitor.stop()
 
     # --- reloading -------------------------------------------------------------------------
 
@@ -590,6 +649,8 @@ class RulePolicy:
                 return
             try:
                 state = _compile(_read(path), path, self._override)
+                if self._spend_required:
+                    _check_spend(state, path, self._spend)
             except ConfigError as exc:
                 self._bad_signature = signature
                 logger.warning(
@@ -611,6 +672,7 @@ class RulePolicy:
             self._signature = signature
             self._bad_signature = None
             logger.info("llmmeter: policy file %s reloaded (%d rules)", path, len(state.rules))
+            self.sync_spend()
         finally:
             self._reload_lock.release()
 
@@ -631,6 +693,19 @@ def _check_accept(source: str, accept: Any) -> None:
             f"{source}: accept: expected a plain function returning a bool; got the coroutine "
             f"function {accept!r}, which cannot run inside a synchronous check"
         )
+
+
+def _check_spend(state: _Compiled, source: str, monitor: SpendMonitor | None) -> None:
+    if monitor is not None:
+        return
+    for index, rule in enumerate(state.rules):
+        if rule.daily_budget_usd is not None:
+            raise ConfigError(
+                f"{source}: rules[{index}] ({rule.name}).when_spend_over: expected the "
+                "environment variable LLMMETER_PROMETHEUS_URL to name the Prometheus that "
+                "holds the fleet's llmmeter_cost_usd_total (such as http://prometheus:9090); "
+                "got no URL"
+            )
 
 
 def _signature(path: str) -> tuple[int, int, int]:
@@ -748,8 +823,8 @@ def _rule(source: str, index: int, table: Any) -> Rule:
     for key in table:
         if key in _NOT_YET:
             raise ConfigError(
-                f"{source}: {where}.{key}: shadow evaluation and spend guards are not "
-                "available in this version of llmmeter; remove the key"
+                f"{source}: {where}.{key}: shadow evaluation is not available in this "
+                "version of llmmeter; remove the key"
             )
         if key not in _RULE_KEYS:
             raise ConfigError(
@@ -796,6 +871,9 @@ def _rule(source: str, index: int, table: Any) -> Rule:
     limits = _limits(source, where, table)
     flags = _flags(source, where, table)
     sample = _sample(source, where, table.get("sample", 1.0))
+    budget = (
+        _budget(source, where, table["when_spend_over"]) if "when_spend_over" in table else None
+    )
     return Rule(
         name=name,
         models=tuple(models),
@@ -811,6 +889,7 @@ def _rule(source: str, index: int, table: Any) -> Rule:
         allow_images=flags["allow_images"],
         allow_response_format=flags["allow_response_format"],
         sample=sample,
+        daily_budget_usd=budget,
         _model_re=re.compile("|".join(f"(?:{translate(glob)})" for glob in models)),
         _prompt_res=compiled,
         _prompt_scans=tuple(_scan(regex) for regex in compiled),
@@ -854,6 +933,27 @@ def _sample(source: str, where: str, sample: Any) -> float:
     ):
         raise _fail(source, f"{where}.sample", "a fraction of calls from 0 to 1", sample)
     return float(sample)
+
+
+def _budget(source: str, where: str, table: Any) -> float:
+    where = f"{where}.when_spend_over"
+    if not isinstance(table, Mapping):
+        raise _fail(source, where, f"a table {{ {_BUDGET_KEY} = <US dollars> }}", table)
+    for key in table:
+        if key != _BUDGET_KEY:
+            raise ConfigError(f"{source}: {where}.{key}: unknown key; expected {_BUDGET_KEY}")
+    if _BUDGET_KEY not in table:
+        raise ConfigError(f"{source}: {where}: missing required key {_BUDGET_KEY!r}")
+    value = table[_BUDGET_KEY]
+    budget = math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            budget = float(value)
+        except OverflowError:  # an integer too large for a float
+            budget = math.inf
+    if not (budget > 0 and math.isfinite(budget)):
+        raise _fail(source, f"{where}.{_BUDGET_KEY}", "a positive number of US dollars", value)
+    return budget
 
 
 def _strings(source: str, where: str, value: Any, what: str) -> list[str]:
@@ -921,10 +1021,19 @@ def _patterns(source: str, where: str, patterns: Iterable[str]) -> tuple[re.Patt
         return tuple(compiled)
 
 
-def describe(rule: Rule, reason: str, call: CallView) -> str:
-    """A sentence saying why ``rule`` does not apply to ``call`` (for ``policy explain``)."""
+def describe(rule: Rule, reason: str, call: CallView, spend_usd: float | None = None) -> str:
+    """A sentence saying why ``rule`` does not apply to ``call`` (for ``policy explain``);
+    ``spend_usd`` is the fleet's 24 h spend the guard saw, if known."""
     if reason == MODEL:
         return f"model {call.model!r} matches none of from = {list(rule.models)}"
+    if reason == SPEND:
+        budget = f"when_spend_over = {{ {_BUDGET_KEY} = {rule.daily_budget_usd:g} }}"
+        if spend_usd is None:
+            return (
+                f"the fleet's 24 h spend is unknown, so {budget} does not hold (a running "
+                "process reads it from Prometheus; --spend sets it here)"
+            )
+        return f"the fleet's 24 h spend, ${spend_usd:g}, is not over {budget}"
     if reason == API:
         return f"api {call.api!r} is not in apis = {sorted(rule.apis or ())}"
     if reason == TASK:

@@ -121,6 +121,12 @@ METRIC_POLICY_DECISIONS: Final = "llmmeter.policy.decisions"
 METRIC_SAVINGS: Final = "llmmeter.savings.usd"
 """USD saved (action ``route``) or that shadow mode says would be saved (action ``shadow``),
 by rule; only positive amounts. Prometheus: ``llmmeter_savings_usd_total``."""
+METRIC_SPEND_GUARD_ERRORS: Final = "llmmeter.spend_guard.errors"
+"""Times the fleet spend guard had no figure it could trust, by
+``llmmeter.spend_guard.reason``; Prometheus: ``llmmeter_spend_guard_errors_total``."""
+LLMMETER_SPEND_GUARD_REASON: Final = "llmmeter.spend_guard.reason"
+"""``unreachable`` (no connection, timeout), ``http_error`` (a non-2xx status),
+``bad_response`` (not one finite number), or ``stale`` (the last good figure expired)."""
 
 # --- values ----------------------------------------------------------------------------
 PROVIDER_OPENAI: Final = "openai"
