@@ -477,8 +477,8 @@ def _build_parser() -> _Parser:
         prog="llmmeter",
         description=(
             "See what llmmeter does (demo), summarize exported spans by model, task, rule or\n"
-            "service (report), look up and compare model prices, and check or explain a\n"
-            "routing policy file."
+            "service (report), look up and compare model prices, check or explain a\n"
+            "routing policy file, and test a cheaper model on a dataset (evaluate)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -536,6 +536,7 @@ def _build_parser() -> _Parser:
     )
     prices.add_argument("--json", action="store_true", help="machine-readable output")
     prices.set_defaults(handler=_prices, prog=prices.prog)
+    from ._cli_evaluate import add_evaluate_parser
     from ._cli_policy import add_policy_parsers
     from ._demo import add_demo_parser
     from ._report import add_report_parser
@@ -543,6 +544,7 @@ def _build_parser() -> _Parser:
     add_policy_parsers(commands)
     add_demo_parser(commands)
     add_report_parser(commands)
+    add_evaluate_parser(commands)
     return parser
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from . import _errors
+from ._answers import AnswerRule, make_rule, pick_reply
 from ._audio import transcription, wrong_content_type
 from ._cache import PromptCache
 from ._catalog import Catalog, ModelInfo, ModelKind
@@ -157,7 +159,7 @@ class FakeOpenAI:
     Args:
         api_key: when set, requests must carry this key (``Authorization: Bearer`` or
             Azure's ``api-key``) or they get the real 401 body; by default any key works.
-        reply: the text every model answers with.
+        reply: the text every model answers with, unless :meth:`answer` says otherwise.
         host: interface to listen on; keep the loopback default in tests.
         port: port to listen on; 0 picks a free one.
 
@@ -194,6 +196,7 @@ class FakeOpenAI:
         self._drops: deque[_Drop] = deque()
         self._latency = _Latency()
         self._model_latency: dict[str, _Latency] = {}
+        self._answers: list[AnswerRule] = []
         self._catalog = Catalog()
         self._deployments: dict[str, str] = {}
         self._templates: dict[str, PromptTemplate] = {}
@@ -350,6 +353,27 @@ class FakeOpenAI:
             else:
                 self._model_latency[model] = latency
 
+    def answer(
+        self, model: str, reply: str, *, prompt: str | re.Pattern[str] | None = None
+    ) -> None:
+        """Make ``model`` answer ``reply`` instead of ``self.reply``, perhaps only to some prompts.
+
+        ``model`` is a model name or glob (``gpt-4o-mini*``), matched against the model the
+        request asked for (the body's ``model``, else the Azure deployment), the model that
+        serves it and its dated snapshot. ``prompt`` is a regex searched in the request's
+        text: chat message contents, Responses ``instructions`` and ``input``, a completion's
+        ``prompt``, one line per source. Rules apply in the order they were added: the first
+        that matches a request gives its reply; no match leaves ``self.reply``. So add the
+        narrow rules (with ``prompt``) before the broad ones. ``reset()`` removes them all.
+
+        The reply text then goes through the usual rules: streamed one token per chunk,
+        wrapped as ``{"message": reply}`` for ``json_object``, counted as output tokens; tool
+        calls and ``json_schema`` answers do not use it.
+        """
+        rule = make_rule(model, reply, prompt)
+        with self._lock:
+            self._answers.append(rule)
+
     def add_model(
         self,
         name: str,
@@ -394,6 +418,7 @@ class FakeOpenAI:
             self._drops.clear()
             self._latency = _Latency()
             self._model_latency.clear()
+            self._answers.clear()
             self._catalog.clear_added()
             self._deployments.clear()
             self._templates.clear()
@@ -428,6 +453,16 @@ class FakeOpenAI:
             if model is not None and model in self._model_latency:
                 return self._model_latency[model]
             return self._latency
+
+    def _reply_for(self, body: Mapping[str, Any], model: ModelInfo, deployment: str | None) -> str:
+        """The reply text for one request: the first matching :meth:`answer` rule's, or ours."""
+        with self._lock:
+            rules = tuple(self._answers)
+        if not rules:
+            return self.reply
+        names = (_requested_model(body, deployment) or "", model.name, model.snapshot)
+        chosen = pick_reply(rules, names, body)
+        return self.reply if chosen is None else chosen
 
     def _track(self, connection: socket.socket, add: bool) -> None:
         with self._lock:
@@ -507,7 +542,8 @@ class FakeOpenAI:
             if endpoint == "/responses":
                 raise _errors.responses_model_not_found(str(model_name)) from None
             raise
-        ctx = Context(body, model, self.reply, self._cache, azure=request.azure)
+        reply = self._reply_for(body, model, request.deployment)
+        ctx = Context(body, model, reply, self._cache, azure=request.azure)
         if endpoint == "/chat/completions":
             return chat_completion(ctx)
         if endpoint == "/completions":
@@ -534,7 +570,8 @@ class FakeOpenAI:
         model = self._resolve_model(
             model_name, request.deployment, request.azure, AZURE_MEDIA_MODELS[endpoint]
         )
-        ctx = Context(body, model, self.reply, self._cache, azure=request.azure)
+        reply = self._reply_for(body, model, request.deployment)
+        ctx = Context(body, model, reply, self._cache, azure=request.azure)
         files_url = self.url + IMAGE_FILES_PATH
         if endpoint == "/images/generations":
             return image_generation(ctx, files_url)

@@ -1,0 +1,633 @@
+"""``llmmeter evaluate DATASET --from A --to B``: can the cheaper model do the job?
+
+Every request of a JSONL dataset goes to both models through the official SDK; the answers
+are compared with one of the comparators shadow evaluation uses (``_compare``), with each
+other (agreement) and with the right answer where the dataset gives one (accuracy). The
+verdict compares the Wilson 95% *lower* bound of the decisive measure with the target, so a
+small sample has to do better than the target to pass: "95% of 20 agreed" is not yet
+evidence that 95% of production will. Costs are priced with llmmeter's own table, as spans
+are, from the token counts each answer reported.
+
+The whole dataset is validated before the first request: a bad line is exit code 2 with the
+file, the line and what was expected. Requests that fail are reported apart (by line, model
+and error class, never the API's message, which can quote a key) and their lines excluded
+from every measure, so both models are always measured on the same lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from ._cli import Writer, _parse_share, _UsageError, format_cost
+from ._compare import (
+    Answer,
+    Comparator,
+    ComparatorProblem,
+    Comparison,
+    ToolCall,
+    build_comparator,
+    compare,
+    extract_label,
+)
+from ._config import resolve_settings
+from ._evidence import Proportion, proportion
+from ._pricing import PriceTable
+from ._usage import read_usage
+from .exceptions import ConfigError
+
+Api = Literal["chat", "responses"]
+Side = Literal["from", "to"]
+SIDES: Final[tuple[Side, Side]] = ("from", "to")
+REQUESTS_PER_PROJECTION: Final = 1_000_000
+
+# Keyword arguments of the SDK's create() that are not request options a dataset may set.
+_NOT_OPTIONS: Final = frozenset(
+    {
+        "model",
+        "messages",
+        "input",
+        "stream",
+        "stream_options",
+        "background",
+        "extra_headers",
+        "extra_query",
+        "extra_body",
+        "timeout",
+    }
+)
+_SET_BY_US: Final = {
+    "model": "the model is set by --from and --to",
+    "stream": "requests are sent unstreamed",
+    "stream_options": "requests are sent unstreamed",
+    "background": "background responses are not evaluated",
+}
+_API_NAMES: Final = {"chat": "chat.completions.create", "responses": "responses.create"}
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One dataset line: which API, the request options, the right answer if known."""
+
+    line: int
+    api: Api
+    request: dict[str, Any]
+    expected: Answer | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What one model did with one request: its result, or the error class; and its cost."""
+
+    result: Any = None
+    error: str | None = None
+    cost: float | None = None
+
+
+@dataclass(slots=True)
+class _Tally:
+    """One measure being summed: scores of judged pairs, and the pairs that were not."""
+
+    score: float = 0.0
+    n: int = 0
+    unjudged: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, line: int, judged: Comparison) -> None:
+        if judged.score is None:
+            self.unjudged.append((line, judged.error or "not judged"))
+        else:
+            self.score += judged.score
+            self.n += 1
+
+
+# --- the dataset ---------------------------------------------------------------------------
+
+
+def _kind(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
+def _expected(where: str, value: object, comparator: Comparator) -> Answer:
+    """The ``expected`` field as an Answer the comparator can use as its reference."""
+    if comparator.name == "tool":
+        calls = value if isinstance(value, list) else None
+        if not calls or not all(
+            isinstance(c, dict)
+            and isinstance(c.get("name"), str)
+            and set(c) <= {"name", "arguments"}
+            for c in calls
+        ):
+            raise _UsageError(
+                f"{where}: 'expected': with --compare tool, expected a non-empty array of "
+                f'{{"name": ..., "arguments": {{...}}}} objects; got {_kind(value)}'
+            )
+        return Answer(
+            None,
+            tuple(
+                ToolCall(
+                    c["name"],
+                    c["arguments"]
+                    if isinstance(c.get("arguments"), str)
+                    else json.dumps(c.get("arguments", {})),
+                )
+                for c in calls
+            ),
+        )
+    if comparator.name == "json":
+        if isinstance(value, str):
+            try:
+                json.loads(value)
+            except ValueError:
+                raise _UsageError(
+                    f"{where}: 'expected': with --compare json, expected a JSON value or JSON "
+                    "text; got a string that is not JSON"
+                ) from None
+            return Answer(value)
+        return Answer(json.dumps(value))
+    if not isinstance(value, str):
+        raise _UsageError(
+            f"{where}: 'expected': expected the right answer as a string; got {_kind(value)}"
+        )
+    if comparator.label is not None and extract_label(comparator.label, value) is None:
+        raise _UsageError(f"{where}: 'expected': expected a text in which --label finds a label")
+    return Answer(value)
+
+
+def _item(
+    where: str,
+    line: int,
+    record: object,
+    comparator: Comparator,
+    options: dict[Api, frozenset[str]],
+) -> Item:
+    if not isinstance(record, dict):
+        raise _UsageError(f"{where}: expected a JSON object; got {_kind(record)}")
+    if ("messages" in record) == ("input" in record):
+        raise _UsageError(
+            f"{where}: expected exactly one of 'messages' (Chat Completions) or 'input' "
+            f"(Responses); got {'both' if 'messages' in record else 'neither'}"
+        )
+    api: Api = "chat" if "messages" in record else "responses"
+    request = {k: v for k, v in record.items() if k != "expected"}
+    if api == "chat":
+        messages = record["messages"]
+        if not (
+            isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)
+        ):
+            raise _UsageError(
+                f"{where}: 'messages': expected a non-empty array of message objects; "
+                f"got {_kind(messages)}"
+            )
+    elif not isinstance(record["input"], str | list) or not record["input"]:
+        raise _UsageError(
+            f"{where}: 'input': expected a non-empty string or array of input items; "
+            f"got {_kind(record['input'])}"
+        )
+    for key in request:
+        if key in ("messages", "input"):
+            continue
+        if key in _SET_BY_US:
+            raise _UsageError(f"{where}: {key!r}: {_SET_BY_US[key]}; remove it from the dataset")
+        if key not in options[api]:
+            raise _UsageError(
+                f"{where}: {key!r}: expected a request option that {_API_NAMES[api]} accepts "
+                "(or 'expected'); this one it does not"
+            )
+    expected = _expected(where, record["expected"], comparator) if "expected" in record else None
+    return Item(line, api, request, expected)
+
+
+def load_dataset(
+    path: str, comparator: Comparator, options: dict[Api, frozenset[str]], limit: int | None
+) -> list[Item]:
+    """Every request of a JSONL file (blank lines skipped), validated; the first ``limit``."""
+    items: list[Item] = []
+    try:
+        with open(path, encoding="utf-8") as lines:
+            for number, text in enumerate(lines, start=1):
+                if limit is not None and len(items) >= limit:
+                    break
+                if not text.strip():
+                    continue
+                where = f"{path}, line {number}"
+                try:
+                    record = json.loads(text)
+                except ValueError as exc:
+                    message = getattr(exc, "msg", "not valid UTF-8 JSON")
+                    raise _UsageError(
+                        f"{where}: expected a JSON object; not JSON ({message})"
+                    ) from None
+                items.append(_item(where, number, record, comparator, options))
+    except OSError as exc:
+        raise _UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise _UsageError(f"{path}: expected UTF-8 JSONL (one JSON object a line)") from None
+    if not items:
+        raise _UsageError(f"{path}: expected one JSON object a line; the file has none")
+    return items
+
+
+def sdk_options() -> dict[Api, frozenset[str]]:
+    """The request options the installed SDK's create() methods take, by API.
+
+    Read from the signatures, so a dataset may use whatever this openai version supports
+    and a typo fails before any request rather than as a TypeError mid-run.
+    """
+    from openai.resources.chat.completions import Completions
+    from openai.resources.responses import Responses
+
+    def names(method: Callable[..., Any]) -> frozenset[str]:
+        parameters = inspect.signature(method).parameters.values()
+        return frozenset(
+            p.name
+            for p in parameters
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _NOT_OPTIONS
+        )
+
+    return {"chat": names(Completions.create), "responses": names(Responses.create)}
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def _describe_error(exc: BaseException) -> str:
+    """The error class and HTTP status: the API's message can quote part of a key."""
+    status = getattr(exc, "status_code", None)
+    return type(exc).__name__ + (f" (HTTP {status})" if isinstance(status, int) else "")
+
+
+def _send(create: Callable[..., Any], table: PriceTable, item: Item, model: str) -> Sent:
+    try:
+        result = create(model=model, **item.request)
+    except Exception as exc:
+        return Sent(error=_describe_error(exc))
+    usage = read_usage(getattr(result, "usage", None))
+    answered = getattr(result, "model", None)
+    cost = None
+    if usage is not None:
+        priced = table.price(usage, (answered if isinstance(answered, str) else None, model))
+        cost = priced.total if priced is not None else None
+    return Sent(result=result, cost=cost)
+
+
+class _Progress:
+    """``done/total`` on stderr, rewritten in place on a terminal, once at the end otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.tty = sys.stderr.isatty()
+        self._lock = threading.Lock()
+
+    def step(self) -> None:
+        with self._lock:
+            self.done += 1
+            if self.tty:
+                print(
+                    f"\rllmmeter evaluate: {self.done}/{self.total} requests",
+                    end="",
+                    file=sys.stderr,
+                )
+
+    def finish(self) -> None:
+        end = "\n" if self.tty else ""
+        print(f"{end}llmmeter evaluate: {self.done}/{self.total} requests done", file=sys.stderr)
+
+
+def run_requests(
+    client: Any, table: PriceTable, items: list[Item], models: tuple[str, str], concurrency: int
+) -> list[dict[Side, Sent]]:
+    """Both models' answers to every item, at most ``concurrency`` requests at a time."""
+    results: list[dict[Side, Sent]] = [{} for _ in items]
+    progress = _Progress(2 * len(items))
+    print(
+        f"llmmeter evaluate: sending {progress.total} requests, {concurrency} at a time",
+        file=sys.stderr,
+    )
+    creators: dict[Api, Callable[..., Any]] = {
+        "chat": client.chat.completions.create,
+        "responses": client.responses.create,
+    }
+    jobs = [
+        (index, side, item, model)
+        for index, item in enumerate(items)
+        for side, model in zip(SIDES, models, strict=True)
+    ]
+    # The SDK imports modules lazily at its first request and first parsed answer, and a
+    # thread that sees another's half-imported module fails (openai 2.x: AttributeError on
+    # a partially initialized module). So the first request of each API runs alone.
+    first = {item.api: index for index, item in reversed(list(enumerate(items)))}
+    alone = [job for job in jobs if first[job[2].api] == job[0] and job[1] == "from"]
+    done = {(index, side) for index, side, _, _ in alone}
+    for index, side, item, model in alone:
+        results[index][side] = _send(creators[item.api], table, item, model)
+        progress.step()
+    with ThreadPoolExecutor(
+        max_workers=concurrency, thread_name_prefix="llmmeter-evaluate"
+    ) as pool:
+        running = {
+            pool.submit(_send, creators[item.api], table, item, model): (index, side)
+            for index, side, item, model in jobs
+            if (index, side) not in done
+        }
+        for job in as_completed(running):
+            index, side = running[job]
+            results[index][side] = job.result()
+            progress.step()
+    progress.finish()
+    return results
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def _measure(tally: _Tally) -> dict[str, Any]:
+    found: Proportion = proportion(tally.score, tally.n)
+    return {
+        "score": tally.score,
+        "n": tally.n,
+        "point": found.point,
+        "lower": found.low,
+        "upper": found.high,
+        "unjudged": [{"line": line, "reason": reason} for line, reason in tally.unjudged],
+    }
+
+
+def build_report(
+    args: argparse.Namespace,
+    comparator: Comparator,
+    items: list[Item],
+    results: list[dict[Side, Sent]],
+) -> dict[str, Any]:
+    """Everything ``evaluate`` prints, as the JSON object ``--json`` shows."""
+    models: dict[Side, str] = {"from": args.source, "to": args.target_model}
+    errors = [
+        {"line": item.line, "model": models[side], "error": sent[side].error}
+        for item, sent in zip(items, results, strict=True)
+        for side in SIDES
+        if sent[side].error is not None
+    ]
+    compared = [
+        (item, sent)
+        for item, sent in zip(items, results, strict=True)
+        if all(sent[side].error is None for side in SIDES)
+    ]
+    agreement = _Tally()
+    accuracy = {side: _Tally() for side in SIDES}
+    disagreements: list[int] = []
+    for item, sent in compared:
+        judged = compare(comparator, sent["from"].result, sent["to"].result)
+        agreement.add(item.line, judged)
+        if judged.score is not None and judged.score < 1.0:
+            disagreements.append(item.line)
+        if item.expected is not None:
+            for side in SIDES:
+                accuracy[side].add(item.line, compare(comparator, item.expected, sent[side].result))
+    with_expected = sum(item.expected is not None for item, _ in compared)
+    has_expected = any(item.expected is not None for item in items)
+
+    costs: dict[str, Any] = {}
+    means: dict[Side, float | None] = {}
+    for side in SIDES:
+        spent = [sent[side].cost for _, sent in compared]
+        priced = [c for c in spent if c is not None]
+        total = sum(priced) if compared and len(priced) == len(spent) else None
+        means[side] = total / len(compared) if total is not None else None
+        costs[side] = {"model": models[side], "total": total, "mean": means[side]}
+    mean_from, mean_to = means["from"], means["to"]
+    savings = (
+        (mean_from - mean_to) * REQUESTS_PER_PROJECTION
+        if mean_from is not None and mean_to is not None
+        else None
+    )
+
+    measures = {"agreement": _measure(agreement)}
+    accuracies = {side: {"model": models[side], **_measure(accuracy[side])} for side in SIDES}
+    decisive = accuracies["to"] if has_expected else measures["agreement"]
+    verdict = {
+        "met": decisive["lower"] >= args.target,
+        "measure": "accuracy" if has_expected else "agreement",
+        "model": models["to"] if has_expected else None,
+        "lower": decisive["lower"],
+        "target": args.target,
+    }
+    return {
+        "dataset": args.dataset,
+        "from": models["from"],
+        "to": models["to"],
+        "compare": comparator.name,
+        "label": comparator.label.pattern if comparator.label is not None else None,
+        "n": len(items),
+        "compared": len(compared),
+        "with_expected": with_expected,
+        "errors": errors,
+        "agreement": measures["agreement"],
+        "accuracy": accuracies if has_expected else None,
+        "cost_usd": costs,
+        "savings_per_1m_requests_usd": savings,
+        "verdict": verdict,
+        "disagreements": disagreements,
+    }
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _count(value: float) -> str:
+    return f"{value:g}" if value == int(value) else f"{value:.2f}"
+
+
+def _lines(numbers: list[int], limit: int = 20) -> str:
+    shown = ", ".join(str(n) for n in numbers[:limit])
+    return shown + (f", ... ({len(numbers)} in all)" if len(numbers) > limit else "")
+
+
+def render_text(report: dict[str, Any], out: Writer) -> None:
+    """The report as a few aligned lines for people."""
+    out(
+        f"{report['n']} requests from {report['dataset']}: {report['from']} -> {report['to']}, "
+        f"compared with {report['compare']}"
+        + (f" (label {report['label']})" if report["label"] else "")
+    )
+    errors = report["errors"]
+    out(
+        f"compared: {report['compared']}; errors: {_plural(len(errors), 'failed request')}"
+        + (f", {_plural(report['n'] - report['compared'], 'line')} excluded" if errors else "")
+    )
+    for error in errors[:20]:
+        out(f"  line {error['line']}: {error['model']}: {error['error']}")
+    rows = []
+    if report["accuracy"] is not None:
+        for side in SIDES:
+            rows.append((f"accuracy {report['accuracy'][side]['model']}", report["accuracy"][side]))
+    rows.append(("agreement", report["agreement"]))
+    width = max(len(name) for name, _ in rows)
+    out("")
+    out(f"{'measure'.ljust(width)}  {'score':<18}  95% lower bound  unjudged")
+    for name, measure in rows:
+        score = f"{_count(measure['score'])}/{measure['n']} = {_share(measure['point'])}"
+        out(
+            f"{name.ljust(width)}  {score:<18}  {_share(measure['lower']):<15}  "
+            f"{len(measure['unjudged'])}"
+        )
+    out("")
+    out(f"cost over the {report['compared']} compared requests:")
+    for side in SIDES:
+        cost = report["cost_usd"][side]
+        if cost["total"] is None:
+            shown = "no price known (or no usage reported)"
+        else:
+            shown = f"{format_cost(cost['total'])} total, {format_cost(cost['mean'])} per request"
+        out(f"  {cost['model']}: {shown}")
+    savings = report["savings_per_1m_requests_usd"]
+    out(
+        "projected savings per 1M requests: "
+        + ("n/a" if savings is None else ("-" if savings < 0 else "") + format_cost(abs(savings)))
+    )
+    verdict = report["verdict"]
+    if verdict["measure"] == "accuracy":
+        decided = (
+            f"accuracy of {verdict['model']} against 'expected' ({report['with_expected']} lines)"
+        )
+    else:
+        decided = f"agreement of {report['to']} with {report['from']} (no 'expected' answers)"
+    relation = ">=" if verdict["met"] else "<"
+    out("")
+    out(
+        f"verdict: target {'met' if verdict['met'] else 'NOT met'}: lower bound "
+        f"{_share(verdict['lower'])} {relation} target {_share(verdict['target'])}; "
+        f"decided by the {decided}"
+    )
+    if report["disagreements"]:
+        out(f"disagreements on lines: {_lines(report['disagreements'])}")
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def _evaluate(args: argparse.Namespace, out: Writer) -> int:
+    try:
+        comparator = build_comparator(args.compare, args.label)
+    except ComparatorProblem as exc:
+        raise _UsageError(f"--{exc.key}: {exc}") from None
+    try:
+        settings = resolve_settings(prices=args.prices)
+        table = PriceTable.load(settings.prices_path)
+    except ConfigError as exc:
+        raise _UsageError(str(exc)) from None
+    try:
+        import openai
+    except ImportError:
+        raise _UsageError("evaluate needs the openai package: pip install openai") from None
+    items = load_dataset(args.dataset, comparator, sdk_options(), args.limit)
+    try:
+        client = openai.OpenAI(base_url=args.base_url)
+    except openai.OpenAIError:
+        raise _UsageError(
+            "no API key: set OPENAI_API_KEY (any value for a server that needs none)"
+        ) from None
+    with client:
+        results = run_requests(
+            client, table, items, (args.source, args.target_model), args.concurrency
+        )
+    report = build_report(args, comparator, items, results)
+    if args.json:
+        out(json.dumps(report, indent=2))
+    else:
+        render_text(report, out)
+    return 0 if report["verdict"]["met"] else 1
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1; got {text!r}")
+    return value
+
+
+_EPILOG = """\
+DATASET is JSONL, one request a line:
+  {"messages": [{"role": "user", "content": "Refund please"}], "expected": "negative"}
+  {"input": "Summarize: ...", "max_output_tokens": 200}
+'messages' goes to Chat Completions, 'input' to Responses; other keys are request options
+passed to the SDK; 'expected' (optional) is the right answer.
+
+exit status: 0 target met, 1 not met, 2 bad usage or dataset
+
+example:
+  llmmeter evaluate sample.jsonl --from gpt-4o --to gpt-4o-mini --compare label \\
+      --label '(?i)\\b(positive|negative|neutral)\\b' --target 0.95
+"""
+
+
+def add_evaluate_parser(commands: Any) -> None:
+    """``llmmeter evaluate``."""
+    parser = commands.add_parser(
+        "evaluate",
+        help="send a dataset to two models and judge whether the cheaper one is good enough",
+        description=(
+            "Send every request of DATASET to the --from and the --to model, compare the\n"
+            "answers (with each other, and with 'expected' where given), price both, and\n"
+            "check the Wilson 95% lower bound of the decisive measure against --target: the\n"
+            "--to model's accuracy when the dataset has expected answers, else agreement."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dataset", metavar="DATASET", help="JSONL file of requests")
+    parser.add_argument(
+        "--from", dest="source", required=True, metavar="MODEL", help="the model used today"
+    )
+    parser.add_argument(
+        "--to", dest="target_model", required=True, metavar="MODEL", help="the candidate model"
+    )
+    parser.add_argument(
+        "--compare",
+        choices=("exact", "json", "tool", "label"),
+        default="exact",
+        help="how answers are compared (default: exact)",
+    )
+    parser.add_argument(
+        "--label", metavar="REGEX", help="with --compare label: the regex that finds the label"
+    )
+    parser.add_argument(
+        "--target",
+        type=_parse_share,
+        default=0.95,
+        metavar="SHARE",
+        help="the lower bound needed, 0 to 1 (default: 0.95)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=8,
+        metavar="N",
+        help="requests in flight at once (default: 8)",
+    )
+    parser.add_argument(
+        "--base-url", metavar="URL", help="an OpenAI-compatible API (default: the SDK's)"
+    )
+    parser.add_argument("--limit", type=_positive, metavar="N", help="only the first N requests")
+    parser.add_argument(
+        "--prices", metavar="FILE", help="TOML prices overrides file (default: $LLMMETER_PRICES)"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    parser.set_defaults(handler=_evaluate, prog=parser.prog)
