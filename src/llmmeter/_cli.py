@@ -122,6 +122,11 @@ def format_rate(per_million: float) -> str:
     return _usd(per_million, 4)
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 rule``, ``2 rules``: the count with its noun, for the subcommands' summaries."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def format_cost(usd: float) -> str:
     """A cost: ``$45.00``, ``$1,350.00``; below $1 with enough decimals never to read $0.00."""
     return _usd(usd, 2)

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from ._cli import Writer, _parse_share, _UsageError, format_cost
+from ._cli import Writer, _parse_share, _UsageError, format_cost, plural
 from ._compare import (
     Answer,
     Comparator,
@@ -440,10 +440,6 @@ def build_report(
     }
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
@@ -466,8 +462,8 @@ def render_text(report: dict[str, Any], out: Writer) -> None:
     )
     errors = report["errors"]
     out(
-        f"compared: {report['compared']}; errors: {_plural(len(errors), 'failed request')}"
-        + (f", {_plural(report['n'] - report['compared'], 'line')} excluded" if errors else "")
+        f"compared: {report['compared']}; errors: {plural(len(errors), 'failed request')}"
+        + (f", {plural(report['n'] - report['compared'], 'line')} excluded" if errors else "")
     )
     for error in errors[:20]:
         out(f"  line {error['line']}: {error['model']}: {error['error']}")

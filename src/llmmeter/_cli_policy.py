@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
-from ._cli import Writer, _parse_date, _Query, _table, _UsageError, format_cost, parse_tokens
+from ._cli import (
+    Writer,
+    _parse_date,
+    _Query,
+    _table,
+    _UsageError,
+    format_cost,
+    parse_tokens,
+    plural,
+)
 from ._config import LLMMETER_PROMETHEUS_URL, resolve_settings
 from ._policy import CallView, stable_fraction
 from ._pricing import Cost, PriceTable
@@ -51,10 +60,6 @@ def _load_policy(path: str, mode: str | None) -> tuple[RulePolicy, RulePolicy]:
 
 def _percent(share: float) -> str:
     return f"{share * 100:g}%"
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _conditions(rule: Rule) -> list[str]:
@@ -139,7 +144,7 @@ def _policy_check(args: argparse.Namespace, out: Writer) -> int:
         return 0
 
     order = " (the first rule a call matches decides)" if len(rules) > 1 else ""
-    out(f"{args.file}: valid, {_plural(len(rules), 'rule')}{order}")
+    out(f"{args.file}: valid, {plural(len(rules), 'rule')}{order}")
     out(f"mode: {_mode_words(policy, written, args.mode)}")
     if policy.fallback == "on-error":
         out("fallback: on-error (a failed routed call is re-sent once to the requested model)")
