@@ -37,7 +37,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import yaml
@@ -188,6 +188,33 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def app_env() -> dict[str, str]:
+    """This environment without OTEL_*, LLMMETER_* and OPENAI_*: an instrumented child
+    process then gets only the settings its test gives it."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("OTEL_", "LLMMETER_", "OPENAI_"))
+    }
+
+
+def start_prometheus(
+    binary: str, config: Path, data: Path, web_port: int, log: IO[str]
+) -> subprocess.Popen[bytes]:
+    """The real Prometheus on loopback with ``config``, logging warnings only to ``log``."""
+    return subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={data}",
+            f"--web.listen-address=127.0.0.1:{web_port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -477,11 +504,7 @@ def test_prometheus_scrapes_the_workload_and_evaluates_the_whole_kit(
             }
         )
     )
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("OTEL_", "LLMMETER_", "OPENAI_"))
-    }
+    env = app_env()
     env.update(
         OTEL_METRICS_EXPORTER="prometheus",
         OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
@@ -502,17 +525,7 @@ def test_prometheus_scrapes_the_workload_and_evaluates_the_whole_kit(
             stdout=app_out,
             stderr=subprocess.STDOUT,
         )
-        server = subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{web_port}",
-                "--log.level=warn",
-            ],
-            stdout=prometheus_out,
-            stderr=subprocess.STDOUT,
-        )
+        server = start_prometheus(prometheus, config, tmp_path / "data", web_port, prometheus_out)
         try:
             problems = ["Prometheus is not ready"]
             deadline = time.monotonic() + CONVERGE_SECONDS

@@ -49,7 +49,14 @@ from llmmeter.testing import FakeOpenAI
 
 from .conftest import Telemetry, make_telemetry
 from .test_cli import rows, run_cli
-from .test_prometheus_e2e import PrometheusAPI, _binary, _free_port, _tail
+from .test_prometheus_e2e import (
+    PrometheusAPI,
+    _binary,
+    _free_port,
+    _tail,
+    app_env,
+    start_prometheus,
+)
 
 DEADLINE = 30.0
 """Seconds any polled condition gets (it takes a fraction of a second here)."""
@@ -171,14 +178,18 @@ def monitor_for(
     )
 
 
-def guarded_policy(monitor: SpendMonitor, budget: float = 500) -> RulePolicy:
-    rule = {
-        "name": "over-budget-to-mini",
+def guarded_rule(budget: float, name: str = "over-budget-to-mini") -> dict[str, Any]:
+    """gpt-4o to gpt-4o-mini while the fleet's spend is over ``budget``."""
+    return {
+        "name": name,
         "from": "gpt-4o",
         "to": "gpt-4o-mini",
         "when_spend_over": {"daily_budget_usd": budget},
     }
-    return RulePolicy(rules=[rule]).bind_spend(monitor)
+
+
+def guarded_policy(monitor: SpendMonitor, budget: float = 500) -> RulePolicy:
+    return RulePolicy(rules=[guarded_rule(budget)]).bind_spend(monitor)
 
 
 # --- the file ---------------------------------------------------------------------------
@@ -249,16 +260,7 @@ def test_instrument_refuses_a_guard_without_a_prometheus_url(tmp_path: Path) -> 
 
 def test_a_guard_outside_instrument_loads_and_never_holds(tmp_path: Path) -> None:
     """``policy check`` and scripts load guarded files; with no figure the rule is skipped."""
-    policy = RulePolicy(
-        rules=[
-            {
-                "name": "g",
-                "from": "gpt-4o",
-                "to": "gpt-4o-mini",
-                "when_spend_over": {"daily_budget_usd": 1},
-            }
-        ]
-    )
+    policy = RulePolicy(rules=[guarded_rule(1, "g")])
     assert policy.spend is None
     assert policy.decide(call()) is None
     assert policy.explain(call()).verdicts[0][1] == SPEND
@@ -475,16 +477,7 @@ def test_unreachable_prometheus_means_false_counted_and_logged_once(
 
 
 def test_explain_says_why_a_guard_does_not_hold() -> None:
-    policy = RulePolicy(
-        rules=[
-            {
-                "name": "g",
-                "from": "gpt-4o",
-                "to": "gpt-4o-mini",
-                "when_spend_over": {"daily_budget_usd": 500},
-            }
-        ]
-    )
+    policy = RulePolicy(rules=[guarded_rule(500, "g")])
     (rule,) = policy.rules
     assert describe(rule, SPEND, call()) == (
         "the fleet's 24 h spend is unknown, so when_spend_over = { daily_budget_usd = 500 } "
@@ -623,16 +616,7 @@ def test_reload_adding_a_guard_without_a_url_keeps_the_last_good_policy(
 def test_the_callers_rule_policy_is_left_unbound(
     guard_env: StubPrometheus, instrumented: Telemetry
 ) -> None:
-    policy = RulePolicy(
-        rules=[
-            {
-                "name": "g",
-                "from": "gpt-4o",
-                "to": "gpt-4o-mini",
-                "when_spend_over": {"daily_budget_usd": 1},
-            }
-        ]
-    )
+    policy = RulePolicy(rules=[guarded_rule(1, "g")])
     instrumented.instrument(policy=policy)
     assert policy.spend is None
     runtime = REGISTRY.runtime()
@@ -722,11 +706,7 @@ def test_guard_follows_the_fleet_spend_in_a_real_prometheus(tmp_path: Path) -> N
             }
         )
     )
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("OTEL_", "LLMMETER_", "OPENAI_"))
-    }
+    env = app_env()
     app_log, prometheus_log = tmp_path / "app.log", tmp_path / "prometheus.log"
     api = PrometheusAPI(f"http://127.0.0.1:{web_port}")
     with (
@@ -745,17 +725,7 @@ def test_guard_follows_the_fleet_spend_in_a_real_prometheus(tmp_path: Path) -> N
             OPENAI_BASE_URL=fake.base_url,
             OPENAI_API_KEY="sk-test-key",
         )
-        server = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{web_port}",
-                "--log.level=warn",
-            ],
-            stdout=prometheus_out,
-            stderr=subprocess.STDOUT,
-        )
+        server = start_prometheus(binary, config, tmp_path / "data", web_port, prometheus_out)
         process = subprocess.Popen(
             [sys.executable, str(tmp_path / "app.py")],
             env=env,
