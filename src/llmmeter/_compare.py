@@ -18,10 +18,11 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from ._usage import _get, _items
 from .exceptions import ConfigError
 
 BUILTIN: Final = ("exact", "json", "tool", "label")
@@ -92,17 +93,6 @@ class Comparator:
 # --- reading answers ---------------------------------------------------------------------
 
 
-def _field(obj: Any, name: str) -> Any:
-    """A field of a dict or an SDK model (or any object); None when absent."""
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)
-
-
-def _list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else []
-
-
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -116,25 +106,25 @@ def _arguments(value: Any) -> str:
 
 def _chat_tool_calls(message: Any) -> tuple[ToolCall, ...]:
     calls: list[ToolCall] = []
-    for call in _list(_field(message, "tool_calls")):
-        custom = _field(call, "custom")
+    for call in _items(_get(message, "tool_calls")):
+        custom = _get(call, "custom")
         if custom is not None:
             calls.append(
                 ToolCall(
-                    str(_field(custom, "name") or ""),
-                    _arguments(_field(custom, "input")),
+                    str(_get(custom, "name") or ""),
+                    _arguments(_get(custom, "input")),
                     "custom",
                 )
             )
             continue
-        function = _field(call, "function")
+        function = _get(call, "function")
         calls.append(
-            ToolCall(str(_field(function, "name") or ""), _arguments(_field(function, "arguments")))
+            ToolCall(str(_get(function, "name") or ""), _arguments(_get(function, "arguments")))
         )
-    legacy = _field(message, "function_call")
+    legacy = _get(message, "function_call")
     if legacy is not None and not calls:
         calls.append(
-            ToolCall(str(_field(legacy, "name") or ""), _arguments(_field(legacy, "arguments")))
+            ToolCall(str(_get(legacy, "name") or ""), _arguments(_get(legacy, "arguments")))
         )
     return tuple(calls)
 
@@ -143,20 +133,18 @@ def _responses_answer(output: list[Any], raw: Any) -> Answer:
     texts: list[str] = []
     calls: list[ToolCall] = []
     for item in output:
-        kind = _field(item, "type")
+        kind = _get(item, "type")
         if kind == "message":
-            for part in _list(_field(item, "content")):
-                if _field(part, "type") == "output_text" and isinstance(_field(part, "text"), str):
-                    texts.append(_field(part, "text"))
+            for part in _items(_get(item, "content")):
+                if _get(part, "type") == "output_text" and isinstance(_get(part, "text"), str):
+                    texts.append(_get(part, "text"))
         elif kind == "function_call":
             calls.append(
-                ToolCall(str(_field(item, "name") or ""), _arguments(_field(item, "arguments")))
+                ToolCall(str(_get(item, "name") or ""), _arguments(_get(item, "arguments")))
             )
         elif kind == "custom_tool_call":
             calls.append(
-                ToolCall(
-                    str(_field(item, "name") or ""), _arguments(_field(item, "input")), "custom"
-                )
+                ToolCall(str(_get(item, "name") or ""), _arguments(_get(item, "input")), "custom")
             )
     # Like the SDK's ``output_text``: every output_text part, joined.
     return Answer("".join(texts) if texts else None, tuple(calls), raw)
@@ -176,16 +164,16 @@ def read_answer(result: Any) -> Answer:
         return result
     if isinstance(result, str):
         return Answer(result, (), result)
-    output = _field(result, "output")
+    output = _get(result, "output")
     if isinstance(output, list | tuple):
         return _responses_answer(list(output), result)
-    choices = _list(_field(result, "choices"))
+    choices = _items(_get(result, "choices"))
     if choices:
         first = choices[0]
-        message = _field(first, "message")
+        message = _get(first, "message")
         if message is not None:
-            return Answer(_text(_field(message, "content")), _chat_tool_calls(message), result)
-        text = _field(first, "text")
+            return Answer(_text(_get(message, "content")), _chat_tool_calls(message), result)
+        text = _get(first, "text")
         if isinstance(text, str):
             return Answer(text, (), result)
     raise ValueError(
