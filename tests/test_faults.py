@@ -12,7 +12,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ import llmmeter
 from llmmeter.testing import FakeOpenAI
 
 from .conftest import make_telemetry
+from .local_http import QuietHTTPServer
 
 MSG = [{"role": "user", "content": "Say hello"}]
 
@@ -101,8 +102,7 @@ class _Scripted(BaseHTTPRequestHandler):
 @pytest.fixture
 def scripted() -> Iterator[type[_Scripted]]:
     handler = type("Handler", (_Scripted,), {})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    server = QuietHTTPServer(("127.0.0.1", 0), handler)
     handler.port = server.server_address[1]  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -48,6 +48,7 @@ from llmmeter._usage import CHAT
 from llmmeter.testing import FakeOpenAI
 
 from .conftest import Telemetry, make_telemetry
+from .local_http import QuietHTTPServer
 from .test_cli import rows, run_cli
 from .test_prometheus_e2e import (
     PrometheusAPI,
@@ -135,7 +136,7 @@ class StubPrometheus:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
