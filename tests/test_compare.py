@@ -197,7 +197,7 @@ def test_a_callable_scores_the_two_answers() -> None:
 )
 def test_a_callable_returning_no_score_is_an_error(returned: object, error: str) -> None:
     judged = compare(build_comparator(lambda _o, _c: returned), "a", "a")
-    assert judged == Comparison(None, error)
+    assert judged == Comparison(None, error, comparator_failed=True)
     assert not judged.judged
 
 
@@ -206,7 +206,7 @@ def test_a_callable_that_raises_is_an_error_without_its_message() -> None:
         raise KeyError(f"secret prompt text {original.text}")
 
     assert compare(build_comparator(broken), "a", "a") == Comparison(
-        None, "the comparator raised KeyError"
+        None, "the comparator raised KeyError", comparator_failed=True
     )
 
 

@@ -349,30 +349,55 @@ def test_wrong_value_raises_config_error_naming_file_key_expected_and_found(
     assert message.endswith(f"; got {got!r}"), message
 
 
-NOT_YET_KEYS = {
-    "evaluate": "0.05",
-    "compare": '"label"',
-    "label": "'(?i)positive'",
-}
 
 # (file text, what the message says after "<path>: ")
 OTHER_PROBLEMS: dict[str, tuple[str | bytes, str]] = {
     "unknown-top-level-key": (
         'modes = "shadow"\n',
-        "modes: unknown key; expected one of mode, fallback, deployments, rules",
+        "modes: unknown key; expected one of mode, fallback, deployments, "
+        "evaluation_budget_usd, rules",
     ),
     "unknown-rule-key": (
         second({"sampel": "0.5"}),
         f"{R1}.sampel: unknown key; expected one of name, from, to, mode, apis, tasks, prompt,",
     ),
     **{
-        f"not-yet-{key}": (
+        f"{key}-without-evaluate": (
             second({key: value}),
-            f"{R1}.{key}: shadow evaluation is not available in this version of llmmeter; "
-            "remove the key",
+            f"{R1}.{key}: only applies to a rule that evaluates; add evaluate = <fraction of "
+            "its calls>, such as evaluate = 0.05",
         )
-        for key, value in NOT_YET_KEYS.items()
+        for key, value in {
+            "compare": '"label"',
+            "label": "'(?i)positive'",
+            "agreement_target": "0.9",
+        }.items()
     },
+    "evaluate-not-a-fraction": (
+        second({"evaluate": "1.5"}),
+        f"{R1}.evaluate: expected a fraction of the rule's calls from 0 to 1; got 1.5",
+    ),
+    "unknown-comparator": (
+        second({"evaluate": "0.1", "compare": '"fuzzy"'}),
+        f"{R1}.compare: expected one of exact, json, tool, label; got 'fuzzy'",
+    ),
+    "label-comparator-without-regex": (
+        second({"evaluate": "0.1", "compare": '"label"'}),
+        f"{R1}.label: compare = 'label' needs a label regex; got none",
+    ),
+    "bad-label-regex": (
+        second({"evaluate": "0.1", "compare": '"label"', "label": "'('"}),
+        f"{R1}.label: expected a regular expression; got '('",
+    ),
+    "agreement-target-not-a-fraction": (
+        second({"evaluate": "0.1", "agreement_target": "95"}),
+        f"{R1}.agreement_target: expected the share of evaluations that must agree, from 0 to 1; "
+        "got 95",
+    ),
+    "negative-evaluation-budget": (
+        "evaluation_budget_usd = -1\n",
+        "evaluation_budget_usd: expected US dollars of evaluation per hour (>= 0); got -1",
+    ),
     "missing-name": (second({"name": None}), "rules[1]: missing required key 'name'"),
     "missing-from": (second({"from": None}), f"{R1}: missing required key 'from'"),
     "missing-to": (second({"to": None}), f"{R1}: missing required key 'to'"),

@@ -239,13 +239,6 @@ def test_guard_loads_as_a_budget_in_dollars(tmp_path: Path) -> None:
     assert isinstance(rule.daily_budget_usd, float)
 
 
-def test_shadow_evaluation_keys_are_still_refused(tmp_path: Path) -> None:
-    path = tmp_path / "policy.toml"
-    path.write_text(GUARDED.format(budget=500) + "evaluate = 0.05\n")
-    with pytest.raises(ConfigError, match=r"\.evaluate: shadow evaluation is not available"):
-        RulePolicy.load(path)
-
-
 def test_instrument_refuses_a_guard_without_a_prometheus_url(tmp_path: Path) -> None:
     path = tmp_path / "policy.toml"
     path.write_text(UNGUARDED + "\n" + GUARDED.format(budget=500))

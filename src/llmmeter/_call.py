@@ -24,7 +24,9 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from . import _semconv as sc
+from ._compare import EXACT, Comparator
 from ._config import Settings
+from ._evaluation import Evaluation, Evaluator, current_evaluation
 from ._guard import UNTRACED, Guard, Untraced
 from ._metrics import Instruments
 from ._policy import ROUTABLE_ENDPOINTS, CallView, Route
@@ -92,6 +94,8 @@ class Runtime:
         "_servers",
         "_shapes",
         "accept",
+        "comparators",
+        "evaluator",
         "force_shadow",
         "guard",
         "instruments",
@@ -124,6 +128,10 @@ class Runtime:
         self.settings = settings
         self.guard = guard
         self.sdk: SdkTypes | None = None
+        self.evaluator: Evaluator | None = None
+        """Shadow evaluation's workers; set by the registry when there is a policy."""
+        self.comparators: Mapping[str, Comparator] = {}
+        """A policy in code's ``comparators`` (rule name to comparator), validated."""
         self._lock = threading.Lock()
         self._rejected: set[str] = set()
         self._counted: OrderedDict[str, None] = OrderedDict()
@@ -176,6 +184,20 @@ class Runtime:
         if self.force_shadow and not route.shadow:
             route = dataclasses.replace(route, shadow=True)
         return route
+
+    def comparator(self, rule: str) -> Comparator:
+        """How rule ``rule``'s evaluations are judged (``exact`` unless the policy says)."""
+        policy = self.policy
+        if isinstance(policy, RulePolicy):
+            return policy.comparator(rule)
+        return self.comparators.get(rule, EXACT)
+
+    def evaluation_budget(self) -> float | None:
+        """US dollars per hour that shadow evaluation may spend, per the policy."""
+        budget = getattr(self.policy, "evaluation_budget_usd", None)
+        if isinstance(budget, (int, float)) and not isinstance(budget, bool):
+            return float(budget)
+        return None
 
     def accepts(self, result: Any) -> bool:
         """The policy's ``accept`` check; a check that raises accepts (logged once)."""
@@ -324,6 +346,7 @@ class Call:
         "attempts",
         "base_kwargs",
         "capture",
+        "evaluation",
         "fallback_of",
         "finished",
         "injected",
@@ -335,6 +358,7 @@ class Call:
         "original_kwargs",
         "outcome",
         "parent",
+        "result",
         "routing",
         "runtime",
         "span",
@@ -366,6 +390,10 @@ class Call:
         self.outcome = Outcome()
         self.capture = runtime.settings.capture_content
         self.original_kwargs = kwargs
+        # The user's plain result, kept for shadow evaluation (else None).
+        self.result: Any = None
+        # This call is an evaluation request, sent by the evaluator's worker.
+        evaluation = self.evaluation = current_evaluation.get() if fallback_of is None else None
         # Re-sends the request (`wrapped` bound to the call's args): set on routed calls, for
         # a stream that fails before its first chunk.
         self.invoke: Callable[..., Any] | None = None
@@ -377,17 +405,12 @@ class Call:
 
         # Where the span hangs and what it is labelled: a fallback re-sent while the user
         # iterates a stream elsewhere still belongs with the call that was routed.
-        self.parent, self.label = _origin(fallback_of)
+        self.parent, self.label = _origin(fallback_of, evaluation)
         endpoint = target.endpoint
         client = getattr(instance, "_client", None)
         azure = client is not None and runtime.is_azure(client)
         model = None if target.retrieve else wire_model(kwargs)
-        routing: _Routing | None = None
-        if fallback_of is not None:
-            routing = fallback_of.routing
-        elif model and runtime.policy is not None and endpoint in ROUTABLE_ENDPOINTS:
-            with runtime.guard.site("policy.route"):
-                routing = _route(runtime, target, client, kwargs, model, azure=azure)
+        routing = self._decide(client, model, azure=azure)
         self.routing: _Routing | None = routing
         self.base_kwargs = kwargs
         action = _action(routing, fallback_of)
@@ -403,6 +426,9 @@ class Call:
         if routing is not None and action is not None:
             with runtime.guard.site("policy.record"):
                 links = self._record_decision(routing, action, reason, attrs)
+        elif evaluation is not None:
+            with runtime.guard.site("evaluation.record"):
+                links = self._record_evaluation(evaluation, attrs)
         attrs.update(shape.static)
         _span_attributes(target, args, kwargs, attrs)
 
@@ -410,12 +436,34 @@ class Call:
         if kwargs.get("stream") is True and endpoint in (CHAT, COMPLETIONS):
             self.stream_key = f"{shape.address}:{shape.port}/{endpoint}"
             self._inject_stream_usage(attrs)
-        if self.capture:
+        if runtime.settings.capture_content:
             _capture_input(endpoint, kwargs, attrs, runtime.settings)
 
         self.span: Span = runtime.tracer.start_span(
             shape.name, context=self.parent, kind=SpanKind.CLIENT, attributes=attrs, links=links
         )
+
+    def _decide(self, client: Any, model: str | None, *, azure: bool) -> _Routing | None:
+        """The routing in force: the routed call's for its fallback; else the policy's
+        answer, for a call it may route (never for an evaluation request)."""
+        fallback_of = self.fallback_of
+        if fallback_of is not None:
+            return fallback_of.routing
+        runtime = self.runtime
+        target = self.target
+        if (
+            not model
+            or runtime.policy is None
+            or target.endpoint not in ROUTABLE_ENDPOINTS
+            or self.evaluation is not None
+        ):
+            return None
+        routing = None
+        with runtime.guard.site("policy.route"):
+            routing = _route(runtime, target, client, self.original_kwargs, model, azure=azure)
+        if routing is not None and routing.route.evaluate:
+            self.capture = True  # a stream's answer is needed to judge it
+        return routing
 
     def _record_decision(
         self, routing: _Routing, action: str, reason: str | None, attrs: dict[str, AttributeValue]
@@ -436,6 +484,21 @@ class Call:
             attrs[sc.LLMMETER_POLICY_FALLBACK_REASON] = reason
         previous = self.fallback_of
         return [Link(previous.span.get_span_context())] if previous is not None else None
+
+    def _record_evaluation(
+        self, evaluation: Evaluation, attrs: dict[str, AttributeValue]
+    ) -> list[Link]:
+        """Label an evaluation request (its metrics, its cost included, apart from the
+        users'), count it as a decision, and link it to the user's call."""
+        decision: dict[str, AttributeValue] = {
+            sc.LLMMETER_POLICY_RULE: evaluation.rule,
+            sc.LLMMETER_POLICY_ACTION: sc.ACTION_EVALUATE,
+        }
+        attrs.update(decision)
+        attrs[sc.LLMMETER_EVALUATION] = True
+        self.metric_attrs = dict(attrs)
+        self.runtime.instruments.decisions.add(1, decision)
+        return [Link(evaluation.link)]
 
     def _inject_stream_usage(self, attrs: dict[str, AttributeValue]) -> None:
         """Ask for stream usage the user did not ask for (hidden again chunk by chunk)."""
@@ -611,6 +674,8 @@ class Call:
                 ):
                     return wrap_raw_response(result, self, sdk)
             read_response(self.target.endpoint, result, self.outcome, capture=self.capture)
+            if self.routing is not None or self.evaluation is not None:
+                self.result = result
             self.finish()
         return result
 
@@ -648,10 +713,10 @@ class Call:
         with self.runtime.guard.site("stream.end"):
             if not self.finished:
                 self.span.set_attribute(sc.LLMMETER_STREAM_END, how)
-                self.finish(error=error)
+                self.finish(error=error, ended=how)
 
-    def finish(self, error: BaseException | None = None) -> None:
-        """End the span and record metrics, exactly once."""
+    def finish(self, error: BaseException | None = None, ended: StreamEnd | None = None) -> None:
+        """End the span and record metrics, exactly once; queue a sampled call's evaluation."""
         if self.finished:
             return
         self.finished = True
@@ -688,7 +753,7 @@ class Call:
             if cost is not None and self.routing is not None and self.fallback_of is None:
                 with runtime.guard.site("call.savings"):
                     self._savings(usage, cost, attrs, metric_attrs)
-        if self.capture and outcome.output:
+        if runtime.settings.capture_content and outcome.output:
             settings = runtime.settings
             attrs[sc.GEN_AI_OUTPUT_MESSAGES] = content_json(
                 output_messages(outcome), settings.content_max_length, settings.redact
@@ -705,11 +770,48 @@ class Call:
                 attributes={"exception.message": message, "exception.stacktrace": stacktrace},
             )
             span.set_status(Status(StatusCode.ERROR, message))
+        if self.evaluation is not None:
+            with runtime.guard.site("evaluation.judge"):
+                self.evaluation.finish(
+                    attrs, cost.total if cost is not None else None, error, self.result
+                )
         span.set_attributes(attrs)
         span.end()
 
         _record_metrics(
             runtime.instruments, metric_attrs, duration=duration, ttfc=ttfc, usage=usage, cost=cost
+        )
+        if self.routing is not None and self.routing.route.evaluate and error is None:
+            with runtime.guard.site("evaluation.submit"):
+                self._submit_evaluation(self.routing, ended)
+
+    def _submit_evaluation(self, routing: _Routing, ended: StreamEnd | None) -> None:
+        """Hand this call to the evaluator: the same request goes to the other model. Only
+        an answer the user got whole counts: a stream that ended normally, no fallback."""
+        if ended not in (None, "exhausted") or self.fallback_of is not None or self.turned_down:
+            return
+        evaluator = self.runtime.evaluator
+        client = getattr(self.instance, "_client", None)
+        if evaluator is None or client is None:
+            return
+        shadow = routing.route.shadow
+        evaluator.submit(
+            Evaluation(
+                rule=routing.route.rule,
+                shadow=shadow,
+                model=routing.sent if shadow else routing.original,
+                resource=type(self.instance),
+                method=self.target.qualname.rsplit(".", 1)[1],
+                client=client,
+                is_async=self.target.is_async,
+                args=self.args,
+                kwargs=self.original_kwargs,
+                result=self.result,
+                outcome=self.outcome,
+                link=self.span.get_span_context(),
+                label=self.label,
+                evaluator=evaluator,
+            )
         )
 
     def _price(
@@ -792,10 +894,15 @@ def _span_attributes(
             attrs[sc.GEN_AI_RESPONSE_ID] = rid
 
 
-def _origin(fallback_of: Call | None) -> tuple[otel_context.Context, str | None]:
-    """The parent context and task label of a call: the routed call's for its fallback."""
+def _origin(
+    fallback_of: Call | None, evaluation: Evaluation | None
+) -> tuple[otel_context.Context, str | None]:
+    """The parent context and task label of a call: the routed call's for its fallback; an
+    evaluation request is a root (linked to the user's call) with the user's task label."""
     if fallback_of is not None:
         return fallback_of.parent, fallback_of.label
+    if evaluation is not None:
+        return otel_context.Context(), evaluation.label
     return otel_context.get_current(), current_task.get()
 
 

@@ -63,6 +63,8 @@ class Comparison:
 
     score: float | None
     error: str | None = None
+    comparator_failed: bool = False
+    """The error is the comparator's (it raised, or returned no score), not the answers'."""
 
     @property
     def judged(self) -> bool:
@@ -180,6 +182,26 @@ def read_answer(result: Any) -> Answer:
         "expected a Chat Completions, Responses or Completions result with an answer; got "
         + type(result).__name__
     )
+
+
+def answer_from_messages(messages: list[dict[str, Any]]) -> Answer:
+    """The answer in output messages as llmmeter reads them from a stream (GenAI message
+    parts, ``_usage.output_messages``): the first message's text and tool calls.
+
+    Raises:
+        ValueError: no message was read.
+    """
+    if not messages:
+        raise ValueError("no answer was read from the stream")
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for part in messages[0].get("parts", ()):
+        kind = part.get("type")
+        if kind == "text" and isinstance(part.get("content"), str):
+            texts.append(part["content"])
+        elif kind == "tool_call":
+            calls.append(ToolCall(str(part.get("name") or ""), _arguments(part.get("arguments"))))
+    return Answer("".join(texts) if texts else None, tuple(calls), messages)
 
 
 # --- the built-in comparators ------------------------------------------------------------
@@ -367,9 +389,13 @@ def compare(comparator: Comparator, original: Any, candidate: Any) -> Comparison
         return Comparison(None, str(exc))
     except Exception as exc:
         # The type only: an exception's message may quote the answers, which stay private.
-        return Comparison(None, f"the comparator raised {type(exc).__name__}")
+        return Comparison(None, f"the comparator raised {type(exc).__name__}", True)
     problem = _bad_score(value)
     if problem is not None:
-        return Comparison(None, problem)
+        return Comparison(None, problem, True)
     assert isinstance(value, int | float)
     return Comparison(float(value))
+
+
+EXACT: Final = build_comparator("exact")
+"""The comparator a rule uses when it names none."""

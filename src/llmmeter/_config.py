@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from ._evaluation import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE
+from ._evaluation import DEFAULT_TIMEOUT as DEFAULT_EVALUATION_TIMEOUT
 from ._spend import DEFAULT_POLL_INTERVAL, DEFAULT_QUERY, DEFAULT_TIMEOUT, PrometheusURL
 from ._targets import Redactor
 from .exceptions import ConfigError
@@ -69,6 +71,18 @@ LLMMETER_SPEND_TIMEOUT: Final = "LLMMETER_SPEND_TIMEOUT"
 """Seconds one read of the fleet's spend may take before it counts as unreachable. A positive
 number. Default: ``5``."""
 
+LLMMETER_EVALUATION_CONCURRENCY: Final = "LLMMETER_EVALUATION_CONCURRENCY"
+"""Shadow evaluation requests sent at once (one background thread each, started at the first
+sampled call). A positive integer. Default: ``2``."""
+
+LLMMETER_EVALUATION_QUEUE_SIZE: Final = "LLMMETER_EVALUATION_QUEUE_SIZE"
+"""Sampled calls waiting for evaluation; past it they are dropped and counted. A positive
+integer. Default: ``64``."""
+
+LLMMETER_EVALUATION_TIMEOUT: Final = "LLMMETER_EVALUATION_TIMEOUT"
+"""Seconds one evaluation request may take (it is never retried). A positive number.
+Default: ``60``."""
+
 POLICY_MODES: Final = ("enforce", "shadow", "off")
 
 DEFAULT_CONTENT_MAX_LENGTH: Final = 16384
@@ -97,6 +111,9 @@ class Settings:
     spend_query: str = DEFAULT_QUERY
     spend_poll_interval: float = DEFAULT_POLL_INTERVAL
     spend_timeout: float = DEFAULT_TIMEOUT
+    evaluation_concurrency: int = DEFAULT_CONCURRENCY
+    evaluation_queue_size: int = DEFAULT_QUEUE_SIZE
+    evaluation_timeout: float = DEFAULT_EVALUATION_TIMEOUT
 
 
 def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -208,4 +225,13 @@ def resolve_settings(
         spend_query=env.get(LLMMETER_SPEND_QUERY, "").strip() or DEFAULT_QUERY,
         spend_poll_interval=_env_seconds(env, LLMMETER_SPEND_POLL_INTERVAL, DEFAULT_POLL_INTERVAL),
         spend_timeout=_env_seconds(env, LLMMETER_SPEND_TIMEOUT, DEFAULT_TIMEOUT),
+        evaluation_concurrency=_env_positive_int(
+            env, LLMMETER_EVALUATION_CONCURRENCY, DEFAULT_CONCURRENCY
+        ),
+        evaluation_queue_size=_env_positive_int(
+            env, LLMMETER_EVALUATION_QUEUE_SIZE, DEFAULT_QUEUE_SIZE
+        ),
+        evaluation_timeout=_env_seconds(
+            env, LLMMETER_EVALUATION_TIMEOUT, DEFAULT_EVALUATION_TIMEOUT
+        ),
     )

@@ -43,15 +43,17 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from . import _sdk
+from . import _semconv as sc
 from ._bootstrap import resolve_providers
 from ._call import Runtime
 from ._config import Settings, resolve_settings
+from ._evaluation import Evaluator
 from ._guard import Guard
 from ._metrics import Instruments
 from ._package import __version__, _instruments
 from ._pricing import PriceTable
 from ._process import ChildFlush
-from ._rules import RulePolicy, resolve_policy
+from ._rules import RulePolicy, check_comparators, resolve_policy
 from ._spend import SpendMonitor
 from ._targets import ATTEMPT_HOOK, TARGETS
 from ._wrappers import RuntimeSource, async_wrapper, attempt_wrapper, sync_wrapper
@@ -104,6 +106,7 @@ class Registry:
         self._standalone_prices: PriceTable | None = None
         self._spend: SpendMonitor | None = None
         """The poller of the fleet's spend, when the policy may have spend guards."""
+        self._evaluator: Evaluator | None = None
 
     @property
     def instrumented(self) -> bool:
@@ -167,6 +170,9 @@ class Registry:
                     errors=instruments.spend_guard_errors,
                 )
             policy = policy.bind_spend(spend)  # ConfigError: a spend guard and no Prometheus
+            comparators = {}
+        else:  # a policy in code may name comparators for its rules
+            comparators = check_comparators("policy", getattr(policy, "comparators", None))
         with self._lock:
             if self._runtime is not None:  # another thread's instrument() won the race
                 logger.warning("llmmeter.instrument() called again; already instrumented, ignoring")
@@ -184,6 +190,19 @@ class Registry:
                 policy=policy,
                 force_shadow=force_shadow,
             )
+            runtime = self._runtime
+            runtime.comparators = comparators
+            if policy is not None:
+                runtime.evaluator = self._evaluator = Evaluator(
+                    instruments,
+                    guard,
+                    budget=runtime.evaluation_budget,
+                    comparator=runtime.comparator,
+                    concurrency=settings.evaluation_concurrency,
+                    queue_size=settings.evaluation_queue_size,
+                    timeout=settings.evaluation_timeout,
+                )
+                _observe_agreement_targets(meter, runtime)
             self._spend = spend
             if isinstance(policy, RulePolicy):
                 policy.sync_spend()  # polls only while some rule has a spend guard
@@ -197,12 +216,15 @@ class Registry:
             if self._spend is not None:
                 self._spend.close()
                 self._spend = None
+            evaluator, self._evaluator = self._evaluator, None
             for cls, name, original in reversed(self._applied):
                 if original is None:
                     delattr(cls, name)
                 else:
                     setattr(cls, name, original)
             self._applied.clear()
+        if evaluator is not None:
+            evaluator.close()  # outside the lock: waits for requests in flight
 
     def _flush_targets(self) -> list[Any]:
         """The providers this instrumentation records to (given, else the globals)."""
@@ -279,6 +301,32 @@ class Registry:
         original = cls.__dict__.get(method)
         wrapt.wrap_function_wrapper(cls, method, wrapper)
         self._applied.append((cls, method, original))
+
+
+def _observe_agreement_targets(meter: metrics.Meter, runtime: Runtime) -> None:
+    """``llmmeter.policy.agreement_target``: each evaluating rule's target and mode, read at
+    each export, so that an alert can compare a rule's agreement with its own target."""
+    from opentelemetry.metrics import CallbackOptions, Observation
+
+    def observe(options: CallbackOptions) -> list[Observation]:
+        policy = runtime.policy
+        if not isinstance(policy, RulePolicy) or REGISTRY.runtime() is not runtime:
+            return []
+        return [
+            Observation(
+                rule.agreement_target,
+                {sc.LLMMETER_POLICY_RULE: rule.name, sc.LLMMETER_POLICY_MODE: mode},
+            )
+            for rule in policy.rules
+            if rule.evaluate > 0.0 and (mode := policy.rule_mode(rule)) != "off"
+        ]
+
+    meter.create_observable_gauge(
+        sc.METRIC_AGREEMENT_TARGET,
+        callbacks=[observe],
+        unit="1",
+        description="The agreement a rule's shadow evaluation must show, by rule and mode",
+    )
 
 
 REGISTRY: Final = Registry()

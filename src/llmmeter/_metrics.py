@@ -29,6 +29,10 @@ class Instruments:
     decisions: Counter
     savings: Counter
     spend_guard_errors: Counter
+    evaluations: Counter
+    agreement: Counter
+    evaluation_errors: Counter
+    evaluation_dropped: Counter
 
     @classmethod
     def create(cls, meter: Meter) -> Instruments:
@@ -78,5 +82,25 @@ class Instruments:
                 sc.METRIC_SPEND_GUARD_ERRORS,
                 unit="{error}",
                 description="Polls of the fleet's spend that gave no figure the guard trusts",
+            ),
+            evaluations=meter.create_counter(
+                sc.METRIC_EVALUATIONS,
+                unit="{call}",
+                description="Shadow evaluations whose two answers were judged, by rule",
+            ),
+            agreement=meter.create_counter(
+                sc.METRIC_EVALUATION_AGREEMENT,
+                unit="{call}",
+                description="Sum of the agreement scores (0 to 1) of judged shadow evaluations",
+            ),
+            evaluation_errors=meter.create_counter(
+                sc.METRIC_EVALUATION_ERRORS,
+                unit="{error}",
+                description="Shadow evaluations that could not be judged, by rule and reason",
+            ),
+            evaluation_dropped=meter.create_counter(
+                sc.METRIC_EVALUATION_DROPPED,
+                unit="{call}",
+                description="Sampled calls never evaluated (queue full, budget, exit)",
             ),
         )

@@ -58,19 +58,23 @@ class Route:
         shadow: record what would have happened and what it would have saved, but send the
             request exactly as written.
         fallback: when the routed call fails, re-send it once with the original model.
+        evaluate: once the call has returned (a stream: ended normally), send the same
+            request to the other model of the pair in the background and compare the two
+            answers (shadow: the routed-to model; else the original). See docs/policy.md.
     """
 
     model: str
     rule: str
     shadow: bool = False
     fallback: bool = True
+    evaluate: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
             raise TypeError(f"Route.model: expected a non-empty str; got {self.model!r}")
         if not isinstance(self.rule, str) or not self.rule:
             raise TypeError(f"Route.rule: expected a non-empty str; got {self.rule!r}")
-        for name in ("shadow", "fallback"):
+        for name in ("shadow", "fallback", "evaluate"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise TypeError(f"Route.{name}: expected True or False; got {value!r}")

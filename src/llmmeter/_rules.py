@@ -16,6 +16,7 @@ model no rule names costs one dictionary lookup.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import inspect
 import logging
@@ -30,6 +31,14 @@ from fnmatch import translate
 from time import monotonic
 from typing import Any, Final
 
+from ._compare import (
+    BUILTIN,
+    EXACT,
+    Comparator,
+    Judge,
+    build_comparator,
+    comparator_from_config,
+)
 from ._policy import Accept, CallView, Route, sampled
 from ._spend import SpendMonitor, SpendSource
 from .exceptions import ConfigError
@@ -42,7 +51,7 @@ APIS: Final = ("chat_completions", "responses", "completions")
 DEFAULT_RELOAD_INTERVAL: Final = 1.0
 """Seconds between checks of a policy file for changes (one ``stat`` per interval)."""
 
-_TOP_KEYS: Final = ("mode", "fallback", "deployments", "rules")
+_TOP_KEYS: Final = ("mode", "fallback", "deployments", "evaluation_budget_usd", "rules")
 _RULE_KEYS: Final = (
     "name",
     "from",
@@ -58,9 +67,18 @@ _RULE_KEYS: Final = (
     "allow_images",
     "allow_response_format",
     "sample",
+    "evaluate",
+    "compare",
+    "label",
+    "agreement_target",
     "when_spend_over",
 )
-_NOT_YET: Final = ("evaluate", "compare", "label")
+DEFAULT_AGREEMENT_TARGET: Final = 0.95
+"""The agreement with the original model a rule's evaluation must show (the buying guide's
+"accuracy stays above 95%"); ``llmmeter policy status`` and the alert compare against it."""
+EVALUATE_SALT: Final = "#evaluate"
+"""Appended to a rule's name for the evaluation draw, so that which calls are evaluated does
+not follow which calls are in ``sample`` ('#' is not allowed in rule names)."""
 _BUDGET_KEY: Final = "daily_budget_usd"
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: '$' allows a final \n
 _MODEL_NAME = re.compile(r"^[^\s*?\[\]]+\Z")
@@ -107,6 +125,11 @@ class Rule:
     allow_images: bool = True
     allow_response_format: bool = True
     sample: float = 1.0
+    evaluate: float = 0.0
+    """Fraction of the calls this rule routes or shadows that are evaluated in the background."""
+    comparator: Comparator = field(default=EXACT, repr=False)
+    """How an evaluation judges the two answers (``compare`` and ``label`` in the file)."""
+    agreement_target: float = DEFAULT_AGREEMENT_TARGET
     daily_budget_usd: float | None = None
     """``when_spend_over``: the rule applies only while the fleet's 24 h spend is above this."""
     _model_re: re.Pattern[str] = field(default=re.compile(""), repr=False)
@@ -343,6 +366,9 @@ class _Compiled:
     deployments: Mapping[str, str]
     routes: Mapping[str, Route]
     """Each rule's Route under the effective mode, built once (deciding allocates nothing)."""
+    evaluated: Mapping[str, Route] = field(default_factory=dict)
+    """The same Route with ``evaluate`` set, for rules that evaluate."""
+    evaluation_budget_usd: float | None = None
     by_model: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
 
     @property
@@ -428,8 +454,10 @@ class RulePolicy:
         accept: Accept | None = None,
         override: str | None = None,
         reload_interval: float = DEFAULT_RELOAD_INTERVAL,
+        comparators: Mapping[str, Judge | str | Comparator] | None = None,
     ) -> None:
         _check_accept(source, accept)
+        self._comparators = check_comparators(source, comparators)
         if override is not None and override not in MODES:
             raise ConfigError(
                 f"{source}: mode override: expected one of {', '.join(MODES)}; got {override!r}"
@@ -450,7 +478,7 @@ class RulePolicy:
         self._override = override
         self._interval = float(reload_interval)
         self._data = data if path is None else None
-        self._state = _compile(data, source, override)
+        self._state = _compile(data, source, override, self._comparators)
         self._signature = signature  # taken before ``data`` was read: see _read_signed
         self._next_check = monotonic() + self._interval
         self._reload_lock = threading.Lock()
@@ -468,6 +496,7 @@ class RulePolicy:
         accept: Accept | None = None,
         mode: str | None = None,
         reload_interval: float = DEFAULT_RELOAD_INTERVAL,
+        comparators: Mapping[str, Judge] | None = None,
     ) -> RulePolicy:
         """Read a TOML policy file; it is reloaded when it changes (checked every
         ``reload_interval`` seconds, on the next call after that).
@@ -478,6 +507,9 @@ class RulePolicy:
             mode: overrides the file's mode and every rule's, except rules set to ``off``
                 (as ``LLMMETER_POLICY_MODE``).
             reload_interval: seconds between checks for a changed file.
+            comparators: rule name to ``judge(original, candidate) -> float in [0, 1]``, for
+                rules whose evaluation needs code (a file can only name a built-in
+                comparator); each named rule must have ``evaluate``.
         """
         name = os.fspath(path)
         self = cls.__new__(cls)
@@ -490,6 +522,7 @@ class RulePolicy:
             accept=accept,
             override=mode,
             reload_interval=reload_interval,
+            comparators=comparators,
         )
         return self
 
@@ -521,6 +554,7 @@ class RulePolicy:
             accept=self.accept,
             override=mode,
             reload_interval=self._interval,
+            comparators=self._comparators,
         )
         return copy
 
@@ -549,6 +583,18 @@ class RulePolicy:
         return self._path
 
     @property
+    def evaluation_budget_usd(self) -> float | None:
+        """US dollars that shadow evaluation may spend per hour (``None``: no cap)."""
+        return self._state.evaluation_budget_usd
+
+    def comparator(self, rule: str) -> Comparator:
+        """How rule ``rule``'s evaluations judge answers (``exact`` for an unknown name)."""
+        for candidate in self._state.rules:
+            if candidate.name == rule:
+                return candidate.comparator
+        return EXACT
+
+    @property
     def spend(self) -> SpendMonitor | None:
         """The poller of the fleet's spend that ``instrument()`` bound, if any."""
         return self._spend
@@ -573,6 +619,10 @@ class RulePolicy:
                     continue  # this rule is off
                 if rule.to == call.model or not sampled(rule.name, rule.sample, call.key):
                     return None
+                if rule.evaluate > 0.0 and sampled(
+                    rule.name + EVALUATE_SALT, rule.evaluate, call.key
+                ):
+                    return state.evaluated[rule.name]
                 return route
         return None
 
@@ -648,7 +698,7 @@ class RulePolicy:
             if signature in (self._signature, self._bad_signature):
                 return
             try:
-                state = _compile(_read(path), path, self._override)
+                state = _compile(_read(path), path, self._override, self._comparators)
                 if self._spend_required:
                     _check_spend(state, path, self._spend)
             except ConfigError as exc:
@@ -755,7 +805,33 @@ def _effective_mode(rule: Rule, mode: str, override: str | None) -> str:
     return rule.mode or mode
 
 
-def _compile(data: Any, source: str, override: str | None) -> _Compiled:
+def check_comparators(source: str, comparators: Any) -> dict[str, Comparator]:
+    if comparators is None:
+        return {}
+    if not isinstance(comparators, Mapping):
+        raise _fail(source, "comparators", "a mapping of rule name to comparator", comparators)
+    built = {}
+    for name, judge in comparators.items():
+        if isinstance(judge, Comparator):
+            built[str(name)] = judge
+            continue
+        if not callable(judge) and judge not in BUILTIN:
+            raise _fail(
+                source,
+                f"comparators[{name!r}]",
+                f"a callable (original, candidate) -> float or one of {', '.join(BUILTIN)}",
+                judge,
+            )
+        built[str(name)] = build_comparator(judge)
+    return built
+
+
+def _compile(
+    data: Any,
+    source: str,
+    override: str | None,
+    comparators: Mapping[str, Comparator] | None = None,
+) -> _Compiled:
     if not isinstance(data, Mapping):
         raise _fail(source, "policy", "a table (mapping) of settings and [[rules]]", data)
     for key in data:
@@ -780,19 +856,33 @@ def _compile(data: Any, source: str, override: str | None) -> _Compiled:
             )
         seen.add(rule.name)
         rules.append(rule)
+    for name, comparator in (comparators or {}).items():
+        position = next((i for i, rule in enumerate(rules) if rule.name == name), None)
+        if position is None or "evaluate" not in raw_rules[position]:
+            raise ConfigError(
+                f"{source}: comparators[{name!r}]: expected the name of a rule with evaluate; "
+                f"the rules are {', '.join(repr(r.name) for r in rules) or 'none'}"
+            )
+        rules[position] = dataclasses.replace(rules[position], comparator=comparator)
     routes = {}
+    evaluated = {}
     for rule in rules:
         effective = _effective_mode(rule, mode, override)
         if effective != "off":
-            routes[rule.name] = Route(
+            route = Route(
                 rule.to, rule.name, shadow=effective == "shadow", fallback=fallback == "on-error"
             )
+            routes[rule.name] = route
+            if rule.evaluate > 0.0:
+                evaluated[rule.name] = dataclasses.replace(route, evaluate=True)
     return _Compiled(
         mode=override or mode,
         fallback=fallback == "on-error",
         rules=tuple(rules),
         deployments=deployments,
         routes=routes,
+        evaluated=evaluated,
+        evaluation_budget_usd=_evaluation_budget(source, data.get("evaluation_budget_usd")),
     )
 
 
@@ -821,11 +911,6 @@ def _rule(source: str, index: int, table: Any) -> Rule:
     if isinstance(name, str) and _RULE_NAME.match(name):
         where = f"rules[{index}] ({name})"
     for key in table:
-        if key in _NOT_YET:
-            raise ConfigError(
-                f"{source}: {where}.{key}: shadow evaluation is not available in this "
-                "version of llmmeter; remove the key"
-            )
         if key not in _RULE_KEYS:
             raise ConfigError(
                 f"{source}: {where}.{key}: unknown key; expected one of {', '.join(_RULE_KEYS)}"
@@ -871,6 +956,7 @@ def _rule(source: str, index: int, table: Any) -> Rule:
     limits = _limits(source, where, table)
     flags = _flags(source, where, table)
     sample = _sample(source, where, table.get("sample", 1.0))
+    evaluate, comparator, target = _evaluation(source, where, table)
     budget = (
         _budget(source, where, table["when_spend_over"]) if "when_spend_over" in table else None
     )
@@ -889,6 +975,9 @@ def _rule(source: str, index: int, table: Any) -> Rule:
         allow_images=flags["allow_images"],
         allow_response_format=flags["allow_response_format"],
         sample=sample,
+        evaluate=evaluate,
+        comparator=comparator,
+        agreement_target=target,
         daily_budget_usd=budget,
         _model_re=re.compile("|".join(f"(?:{translate(glob)})" for glob in models)),
         _prompt_res=compiled,
@@ -924,15 +1013,62 @@ def _flags(source: str, where: str, table: Mapping[str, Any]) -> dict[str, bool]
     return flags
 
 
-def _sample(source: str, where: str, sample: Any) -> float:
+def _fraction(source: str, where: str, value: Any, expected: str) -> float:
     if (
-        isinstance(sample, bool)
-        or not isinstance(sample, (int, float))
-        or not 0.0 <= sample <= 1.0  # before isfinite: a huge int overflows a float
-        or not math.isfinite(sample)
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0.0 <= value <= 1.0  # before isfinite: a huge int overflows a float
+        or not math.isfinite(value)
     ):
-        raise _fail(source, f"{where}.sample", "a fraction of calls from 0 to 1", sample)
-    return float(sample)
+        raise _fail(source, where, expected, value)
+    return float(value)
+
+
+def _sample(source: str, where: str, sample: Any) -> float:
+    return _fraction(source, f"{where}.sample", sample, "a fraction of calls from 0 to 1")
+
+
+def _evaluation(
+    source: str, where: str, table: Mapping[str, Any]
+) -> tuple[float, Comparator, float]:
+    """``evaluate``, the comparator (``compare``, ``label``) and ``agreement_target``."""
+    if "evaluate" not in table:
+        for key in ("compare", "label", "agreement_target"):
+            if key in table:
+                raise ConfigError(
+                    f"{source}: {where}.{key}: only applies to a rule that evaluates; add "
+                    "evaluate = <fraction of its calls>, such as evaluate = 0.05"
+                )
+        return 0.0, EXACT, DEFAULT_AGREEMENT_TARGET
+    evaluate = _fraction(
+        source, f"{where}.evaluate", table["evaluate"], "a fraction of the rule's calls from 0 to 1"
+    )
+    comparator = comparator_from_config(
+        table.get("compare", "exact"), table.get("label"), source=source, where=where
+    )
+    target = _fraction(
+        source,
+        f"{where}.agreement_target",
+        table.get("agreement_target", DEFAULT_AGREEMENT_TARGET),
+        "the share of evaluations that must agree, from 0 to 1",
+    )
+    return evaluate, comparator, target
+
+
+def _evaluation_budget(source: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    budget = math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            budget = float(value)
+        except OverflowError:
+            budget = math.inf
+    if not (budget >= 0 and math.isfinite(budget)):
+        raise _fail(
+            source, "evaluation_budget_usd", "US dollars of evaluation per hour (>= 0)", value
+        )
+    return budget
 
 
 def _budget(source: str, where: str, table: Any) -> float:

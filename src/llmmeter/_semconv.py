@@ -99,6 +99,8 @@ LLMMETER_POLICY_ACCEPTED: Final = "llmmeter.policy.accepted"
 ACTION_ROUTE: Final = "route"
 ACTION_SHADOW: Final = "shadow"
 ACTION_FALLBACK: Final = "fallback"
+ACTION_EVALUATE: Final = "evaluate"
+"""The background re-send of a sampled call to the other model of its rule's pair."""
 FALLBACK_REJECTED: Final = "rejected"
 
 # --- metric instruments ----------------------------------------------------------------
@@ -131,3 +133,28 @@ LLMMETER_SPEND_GUARD_REASON: Final = "llmmeter.spend_guard.reason"
 # --- values ----------------------------------------------------------------------------
 PROVIDER_OPENAI: Final = "openai"
 PROVIDER_AZURE: Final = "azure.ai.openai"
+
+# Shadow evaluation (docs/policy.md "Shadow evaluation").
+LLMMETER_EVALUATION: Final = "llmmeter.evaluation"
+"""``True`` on an evaluation call's span and metrics: its cost is what evaluation costs."""
+LLMMETER_EVALUATION_REASON: Final = "llmmeter.evaluation.reason"
+"""Errors: ``request`` (the evaluation request failed), ``comparator`` (it raised or returned
+no score), ``unreadable`` (an answer could not be read or judged). Dropped: ``queue_full``,
+``budget``, ``shutdown``."""
+LLMMETER_EVALUATION_SCORE: Final = "llmmeter.evaluation.score"
+"""The comparator's agreement score in [0, 1], on the evaluation call's span."""
+LLMMETER_EVALUATION_ERROR: Final = "llmmeter.evaluation.error"
+"""Why the pair could not be judged, on the evaluation call's span."""
+LLMMETER_EVALUATION_COMPARATOR: Final = "llmmeter.evaluation.comparator"
+LLMMETER_POLICY_MODE: Final = "llmmeter.policy.mode"
+METRIC_EVALUATIONS: Final = "llmmeter.evaluations"
+METRIC_EVALUATION_AGREEMENT: Final = "llmmeter.evaluation.agreement"
+METRIC_EVALUATION_ERRORS: Final = "llmmeter.evaluation.errors"
+METRIC_EVALUATION_DROPPED: Final = "llmmeter.evaluation.dropped"
+METRIC_AGREEMENT_TARGET: Final = "llmmeter.policy.agreement_target"
+REASON_REQUEST: Final = "request"
+REASON_COMPARATOR: Final = "comparator"
+REASON_UNREADABLE: Final = "unreadable"
+REASON_QUEUE_FULL: Final = "queue_full"
+REASON_BUDGET: Final = "budget"
+REASON_SHUTDOWN: Final = "shutdown"
