@@ -349,7 +349,6 @@ def test_wrong_value_raises_config_error_naming_file_key_expected_and_found(
     assert message.endswith(f"; got {got!r}"), message
 
 
-
 # (file text, what the message says after "<path>: ")
 OTHER_PROBLEMS: dict[str, tuple[str | bytes, str]] = {
     "unknown-top-level-key": (

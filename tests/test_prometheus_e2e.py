@@ -5,14 +5,16 @@
 - End to end: an instrumented app runs a mixed workload in its own process, configured only
   by ``OTEL_*`` / ``LLMMETER_*`` variables (``OTEL_METRICS_EXPORTER=prometheus`` serves
   ``/metrics``), against the fake OpenAI server: routed calls, fallbacks (429 and 500 from the
-  target), a rule in shadow mode, streams (one cut mid-way), errors the caller sees, an
-  unpriced model and embeddings. A real ``prometheus`` scrapes it every second and evaluates
-  the repository's rule files every second. Then, through Prometheus's HTTP API:
+  target), a rule in shadow mode, shadow evaluation of every routed and shadowed call, streams
+  (one cut mid-way), errors the caller sees, an unpriced model and embeddings. A real
+  ``prometheus`` scrapes it every second and evaluates the repository's rule files every
+  second. Then, through Prometheus's HTTP API:
 
-  - the cost, token, duration, time-to-first-chunk, policy, savings and unpriced series exist
-    with the expected labels, and no series has a label outside the documented set;
+  - the cost, token, duration, time-to-first-chunk, policy, savings, unpriced and evaluation
+    series exist with the expected labels, and no series has a label outside the documented
+    set;
   - every query of every dashboard panel (Grafana variables substituted: ``$service``,
-    ``$model`` and ``$task`` by ``.*``, then ``$service`` by the app's service name;
+    ``$model``, ``$task`` and ``$rule`` by ``.*``, then ``$service`` by the app's service name;
     ``$__rate_interval`` by ``1m``) returns at least one series with a number, because a
     panel that is empty for a real user is a bug; every template variable has values;
   - every recording rule returns at least one series, every alert expression evaluates
@@ -55,14 +57,16 @@ JOB = "llmmeter-e2e"
 CONVERGE_SECONDS = 60.0
 """How long the scraped series, rules and panels get to appear (a few seconds here)."""
 
-# What Grafana puts in place of its variables. $service, $model and $task are multi-value
-# variables with "All" = ".*"; Grafana's $__rate_interval is at least 4 scrape intervals.
+# What Grafana puts in place of its variables. $service, $model, $task and $rule are
+# multi-value variables with "All" = ".*" ($rule also repeats the "Model evaluation" row, one
+# rule a copy); Grafana's $__rate_interval is at least 4 scrape intervals.
 GRAFANA_VARIABLES = {
     "$__rate_interval": "1m",
     "$__interval": "15s",
     "$__range": "5m",
     "$model": ".*",
     "$task": ".*",
+    "$rule": ".*",
 }
 
 # Every label llmmeter's metrics may carry in Prometheus (docs/telemetry.md), plus what the
@@ -87,8 +91,17 @@ ALLOWED_LABELS = {
     "llmmeter_policy_action",
     "llmmeter_policy_fallback_reason",
     "llmmeter_cache_operation",
+    "llmmeter_evaluation",
+    "llmmeter_evaluation_reason",
+    "llmmeter_policy_mode",
 }
 
+# Every rule but extract-to-nano (whose calls all fall back, and fallbacks are not evaluated)
+# evaluates each call: classify-to-mini's answers (enforced) are compared with gpt-4o's,
+# summarize-to-mini's (shadow) with gpt-4o-mini's, and chat-to-mini's evaluations go to
+# gpt-4.1-mini, which no user call asks for and which always fails (errors, reason request),
+# slowly: meanwhile the one evaluation worker's one-slot queue overflows (dropped, reason
+# queue_full).
 POLICY = """\
 mode = "enforce"
 fallback = "on-error"
@@ -98,6 +111,7 @@ name = "classify-to-mini"
 from = ["gpt-4o"]
 to = "gpt-4o-mini"
 tasks = ["classify"]
+evaluate = 1.0
 
 [[rules]]
 name = "extract-to-nano"
@@ -111,6 +125,16 @@ from = ["gpt-4o"]
 to = "gpt-4o-mini"
 tasks = ["summarize"]
 mode = "shadow"
+evaluate = 1.0
+agreement_target = 0.9
+
+[[rules]]
+name = "chat-to-mini"
+from = ["gpt-4o"]
+to = "gpt-4.1-mini"
+tasks = ["chat"]
+mode = "shadow"
+evaluate = 1.0
 """
 
 WORKLOAD = '''\
@@ -162,7 +186,7 @@ while not stop.is_set():
         chat("gpt-4o", stream=True)
     with llmmeter.task("chat"):
         chat("acme-llm-1")  # answered, but llmmeter has no price for it
-        chat("gpt-4o", stream=True)
+        chat("gpt-4o", stream=True)  # chat-to-mini, in shadow mode: its evaluations fail
     with llmmeter.task("report"):
         chat("gpt-4-turbo")  # always fails with 500
     with llmmeter.task("faq"):  # cached input tokens from the second round on
@@ -282,7 +306,7 @@ def test_dashboard_uses_the_prometheus_datasource_and_the_variables() -> None:
     dashboard = _dashboard()
     assert dashboard["uid"] == "llmmeter"
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert set(variables) == {"service", "model", "task"}
+    assert set(variables) == {"service", "model", "task", "rule"}
     for variable in variables.values():
         assert variable["datasource"] == {"type": "prometheus", "uid": "prometheus"}
         assert variable["allValue"] == ".*"
@@ -300,6 +324,34 @@ def test_dashboard_uses_the_prometheus_datasource_and_the_variables() -> None:
     for title, expr in queries.items():
         if "$service" in expr:
             assert "group_left (service_name) target_info" in expr, title
+
+
+def test_model_evaluation_row_repeats_per_rule_and_shares_the_alerts_numbers() -> None:
+    """Each copy of the row shows one rule, and its agreement panel draws the recorded
+    agreement and target that LLMEvaluationAgreementBelowTarget compares, with the lower bound."""
+    panels = _dashboard()["panels"]
+    (start,) = [i for i, p in enumerate(panels) if p["type"] == "row" and p.get("repeat")]
+    assert panels[start]["repeat"] == "rule"
+    assert "$rule" in panels[start]["title"]
+    end = next((i for i, p in enumerate(panels) if i > start and p["type"] == "row"), len(panels))
+    row = panels[start + 1 : end]
+    assert [p["title"] for p in row] == [
+        "Agreement vs target",
+        "Savings and evaluation spend (USD/h)",
+        "Evaluations: judged, errors, dropped (per second)",
+    ]
+    for panel in row:
+        for target in panel["targets"]:
+            assert 'llmmeter_policy_rule=~"$rule"' in target["expr"], panel["title"]
+    agreement = {target["expr"].split("{")[0] for target in row[0]["targets"]}
+    assert agreement == {
+        "rule:llmmeter_evaluation_agreement:ratio_rate1h",
+        "rule:llmmeter_evaluation_agreement:lower_bound1h",
+        "rule_mode:llmmeter_policy_agreement_target:max",
+    }
+    (alert,) = [r for r in _rules() if r.get("alert") == "LLMEvaluationAgreementBelowTarget"]
+    assert "rule:llmmeter_evaluation_agreement:ratio_rate1h" in alert["expr"]
+    assert "rule_mode:llmmeter_policy_agreement_target:max" in alert["expr"]
 
 
 # --- promtool ---------------------------------------------------------------------------
@@ -406,6 +458,24 @@ def _expected_series() -> list[str]:
         f"llmmeter_policy_decisions_total{{{shadow}}}",
         f"llmmeter_savings_usd_total{{{mini}}}",
         f'llmmeter_savings_usd_total{{gen_ai_request_model="gpt-4o", {shadow}}}',
+        # shadow evaluation: judged, scored, failed, dropped, priced apart, and each rule's
+        # target with its mode
+        'llmmeter_evaluations_total{llmmeter_policy_rule="classify-to-mini"}',
+        'llmmeter_evaluation_agreement_total{llmmeter_policy_rule="classify-to-mini"}',
+        'llmmeter_evaluations_total{llmmeter_policy_rule="summarize-to-mini"}',
+        'llmmeter_evaluation_errors_total{llmmeter_policy_rule="chat-to-mini", '
+        'llmmeter_evaluation_reason="request"}',
+        'llmmeter_evaluation_dropped_total{llmmeter_evaluation_reason="queue_full"}',
+        'llmmeter_policy_agreement_target{llmmeter_policy_rule="classify-to-mini", '
+        'llmmeter_policy_mode="enforce"} == 0.95',
+        'llmmeter_policy_agreement_target{llmmeter_policy_rule="summarize-to-mini", '
+        'llmmeter_policy_mode="shadow"} == 0.9',
+        'absent(llmmeter_policy_agreement_target{llmmeter_policy_rule="extract-to-nano"})',
+        f'llmmeter_cost_usd_total{{{common}, gen_ai_request_model="gpt-4o", '
+        'llmmeter_policy_rule="classify-to-mini", llmmeter_policy_action="evaluate", '
+        'llmmeter_evaluation="true"}',
+        'llmmeter_policy_decisions_total{llmmeter_policy_rule="classify-to-mini", '
+        'llmmeter_policy_action="evaluate"}',
         # the unpriced model: counted, and no cost series
         f'llmmeter_cost_unpriced_total{{{common}, gen_ai_request_model="acme-llm-1", '
         'gen_ai_response_model="acme-llm-1", llmmeter_task="chat"}',
@@ -473,6 +543,9 @@ def fake_openai() -> Iterator[FakeOpenAI]:
         server.fail_next(429, times=1000, model="gpt-4.1-nano")
         # A model that always fails: errors the caller sees.
         server.fail_next(500, times=1000, model="gpt-4-turbo")
+        # chat-to-mini's evaluations fail, after holding the evaluation worker (see POLICY).
+        server.fail_next(500, times=1000, model="gpt-4.1-mini")
+        server.set_latency(response=0.5, model="gpt-4.1-mini")
         # The first gpt-4o stream is cut after two events.
         server.break_stream_after(2, model="gpt-4o")
         yield server
@@ -512,6 +585,8 @@ def test_prometheus_scrapes_the_workload_and_evaluates_the_whole_kit(
         OTEL_TRACES_EXPORTER="none",
         OTEL_SERVICE_NAME=SERVICE,
         LLMMETER_POLICY=str(policy),
+        LLMMETER_EVALUATION_CONCURRENCY="1",
+        LLMMETER_EVALUATION_QUEUE_SIZE="1",
         OPENAI_BASE_URL=fake_openai.base_url,
         OPENAI_API_KEY="sk-test-key",
     )
@@ -556,6 +631,11 @@ def test_prometheus_scrapes_the_workload_and_evaluates_the_whole_kit(
                 "gen_ai_client_token_usage_bucket",
                 "gen_ai_client_operation_time_to_first_chunk_seconds_bucket",
                 "llmmeter_usage_cache_input_tokens_total",
+                "llmmeter_evaluations_total",
+                "llmmeter_evaluation_agreement_total",
+                "llmmeter_evaluation_errors_total",
+                "llmmeter_evaluation_dropped_total",
+                "llmmeter_policy_agreement_target",
             } <= names
         finally:
             assert app.stdin is not None
