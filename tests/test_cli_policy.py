@@ -173,6 +173,9 @@ def test_check_json_structure(capsys: pytest.CaptureFixture[str], policy: str) -
         "allow_images": False,
         "allow_response_format": True,
         "sample": 1.0,
+        "evaluate": 0.0,
+        "compare": "exact",
+        "agreement_target": 0.95,
     }
     assert (doc["rules"][1]["mode"], doc["rules"][1]["own_mode"]) == ("shadow", "shadow")
     assert doc["rules"][1]["sample"] == 0.25

@@ -475,3 +475,20 @@ def test_the_agreement_target_gauge_names_each_evaluating_rule_and_its_mode(
         for p in tel.points("llmmeter.policy.agreement_target")
     }
     assert targets == {("sentiment", "enforce"): 0.9, ("other", "shadow"): 0.95}
+
+
+def test_raw_responses_and_the_responses_api_are_evaluated_with_parsed_answers(
+    tel: Telemetry, disagreeing: FakeOpenAI, client: Any
+) -> None:
+    tel.instrument(policy=RulePolicy([rule(mode="shadow")]))
+    raw = client.chat.completions.with_raw_response.create(
+        model=ORIGINAL, messages=[{"role": "user", "content": "Too slow to ship"}]
+    )
+    assert raw.parse().choices[0].message.content == "positive"
+    assert client.responses.create(model=ORIGINAL, input="Too slow").output_text == "positive"
+    for _ in client.responses.create(model=ORIGINAL, input="Great boots", stream=True):
+        pass
+    wait_until(settled(tel, 3))
+    assert total(tel, ERRORS) == 0
+    assert total(tel, EVALUATE) == 3
+    assert total(tel, AGREEMENT) == 1  # only "Great boots" is answered alike

@@ -88,6 +88,11 @@ def _conditions(rule: Rule) -> list[str]:
         parts.append("no images")
     if not rule.allow_response_format:
         parts.append("no structured output")
+    if rule.evaluate > 0.0:
+        parts.append(
+            f"evaluate {_percent(rule.evaluate)} ({rule.comparator.name}, "
+            f"target {_percent(rule.agreement_target)})"
+        )
     return parts
 
 
@@ -113,6 +118,9 @@ def _rule_json(policy: RulePolicy, rule: Rule) -> dict[str, Any]:
         "allow_images": rule.allow_images,
         "allow_response_format": rule.allow_response_format,
         "sample": rule.sample,
+        "evaluate": rule.evaluate,
+        "compare": rule.comparator.name,
+        "agreement_target": rule.agreement_target,
         **guard,
     }
 
@@ -641,7 +649,9 @@ examples:
 
 
 def add_policy_parsers(commands: Any) -> None:
-    """``llmmeter policy check`` and ``llmmeter policy explain``."""
+    """``llmmeter policy check``, ``explain``, ``status`` and ``promote``."""
+    from ._cli_status import add_status_parsers
+
     policy = commands.add_parser(
         "policy",
         help="check a routing policy file, or explain its decision for a call",
@@ -737,3 +747,4 @@ def add_policy_parsers(commands: Any) -> None:
     )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.set_defaults(handler=_policy_explain, prog=explain.prog)
+    add_status_parsers(subcommands)

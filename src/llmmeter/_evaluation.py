@@ -30,7 +30,7 @@ import queue
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from time import monotonic
@@ -61,6 +61,9 @@ current_evaluation: ContextVar[Evaluation | None] = ContextVar("llmmeter_evaluat
 """The evaluation whose request a worker is sending in this context."""
 
 _DROPPED_KEYS: Final = ("stream", "stream_options", "timeout")
+_RAW_RESPONSE_HEADER: Final = "x-stainless-raw-response"
+"""Set by ``with_raw_response`` / ``with_streaming_response``: the evaluation wants the
+parsed answer, whatever way the user read theirs."""
 
 
 @dataclass(slots=True, eq=False)
@@ -95,9 +98,16 @@ class Evaluation:
     cost: float = 0.0
 
     def request(self, timeout: float) -> dict[str, Any]:
+        """The user's request for the other model: unstreamed, parsed (not a raw response),
+        with the evaluation's own timeout."""
         kwargs = {k: v for k, v in self.kwargs.items() if k not in _DROPPED_KEYS}
         kwargs["model"] = self.model
         kwargs["timeout"] = timeout
+        headers = kwargs.get("extra_headers")
+        if isinstance(headers, Mapping):
+            kwargs["extra_headers"] = {
+                k: v for k, v in headers.items() if str(k).lower() != _RAW_RESPONSE_HEADER
+            }
         return kwargs
 
     def finish(
