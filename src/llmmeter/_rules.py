@@ -35,6 +35,7 @@ from ._compare import (
     BUILTIN,
     EXACT,
     Comparator,
+    ComparatorProblem,
     Judge,
     build_comparator,
     comparator_from_config,
@@ -822,7 +823,10 @@ def check_comparators(source: str, comparators: Any) -> dict[str, Comparator]:
                 f"a callable (original, candidate) -> float or one of {', '.join(BUILTIN)}",
                 judge,
             )
-        built[str(name)] = build_comparator(judge)
+        try:
+            built[str(name)] = build_comparator(judge)
+        except ComparatorProblem as exc:  # "label" by name: it needs a regex
+            raise ConfigError(f"{source}: comparators[{name!r}]: {exc}") from None
     return built
 
 
