@@ -52,7 +52,17 @@ def test_64_threads_of_200_calls_each_every_span_once_under_its_parent(
     expected: dict[str, tuple[str, int]] = {}
     lock = threading.Lock()
     errors: list[BaseException] = []
-    client = openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    # One kept-alive connection per thread: the SDK's default pool keeps 20, so 44 threads
+    # would open and close a connection per call (thousands of sockets in TIME_WAIT, and now
+    # and then a refused connect), which is not what this test is about.
+    limits = type(openai_module.DEFAULT_CONNECTION_LIMITS)  # httpx's (httpx2's in openai 3.x)
+    pool = limits(max_connections=THREADS, max_keepalive_connections=THREADS)
+    client = openai_module.OpenAI(
+        base_url=server.base_url,
+        api_key="k",
+        max_retries=0,
+        http_client=openai_module.DefaultHttpxClient(limits=pool, timeout=60),
+    )
     barrier = threading.Barrier(THREADS)
 
     def caller(i: int) -> None:
