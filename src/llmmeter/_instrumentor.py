@@ -202,7 +202,7 @@ class Registry:
                     queue_size=settings.evaluation_queue_size,
                     timeout=settings.evaluation_timeout,
                 )
-                _observe_agreement_targets(meter, runtime)
+                _observe_agreement_targets(meter)
             self._spend = spend
             if isinstance(policy, RulePolicy):
                 policy.sync_spend()  # polls only while some rule has a spend guard
@@ -303,14 +303,18 @@ class Registry:
         self._applied.append((cls, method, original))
 
 
-def _observe_agreement_targets(meter: metrics.Meter, runtime: Runtime) -> None:
+def _observe_agreement_targets(meter: metrics.Meter) -> None:
     """``llmmeter.policy.agreement_target``: each evaluating rule's target and mode, read at
-    each export, so that an alert can compare a rule's agreement with its own target."""
+    each export, so that an alert can compare a rule's agreement with its own target.
+
+    The callback reads the live runtime: a second ``instrument()`` on the same meter gets the
+    first gauge back from the SDK (with the first callback), which then still reports."""
     from opentelemetry.metrics import CallbackOptions, Observation
 
     def observe(options: CallbackOptions) -> list[Observation]:
-        policy = runtime.policy
-        if not isinstance(policy, RulePolicy) or REGISTRY.runtime() is not runtime:
+        runtime = REGISTRY.runtime()
+        policy = runtime.policy if runtime is not None else None
+        if not isinstance(policy, RulePolicy):
             return []
         return [
             Observation(
