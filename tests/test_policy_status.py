@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from llmmeter._cli import main
 from llmmeter._cli_status import (
@@ -48,7 +47,14 @@ from llmmeter.testing import FakeOpenAI
 
 from .local_http import QuietHTTPServer
 from .test_cli import run_cli
-from .test_prometheus_e2e import PrometheusAPI, _binary, _free_port, _tail, app_env
+from .test_prometheus_e2e import (
+    PrometheusAPI,
+    _binary,
+    _free_port,
+    _tail,
+    app_env,
+    scrape_config,
+)
 from .test_prometheus_e2e import start_prometheus as start_real_prometheus
 
 POLICY = """\
@@ -825,20 +831,7 @@ def test_status_and_promote_on_shadow_evaluations_in_a_real_prometheus(
     policy = tmp_path / "policy.toml"
     policy.write_text(E2E_POLICY)
     (tmp_path / "app.py").write_text(APP)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s"},
-                "scrape_configs": [
-                    {
-                        "job_name": "policy-status",
-                        "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
-                    }
-                ],
-            }
-        )
-    )
+    config = scrape_config(tmp_path / "prometheus.yml", "policy-status", metrics_port)
     monkeypatch.chdir(tmp_path)
     api = PrometheusAPI(f"http://127.0.0.1:{web_port}")
     env = app_env()

@@ -224,6 +224,21 @@ def app_env() -> dict[str, str]:
     }
 
 
+def scrape_config(path: Path, job: str, port: int) -> Path:
+    """A Prometheus config at ``path`` that scrapes ``127.0.0.1:port`` every second as ``job``."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s"},
+                "scrape_configs": [
+                    {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                ],
+            }
+        )
+    )
+    return path
+
+
 def start_prometheus(
     binary: str, config: Path, data: Path, web_port: int, log: IO[str]
 ) -> subprocess.Popen[bytes]:

@@ -6,7 +6,6 @@ or request, and the interpreter's exit are all counted and never touch the user'
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import textwrap
@@ -455,7 +454,7 @@ def test_the_evaluation_settings_are_validated(
     monkeypatch.setenv("LLMMETER_EVALUATION_QUEUE_SIZE", "0")
     with pytest.raises(ConfigError, match="LLMMETER_EVALUATION_QUEUE_SIZE: expected a positive"):
         tel.instrument(policy=RulePolicy([rule()]))
-    assert os.environ["LLMMETER_EVALUATION_QUEUE_SIZE"] == "0"
+    assert not llmmeter._instrumentor.REGISTRY.instrumented  # nothing half-built is left
 
 
 def test_the_agreement_target_gauge_names_each_evaluating_rule_and_its_mode(
@@ -492,3 +491,11 @@ def test_raw_responses_and_the_responses_api_are_evaluated_with_parsed_answers(
     assert total(tel, ERRORS) == 0
     assert total(tel, EVALUATE) == 3
     assert total(tel, AGREEMENT) == 1  # only "Great boots" is answered alike
+
+
+def test_the_agreement_target_gauge_reports_after_instrumenting_again(tel: Telemetry) -> None:
+    tel.instrument(policy=RulePolicy([rule()]))
+    llmmeter.uninstrument()
+    tel.instrument(policy=RulePolicy([rule(agreement_target=0.8)]))  # the same meter
+    values = [p.value for p in tel.points("llmmeter.policy.agreement_target")]
+    assert values == [0.8]

@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import yaml
 
 import llmmeter
 from llmmeter import ConfigError, RulePolicy
@@ -56,6 +55,7 @@ from .test_prometheus_e2e import (
     _free_port,
     _tail,
     app_env,
+    scrape_config,
     start_prometheus,
 )
 
@@ -686,20 +686,7 @@ def test_guard_follows_the_fleet_spend_in_a_real_prometheus(tmp_path: Path) -> N
     metrics_port, web_port = _free_port(), _free_port()
     policy = write(tmp_path / "policy.toml", GUARDED.format(budget=TINY_BUDGET))
     (tmp_path / "app.py").write_text(APP)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s"},
-                "scrape_configs": [
-                    {
-                        "job_name": "spend-guard",
-                        "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
-                    }
-                ],
-            }
-        )
-    )
+    config = scrape_config(tmp_path / "prometheus.yml", "spend-guard", metrics_port)
     env = app_env()
     app_log, prometheus_log = tmp_path / "app.log", tmp_path / "prometheus.log"
     api = PrometheusAPI(f"http://127.0.0.1:{web_port}")
