@@ -40,7 +40,7 @@ from llmmeter._cli_status import (
     promql,
     recommend,
 )
-from llmmeter._evidence import proportion
+from llmmeter._evidence import proportion, wilson
 from llmmeter._policy import stable_fraction
 from llmmeter._rules import RulePolicy
 from llmmeter.testing import FakeOpenAI
@@ -359,6 +359,22 @@ def test_status_json_has_the_figures_and_the_step(
             "sample": 0.25,
         },
     }
+
+
+def test_extrapolated_counts_keep_their_share_when_n_is_rounded(
+    capsys: pytest.CaptureFixture[str], prometheus: StubPrometheus, policy: Path
+) -> None:
+    """increase() hands back 11.447 evaluations and 9.357 agreeing (8 of 10, each stretched
+    by Prometheus): the share is 81.7%, not 9.357 of the rounded 11 (85.1%)."""
+    prometheus.set("classify-to-mini", shadowed=12, evaluations=11.447, agreement=9.357)
+    code, out, _ = run_cli(
+        capsys, "policy", "status", "policy.toml", "--prometheus", prometheus.url, "--json"
+    )
+    assert code == 0
+    (rule,) = (each for each in json.loads(out)["rules"] if each["rule"] == "classify-to-mini")
+    assert rule["evaluations"] == 11
+    assert rule["agreement"] == pytest.approx(9.357 / 11.447, abs=1e-6)
+    assert rule["agreement_low"] == pytest.approx(wilson(9.357 / 11.447 * 11, 11)[0], abs=1e-6)
 
 
 def test_status_with_nothing_to_change_exits_0(
@@ -920,7 +936,9 @@ def test_status_and_promote_on_shadow_evaluations_in_a_real_prometheus(
             (rule,) = json.loads(out)["rules"]
             # increase() extrapolates past the first and last samples (by up to 1.5 scrape
             # intervals over a few seconds of samples here): never fewer than the 10
-            # evaluations, and both counters by nearly the same factor, so 8 of 10 agree.
+            # evaluations. Towards the start it stretches each counter by at most its first
+            # value over its increase (1/10 and 1/8), so the share is 80% to 0.8 * 1.125 / 1.1
+            # = 81.8%, as long as status does not round one figure and not the other.
             assert 10 <= rule["evaluations"] < 40, rule
             assert rule["agreement"] == pytest.approx(8 / 10, abs=0.05), rule
             assert (rule["evaluate"], rule["agreement_target"]) == (1.0, 0.7)

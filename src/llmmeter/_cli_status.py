@@ -400,10 +400,15 @@ class RuleStatus:
 
 
 def _agreement(evaluations: float, agreement: float) -> Proportion:
-    """``increase()`` extrapolates, so counts arrive as floats: n is rounded, the summed
-    scores kept as they are (fractional scores are what they are) within [0, n]."""
+    """``increase()`` extrapolates, so counts arrive as floats. The share is taken from the
+    two figures as they came, then n is rounded and the summed scores scaled to it: keeping
+    the extrapolated score sum over a rounded n would tilt the share (9.36 of 11.45
+    evaluations is 82%, but 9.36 of 11 is 85%)."""
     n = max(0, round(evaluations))
-    return proportion(min(max(agreement, 0.0), float(n)), n)
+    if n == 0:
+        return proportion(0.0, 0)
+    share = min(agreement / evaluations, 1.0) if agreement > 0 else 0.0  # NaN: none
+    return proportion(share * n, n)
 
 
 def _percent(share: float) -> str:
