@@ -20,7 +20,12 @@ from typing import Any
 import pytest
 
 from llmmeter._cli import main
-from llmmeter._cli_status import (
+from llmmeter._evidence import proportion, wilson
+from llmmeter._policy import stable_fraction
+from llmmeter._policy_edit import _EditError, edit_policy
+from llmmeter._recommend import Recommendation, Thresholds, next_step, recommend
+from llmmeter._rules import RulePolicy
+from llmmeter._status_sources import (
     AGREEMENT,
     EVALUATION_COST,
     EVALUATION_DROPPED,
@@ -32,17 +37,8 @@ from llmmeter._cli_status import (
     SHADOWED,
     WOULD_SAVE,
     Counter,
-    Recommendation,
-    Thresholds,
-    _EditError,
-    edit_policy,
-    next_step,
     promql,
-    recommend,
 )
-from llmmeter._evidence import proportion, wilson
-from llmmeter._policy import stable_fraction
-from llmmeter._rules import RulePolicy
 from llmmeter.testing import FakeOpenAI
 
 from .local_http import QuietHTTPServer
