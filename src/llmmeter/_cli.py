@@ -82,14 +82,20 @@ def parse_tokens(text: str) -> int:
     return int(amount)
 
 
-def _parse_share(text: str) -> float:
+def parse_number(text: str, expected: str, accept: Callable[[float], bool]) -> float:
+    """An option's number, or argparse's error saying what was ``expected``: text that is no
+    number is NaN, which ``accept`` must refuse (so write it as a range check)."""
     try:
-        share = float(text)
+        value = float(text)
     except ValueError:
-        share = math.nan
-    if not 0.0 <= share <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1; got {text!r}")
-    return share
+        value = math.nan
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}")
+    return value
+
+
+def _parse_share(text: str) -> float:
+    return parse_number(text, "a number from 0 to 1", lambda value: 0.0 <= value <= 1.0)
 
 
 def _parse_date(text: str) -> date:

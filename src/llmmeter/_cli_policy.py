@@ -24,6 +24,7 @@ from ._cli import (
     _table,
     _UsageError,
     format_cost,
+    parse_number,
     parse_tokens,
     plural,
 )
@@ -626,13 +627,9 @@ def _estimate_words(outcome: _Outcome, estimate: _Estimate) -> list[str]:
 
 
 def _parse_usd(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected US dollars (a number >= 0); got {text!r}")
-    return value
+    return parse_number(
+        text, "US dollars (a number >= 0)", lambda value: value >= 0 and math.isfinite(value)
+    )
 
 
 _CHECK_EPILOG = """\

@@ -24,7 +24,7 @@ import tomllib
 from collections.abc import Sequence
 from typing import Any
 
-from ._cli import Writer, _table, _UsageError, format_cost
+from ._cli import Writer, _table, _UsageError, format_cost, parse_number
 from ._config import LLMMETER_PROMETHEUS_URL
 from ._policy_edit import _EditError, edit_policy, write_atomically
 from ._recommend import (
@@ -360,13 +360,7 @@ def _parse_count(text: str) -> int:
 
 
 def _parse_rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1; got {text!r}")
-    return value
+    return parse_number(text, "a fraction from 0 to 1", lambda value: 0.0 <= value <= 1.0)
 
 
 def _parse_steps(text: str) -> tuple[float, ...]:
@@ -387,13 +381,9 @@ def _parse_steps(text: str) -> tuple[float, ...]:
 
 
 def _parse_timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected seconds (a number > 0); got {text!r}")
-    return value
+    return parse_number(
+        text, "seconds (a number > 0)", lambda value: value > 0 and math.isfinite(value)
+    )
 
 
 def _add_evidence_options(parser: argparse.ArgumentParser) -> None:

@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from ._cli import _UsageError
 from ._recommend import Recommendation
 
-
 _HEADER = re.compile(r"^\s*\[")
 _RULES_HEADER = re.compile(r"^\s*\[\[\s*(rules|\"rules\"|'rules')\s*\]\]\s*(#.*)?$")
 _KEY_LINE = re.compile(
