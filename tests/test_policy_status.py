@@ -50,6 +50,7 @@ from .test_prometheus_e2e import (
     _tail,
     app_env,
     scrape_config,
+    stop,
 )
 from .test_prometheus_e2e import start_prometheus as start_real_prometheus
 
@@ -989,15 +990,7 @@ def test_status_and_promote_on_shadow_evaluations_in_a_real_prometheus(
                 time.sleep(0.3)
             assert attributes["gen_ai.request.model"] == "gpt-4o-mini"
         finally:
-            assert process.stdin is not None
-            process.stdin.close()
-            server.terminate()
-            for each in (process, server):
-                try:
-                    each.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    each.kill()
-                    each.wait()
+            stop(process, server)
             assert process.stdout is not None
             process.stdout.close()
     assert process.returncode == 0, _tail(app_log)

@@ -256,6 +256,20 @@ def start_prometheus(
     )
 
 
+def stop(app: subprocess.Popen[Any], server: subprocess.Popen[Any]) -> None:
+    """End a test's app (its closed stdin tells it to finish) and its Prometheus (SIGTERM);
+    either still running after 15 s is killed."""
+    assert app.stdin is not None
+    app.stdin.close()
+    server.terminate()
+    for process in (app, server):
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     if not path.exists():
         return ""
@@ -653,14 +667,6 @@ def test_prometheus_scrapes_the_workload_and_evaluates_the_whole_kit(
                 "llmmeter_policy_agreement_target",
             } <= names
         finally:
-            assert app.stdin is not None
-            app.stdin.close()  # the workload's signal to stop
-            server.terminate()
-            for process in (app, server):
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop(app, server)
     assert app.returncode == 0, _tail(app_log)
     assert time.monotonic() - started < 90

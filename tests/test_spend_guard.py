@@ -57,6 +57,7 @@ from .test_prometheus_e2e import (
     app_env,
     scrape_config,
     start_prometheus,
+    stop,
 )
 
 DEADLINE = 30.0
@@ -752,15 +753,7 @@ def test_guard_follows_the_fleet_spend_in_a_real_prometheus(tmp_path: Path) -> N
             assert not any(routed(each) for each in after), after
             assert {each["gen_ai.request.model"] for each in after} == {"gpt-4o"}
         finally:
-            assert process.stdin is not None
-            process.stdin.close()
-            server.terminate()
-            for each in (process, server):
-                try:
-                    each.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    each.kill()
-                    each.wait()
+            stop(process, server)
             app.reader.join(timeout=15)  # EOF: the app exited
             assert process.stdout is not None
             process.stdout.close()
