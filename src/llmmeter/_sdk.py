@@ -6,8 +6,14 @@ post-import hook, when the application has imported openai itself.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import logging
+import sys
 from dataclasses import dataclass
 from typing import Any
+
+logger = logging.getLogger("llmmeter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +34,8 @@ def load() -> SdkTypes:
     """Import the SDK classes (openai is already imported when this runs)."""
     import openai
     from openai import _legacy_response, _response
+
+    _settle_httpx2()
 
     return SdkTypes(
         stream=openai.Stream,
@@ -54,3 +62,24 @@ def rejects_stream_options(exc: BaseException, sdk: SdkTypes) -> bool:
     body = getattr(exc, "body", None)
     param = body.get("param") if isinstance(body, dict) else None
     return param == "stream_options" or "stream_options" in str(getattr(exc, "message", ""))
+
+
+def _settle_httpx2() -> None:
+    """Import httpx2 now if the SDK peeks at it: later, a first call would import it under
+    other threads' calls.
+
+    openai 2.x looks ``httpx2`` up in ``sys.modules`` on every response without importing it,
+    and the price data (genai-prices, loaded at the first priced call) imports httpx2. A module
+    is in ``sys.modules`` before its import finishes, so while the first call's thread imports
+    it, the SDK hands the other threads a half-built module: 38 of 64 threads' first calls
+    failed with AttributeError. Here, at ``instrument()`` or at the application's import of
+    openai, no call is in flight yet; it costs ~9 ms, and only with such an SDK (openai 1.x
+    never peeks, 3.x imports httpx2 itself).
+    """
+    if "httpx2" in sys.modules or "openai._httpx2" not in sys.modules:
+        return
+    try:
+        if importlib.util.find_spec("httpx2") is not None:
+            importlib.import_module("httpx2")
+    except Exception:  # a broken httpx2 is the SDK's to report, at its own import
+        logger.debug("llmmeter: could not import httpx2 ahead of the first call", exc_info=True)
