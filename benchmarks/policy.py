@@ -1,7 +1,7 @@
 """Cost of one routing decision: building the ``CallView`` and ``RulePolicy.decide``.
 
-Measured as the instrumentation makes it (``_call._route``): a fresh view per call, its task
-and key read from ``llmmeter.task``'s context variables, then the decision. The policy is a
+Measured as the instrumentation makes it (``_routing.Router.route``): a fresh view per call, its
+task and key read from ``llmmeter.task``'s context variables, then the decision. The policy is a
 realistic 10-rule TOML file (model globs with dated snapshots, tasks, ``(?i)`` word-boundary
 prompt patterns, token limits, ``allow_tools = false``, a 25% canary), and the calls carry a
 ~2 KB chat prompt (a system message and a user message).
@@ -255,7 +255,7 @@ def main() -> None:
     from llmmeter._rules import RulePolicy
     from llmmeter._task import current_key, current_task
 
-    def view(case: Case) -> CallView:  # as _call._route builds it
+    def view(case: Case) -> CallView:  # as _routing.Router.route builds it
         return CallView(
             endpoint=case.endpoint,
             operation="chat",

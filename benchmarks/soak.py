@@ -544,10 +544,14 @@ def rss_mib() -> float:
 def live_llmmeter_objects() -> int:
     """Per-call objects alive now: calls, stream and raw-response proxies."""
     from llmmeter._call import Call
-    from llmmeter._raw import _RawProxy
-    from llmmeter._streams import _StreamProxy
+    from llmmeter._proxies import (
+        AsyncRawResponseProxy,
+        AsyncStreamProxy,
+        RawResponseProxy,
+        StreamProxy,
+    )
 
-    kinds = (Call, _StreamProxy, _RawProxy)
+    kinds = (Call, StreamProxy, AsyncStreamProxy, RawResponseProxy, AsyncRawResponseProxy)
     # type(), not isinstance(): isinstance() asks openai's module-level lazy proxies for their
     # __class__, which imports and builds the module client (memory that is not ours).
     return sum(issubclass(type(o), kinds) for o in gc.get_objects())
@@ -571,7 +575,8 @@ def cache_sizes() -> dict[str, int]:
         "guard_seen": len(guard._seen),
         "guard_sites": len(guard._sites),
     }
-    state = getattr(runtime.policy, "_state", None)
+    policy = runtime.router.policy if runtime.router is not None else None
+    state = getattr(policy, "_state", None)
     if state is not None:
         sizes["policy_candidates"] = len(state.by_model)
     return sizes

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import llmmeter
-from llmmeter import _call, _pricing, _raw, _streams, _usage
+from llmmeter import _call, _pricing, _proxies, _record, _usage
 from llmmeter.testing import FakeOpenAI
 
 from .conftest import make_telemetry
@@ -30,7 +30,7 @@ def _boom(*args: Any, **kwargs: Any) -> Any:
 # exactly as if they had set include_usage themselves (documented in docs/streams.md).
 STREAM_SHAPE_STAGES: list[tuple[Any, str]] = [
     (_call, "is_usage_only_chunk"),
-    (_call, "wrap_stream"),
+    (_proxies, "wrap_stream"),
 ]
 
 
@@ -41,13 +41,13 @@ STAGES: list[tuple[Any, str]] = [
     (_call.Call, "enter"),
     (_call, "read_response"),  # response reading
     (_call, "read_chunk"),  # chunk reading
-    (_call, "wrap_raw_response"),
-    (_raw, "_read_body"),
-    (_call, "_response_attributes"),  # finishing
-    (_call, "_usage_attributes"),
+    (_proxies, "wrap_raw_response"),
+    (_proxies, "_read_body"),
+    (_call, "response_attributes"),  # finishing
+    (_call, "usage_attributes"),
     (_call, "rejects_stream_options"),
-    (_call, "status_code"),
-    (_call, "content_json"),
+    (_record, "status_code"),
+    (_record, "content_json"),
     (_pricing.PriceTable, "price"),  # pricing
     (_pricing, "compute_cost"),
 ]
@@ -246,5 +246,4 @@ def test_stream_proxy_and_usage_modules_are_the_ones_patched() -> None:
     """Keeps STAGES honest: each name exists where the test patches it."""
     for owner, name in STAGES:
         assert hasattr(owner, name), (owner, name)
-    assert _streams.wrap_stream is _call.wrap_stream
     assert _usage.read_chunk is _call.read_chunk

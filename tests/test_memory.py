@@ -6,8 +6,12 @@ import gc
 from typing import Any
 
 from llmmeter._call import Call
-from llmmeter._raw import _RawProxy
-from llmmeter._streams import _StreamProxy
+from llmmeter._proxies import (
+    AsyncRawResponseProxy,
+    AsyncStreamProxy,
+    RawResponseProxy,
+    StreamProxy,
+)
 
 from .conftest import Telemetry
 
@@ -16,7 +20,12 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say he
 
 def _alive() -> int:
     gc.collect()
-    return sum(isinstance(o, (Call, _StreamProxy, _RawProxy)) for o in gc.get_objects())
+    return sum(
+        isinstance(
+            o, (Call, StreamProxy, AsyncStreamProxy, RawResponseProxy, AsyncRawResponseProxy)
+        )
+        for o in gc.get_objects()
+    )
 
 
 def test_calls_streams_and_raw_responses_leave_nothing_behind(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import llmmeter
-from llmmeter import _call, _policy, _rules
+from llmmeter import _call, _policy, _routing, _rules
 from llmmeter.testing import FakeOpenAI
 
 from .conftest import make_telemetry
@@ -24,14 +24,14 @@ class Boom(Exception):
 
 
 STAGES: list[tuple[Any, str]] = [
-    (_call, "_route"),  # deciding
-    (_call, "CallView"),
+    (_routing.Router, "route"),  # deciding
+    (_routing, "CallView"),
     (_policy, "_texts"),  # the lazy prompt window, read by the prompt regex
     (_rules.Rule, "mismatch"),  # a bug in our own rule matching (not the user's policy)
     (_call.Call, "_record_decision"),  # recording the decision
     (_call.Call, "_savings"),  # pricing the saving
     (_call.Call, "_reopen"),  # setting up the fallback
-    (_call.Runtime, "accepts"),  # running the accept check
+    (_routing.Router, "accepts"),  # running the accept check
 ]
 
 

@@ -26,7 +26,7 @@ import pytest
 
 import llmmeter
 from llmmeter import ConfigError
-from llmmeter._targets import REDACTION_FAILED
+from llmmeter._content import REDACTION_FAILED
 from llmmeter.testing import FakeOpenAI
 
 from .conftest import Telemetry, make_telemetry

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -28,6 +31,30 @@ def test_public_names_are_exactly_these() -> None:
     ]
     for name in llmmeter.__all__:
         assert hasattr(llmmeter, name)
+
+
+PUBLIC_MODULES = frozenset({"exceptions", "testing"})
+"""Submodules users import by name (``llmmeter.exceptions.ConfigError``, ``llmmeter.testing``)."""
+
+
+def test_dir_shows_the_public_names_and_nothing_else() -> None:
+    shown = {name for name in dir(llmmeter) if not name.startswith("_")}
+    modules = {name for name in shown if isinstance(getattr(llmmeter, name), ModuleType)}
+    assert modules <= PUBLIC_MODULES
+    assert shown - modules == {name for name in llmmeter.__all__ if not name.startswith("_")}
+
+
+def test_the_package_init_defines_nothing_it_only_re_exports() -> None:
+    assert llmmeter.__file__ is not None
+    tree = ast.parse(Path(llmmeter.__file__).read_text(encoding="utf-8"))
+    body = tree.body
+    assert isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)  # docstring
+    for node in body[1:]:
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 1, ast.unparse(node)  # from our own modules only
+            continue
+        assert isinstance(node, ast.Assign), ast.unparse(node)
+        assert [ast.unparse(t) for t in node.targets] == ["__all__"]
 
 
 def test_testing_module_exports_the_fake_server() -> None:

@@ -3,14 +3,14 @@ keeps beyond one call stays within its cap however many distinct keys flow throu
 
 The audit (what lives longer than a call, and what bounds it):
 
-- ``_call.Runtime._counted``: Responses ids; LRU of ``_MAX_REMEMBERED``.
-- ``_call.Runtime._rejected``: servers that refused ``stream_options``; ``_MAX_REMEMBERED``,
+- ``_runtime.Runtime._counted``: Responses ids; LRU of ``MAX_REMEMBERED``.
+- ``_runtime.Runtime._rejected``: servers that refused ``stream_options``; ``MAX_REMEMBERED``,
   then not remembered.
-- ``_call.Runtime._client_kinds``: client classes; ``_MAX_CLIENT_KINDS``, then not remembered.
-- ``_call.Runtime._servers``: base URL objects with their host and port; ``_MAX_SERVERS``,
+- ``_runtime.Runtime._client_kinds``: client classes; ``MAX_CLIENT_KINDS``, then not remembered.
+- ``_runtime.Runtime._servers``: base URL objects with their host and port; ``MAX_SERVERS``,
   then cleared.
-- ``_call.Runtime._shapes``: (method, model, server, task, Azure) with their constant
-  attributes; ``_MAX_SHAPES``, then cleared.
+- ``_runtime.Runtime._shapes``: (method, model, server, task, Azure) with their constant
+  attributes; ``MAX_SHAPES``, then cleared.
 - ``_pricing.PriceTable._models``: model names; ``_MAX_NAMES``, then not cached.
 - ``_pricing.PriceTable._rates``: (name, tier, batch, day); ``_MAX_NAMES``, then cleared.
 - ``_pricing.PriceTable._warned``: unpriced names warned about; ``_MAX_NAMES``.
@@ -28,6 +28,7 @@ through the real SDK reach them; the values themselves are pinned by the last te
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import logging
@@ -41,7 +42,7 @@ from typing import Any
 import pytest
 
 import llmmeter
-from llmmeter import _call, _guard, _pricing, _rules
+from llmmeter import _guard, _pricing, _rules, _runtime
 from llmmeter._instrumentor import REGISTRY
 
 from .conftest import make_telemetry
@@ -276,7 +277,7 @@ def test_distinct_response_ids_and_servers_leave_remembered_keys_within_the_cap(
 ) -> None:
     """Responses ids (remembered against double counting) and servers that rejected
     ``stream_options`` (remembered so the next stream goes out as written) are capped."""
-    monkeypatch.setattr(_call, "_MAX_REMEMBERED", 30)
+    monkeypatch.setattr(_runtime, "MAX_REMEMBERED", 30)
     runtime = instrumented()
     peak = Peak(ids=lambda: len(runtime._counted), rejected=lambda: len(runtime._rejected))
     api = EchoAPI(_httpx(), reject_stream_options=True)
@@ -302,7 +303,7 @@ def test_client_classes_and_warned_names_stay_within_their_caps(
     """A class per client (as ``unittest.mock`` makes) and a policy naming a new model on
     every call (warned once each, on Azure without a deployment for it) are capped."""
     openai = pytest.importorskip("openai")
-    monkeypatch.setattr(_call, "_MAX_CLIENT_KINDS", 8)
+    monkeypatch.setattr(_runtime, "MAX_CLIENT_KINDS", 8)
     monkeypatch.setattr(_guard, "_MAX_WARNED", 10)
 
     class Anywhere:
@@ -347,8 +348,8 @@ def test_new_base_urls_and_task_labels_keep_shape_caches_within_their_caps(
 ) -> None:
     """Base URLs and task labels (the user's: any number) are remembered with their constant
     attributes only up to a cap; a client given a new ``base_url`` is labelled by it at once."""
-    monkeypatch.setattr(_call, "_MAX_SERVERS", 6)
-    monkeypatch.setattr(_call, "_MAX_SHAPES", 9)
+    monkeypatch.setattr(_runtime, "MAX_SERVERS", 6)
+    monkeypatch.setattr(_runtime, "MAX_SHAPES", 9)
     tel = make_telemetry()
     tel.instrument()
     try:
@@ -373,17 +374,38 @@ def test_new_base_urls_and_task_labels_keep_shape_caches_within_their_caps(
         tel.tracer_provider.shutdown()
 
 
-@pytest.mark.parametrize(
-    ("module", "name", "value"),
-    [
-        (_call, "_MAX_REMEMBERED", 10_000),
-        (_call, "_MAX_CLIENT_KINDS", 64),
-        (_call, "_MAX_SERVERS", 64),
-        (_call, "_MAX_SHAPES", 512),
-        (_pricing, "_MAX_NAMES", 10_000),
-        (_rules, "_MAX_CACHED_MODELS", 4096),
-        (_guard, "_MAX_WARNED", 1024),
-    ],
-)
+CAPS: list[tuple[ModuleType, str, int]] = [
+    (_runtime, "MAX_REMEMBERED", 10_000),
+    (_runtime, "MAX_CLIENT_KINDS", 64),
+    (_runtime, "MAX_SERVERS", 64),
+    (_runtime, "MAX_SHAPES", 512),
+    (_pricing, "_MAX_NAMES", 10_000),
+    (_rules, "_MAX_CACHED_MODELS", 4096),
+    (_guard, "_MAX_WARNED", 1024),
+]
+"""Every cap, where the code reads it: the tests above patch these module attributes."""
+
+
+@pytest.mark.parametrize(("module", "name", "value"), CAPS)
 def test_caps_are_the_audited_values(module: ModuleType, name: str, value: int) -> None:
     assert getattr(module, name) == value
+
+
+@pytest.mark.parametrize(("module", "name", "value"), CAPS)
+def test_each_cap_is_read_at_run_time_by_the_module_the_tests_patch(
+    module: ModuleType, name: str, value: int
+) -> None:
+    """A patched constant that its module no longer reads (moved elsewhere, or copied into
+    another module by an import) would let the cap tests pass without capping anything."""
+    assert module.__file__ is not None
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    functions = [
+        n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+    reads = [
+        node
+        for function in functions
+        for node in ast.walk(function)
+        if isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)
+    ]
+    assert reads, f"{module.__name__} never reads {name} inside a function"

@@ -533,7 +533,8 @@ def instrumented(tel: Telemetry) -> Iterator[Telemetry]:
 
 
 def spend_monitor() -> SpendMonitor:
-    monitor = REGISTRY._spend
+    runtime = REGISTRY.runtime()
+    monitor = runtime.router.spend if runtime is not None and runtime.router else None
     assert monitor is not None
     return monitor
 
@@ -548,7 +549,7 @@ def test_poller_runs_with_a_guard_and_stops_on_uninstrument(
     thread = monitor._thread
     assert thread is not None and thread.daemon and thread.name == "llmmeter-spend-guard"
     llmmeter.uninstrument()
-    assert REGISTRY._spend is None
+    assert REGISTRY.runtime() is None
     wait_until(lambda: not thread.is_alive(), "the poller ends")
     asked = len(guard_env.requests)
     monitor.start()  # closed: a policy reloaded after uninstrument() starts nothing
@@ -597,7 +598,8 @@ def test_reload_adding_a_guard_without_a_url_keeps_the_last_good_policy(
 ) -> None:
     path = write(tmp_path / "policy.toml", UNGUARDED)
     instrumented.instrument(policy=RulePolicy.load(path, reload_interval=0))
-    assert REGISTRY._spend is None
+    runtime = REGISTRY.runtime()
+    assert runtime is not None and runtime.router is not None and runtime.router.spend is None
     write(path, GUARDED.format(budget=500))
     client.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "x"}])
     assert (instrumented.span().attributes or {})["llmmeter.policy.rule"] == "plain"
@@ -615,7 +617,8 @@ def test_the_callers_rule_policy_is_left_unbound(
     instrumented.instrument(policy=policy)
     assert policy.spend is None
     runtime = REGISTRY.runtime()
-    assert runtime is not None and runtime.policy.spend is spend_monitor()
+    assert runtime is not None and runtime.router is not None
+    assert runtime.router.policy.spend is spend_monitor()
 
 
 # --- end to end: a real Prometheus scraping an instrumented process ----------------------

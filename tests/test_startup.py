@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 import llmmeter
 from llmmeter import ConfigError
 from llmmeter._instrumentor import REGISTRY, SUPPORTED_MAJORS
-from llmmeter._package import _instruments
+from llmmeter._package import INSTRUMENTED
 from llmmeter.testing import FakeOpenAI
 
 from .conftest import make_telemetry
@@ -366,7 +366,7 @@ def test_price_in_a_script_loads_the_data_without_openai() -> None:
 
 
 def test_supported_majors_match_the_declared_openai_range() -> None:
-    (requirement,) = [Requirement(line) for line in _instruments]
+    (requirement,) = [Requirement(line) for line in INSTRUMENTED]
     assert requirement.name == "openai"
     for major in range(6):
         supported = requirement.specifier.contains(f"{major}.5.0")

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from ._usage import _get, _items
+from ._usage import read_field, read_list
 from .exceptions import ConfigError
 
 BUILTIN: Final = ("exact", "json", "tool", "label")
@@ -108,25 +108,30 @@ def _arguments(value: Any) -> str:
 
 def _chat_tool_calls(message: Any) -> tuple[ToolCall, ...]:
     calls: list[ToolCall] = []
-    for call in _items(_get(message, "tool_calls")):
-        custom = _get(call, "custom")
+    for call in read_list(read_field(message, "tool_calls")):
+        custom = read_field(call, "custom")
         if custom is not None:
             calls.append(
                 ToolCall(
-                    str(_get(custom, "name") or ""),
-                    _arguments(_get(custom, "input")),
+                    str(read_field(custom, "name") or ""),
+                    _arguments(read_field(custom, "input")),
                     "custom",
                 )
             )
             continue
-        function = _get(call, "function")
+        function = read_field(call, "function")
         calls.append(
-            ToolCall(str(_get(function, "name") or ""), _arguments(_get(function, "arguments")))
+            ToolCall(
+                str(read_field(function, "name") or ""),
+                _arguments(read_field(function, "arguments")),
+            )
         )
-    legacy = _get(message, "function_call")
+    legacy = read_field(message, "function_call")
     if legacy is not None and not calls:
         calls.append(
-            ToolCall(str(_get(legacy, "name") or ""), _arguments(_get(legacy, "arguments")))
+            ToolCall(
+                str(read_field(legacy, "name") or ""), _arguments(read_field(legacy, "arguments"))
+            )
         )
     return tuple(calls)
 
@@ -135,18 +140,26 @@ def _responses_answer(output: list[Any], raw: Any) -> Answer:
     texts: list[str] = []
     calls: list[ToolCall] = []
     for item in output:
-        kind = _get(item, "type")
+        kind = read_field(item, "type")
         if kind == "message":
-            for part in _items(_get(item, "content")):
-                if _get(part, "type") == "output_text" and isinstance(_get(part, "text"), str):
-                    texts.append(_get(part, "text"))
+            for part in read_list(read_field(item, "content")):
+                if read_field(part, "type") == "output_text" and isinstance(
+                    read_field(part, "text"), str
+                ):
+                    texts.append(read_field(part, "text"))
         elif kind == "function_call":
             calls.append(
-                ToolCall(str(_get(item, "name") or ""), _arguments(_get(item, "arguments")))
+                ToolCall(
+                    str(read_field(item, "name") or ""), _arguments(read_field(item, "arguments"))
+                )
             )
         elif kind == "custom_tool_call":
             calls.append(
-                ToolCall(str(_get(item, "name") or ""), _arguments(_get(item, "input")), "custom")
+                ToolCall(
+                    str(read_field(item, "name") or ""),
+                    _arguments(read_field(item, "input")),
+                    "custom",
+                )
             )
     # Like the SDK's ``output_text``: every output_text part, joined.
     return Answer("".join(texts) if texts else None, tuple(calls), raw)
@@ -166,16 +179,16 @@ def read_answer(result: Any) -> Answer:
         return result
     if isinstance(result, str):
         return Answer(result, (), result)
-    output = _get(result, "output")
+    output = read_field(result, "output")
     if isinstance(output, list | tuple):
         return _responses_answer(list(output), result)
-    choices = _items(_get(result, "choices"))
+    choices = read_list(read_field(result, "choices"))
     if choices:
         first = choices[0]
-        message = _get(first, "message")
+        message = read_field(first, "message")
         if message is not None:
-            return Answer(_text(_get(message, "content")), _chat_tool_calls(message), result)
-        text = _get(first, "text")
+            return Answer(_text(read_field(message, "content")), _chat_tool_calls(message), result)
+        text = read_field(first, "text")
         if isinstance(text, str):
             return Answer(text, (), result)
     raise ValueError(

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from ._content import Redactor
 from ._evaluation import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE
 from ._evaluation import DEFAULT_TIMEOUT as DEFAULT_EVALUATION_TIMEOUT
 from ._spend import DEFAULT_POLL_INTERVAL, DEFAULT_QUERY, DEFAULT_TIMEOUT, PrometheusURL
-from ._targets import Redactor
 from .exceptions import ConfigError
 
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
@@ -104,7 +104,7 @@ class Settings:
     """From ``LLMMETER_POLICY``; a ``policy`` argument to ``instrument()`` wins over it."""
     policy_mode: str | None = None
     redact: Callable[[str], str] | None = None
-    """The user's ``redact`` hook, wrapped so that it never raises (see ``_targets.Redactor``);
+    """The user's ``redact`` hook, wrapped so that it never raises (see ``_content.Redactor``);
     applied to captured content before truncation."""
     prometheus: PrometheusURL | None = field(default=None, repr=False)
     """From ``LLMMETER_PROMETHEUS_URL``: where the spend guard reads the fleet's spend."""

@@ -40,6 +40,7 @@ from . import _semconv as sc
 from ._compare import Comparator, Comparison, answer_from_messages, compare, read_answer
 from ._guard import Guard
 from ._metrics import Instruments
+from ._targets import RAW_RESPONSE_HEADER
 from ._usage import Outcome, output_messages
 
 if TYPE_CHECKING:
@@ -61,9 +62,6 @@ current_evaluation: ContextVar[Evaluation | None] = ContextVar("llmmeter_evaluat
 """The evaluation whose request a worker is sending in this context."""
 
 _DROPPED_KEYS: Final = ("stream", "stream_options", "timeout")
-_RAW_RESPONSE_HEADER: Final = "x-stainless-raw-response"
-"""Set by ``with_raw_response`` / ``with_streaming_response``: the evaluation wants the
-parsed answer, whatever way the user read theirs."""
 
 
 @dataclass(slots=True, eq=False)
@@ -106,7 +104,7 @@ class Evaluation:
         headers = kwargs.get("extra_headers")
         if isinstance(headers, Mapping):
             kwargs["extra_headers"] = {
-                k: v for k, v in headers.items() if str(k).lower() != _RAW_RESPONSE_HEADER
+                k: v for k, v in headers.items() if str(k).lower() != RAW_RESPONSE_HEADER
             }
         return kwargs
 

@@ -45,16 +45,15 @@ from opentelemetry.trace import TracerProvider
 from . import _sdk
 from . import _semconv as sc
 from ._bootstrap import resolve_providers
-from ._call import Runtime
 from ._config import Settings, resolve_settings
 from ._evaluation import Evaluator
 from ._guard import Guard
 from ._metrics import Instruments
-from ._package import __version__, _instruments
+from ._package import INSTRUMENTED, __version__
 from ._pricing import PriceTable
 from ._process import ChildFlush
-from ._rules import RulePolicy, check_comparators, resolve_policy
-from ._spend import SpendMonitor
+from ._routing import Router
+from ._runtime import Runtime
 from ._targets import ATTEMPT_HOOK, TARGETS
 from ._wrappers import RuntimeSource, async_wrapper, attempt_wrapper, sync_wrapper
 
@@ -83,7 +82,7 @@ _PATCHES: Final = _patches_by_module()
 
 
 SUPPORTED_MAJORS: Final = range(1, 4)
-"""openai major versions llmmeter patches: ``_package._instruments`` (``openai >= 1.0, < 4``),
+"""openai major versions llmmeter patches: ``_package.INSTRUMENTED`` (``openai >= 1.0, < 4``),
 checked without ``packaging``; a test keeps the two in step."""
 
 
@@ -104,8 +103,8 @@ class Registry:
         self._providers: tuple[TracerProvider | None, MeterProvider | None] = (None, None)
         self._child_flush: ChildFlush | None = None
         self._standalone_prices: PriceTable | None = None
-        self._spend: SpendMonitor | None = None
-        """The poller of the fleet's spend, when the policy may have spend guards."""
+        self._router: Router | None = None
+        """The live runtime's policy, kept to close its spend poller at ``uninstrument()``."""
         self._evaluator: Evaluator | None = None
 
     @property
@@ -155,24 +154,10 @@ class Registry:
         meter = metrics.get_meter("llmmeter", __version__, meter_provider, schema_url=_SCHEMA_URL)
         # ConfigError on a bad file. The price data itself loads at the first priced call.
         prices = PriceTable.load(settings.prices_path)
-        policy, force_shadow = resolve_policy(policy, settings.policy_path, settings.policy_mode)
         guard = Guard(strict=settings.strict)
         instruments = Instruments.create(meter)
-        spend = None
-        if isinstance(policy, RulePolicy):
-            if settings.prometheus is not None:
-                spend = SpendMonitor(
-                    settings.prometheus,
-                    query=settings.spend_query,
-                    interval=settings.spend_poll_interval,
-                    timeout=settings.spend_timeout,
-                    guard=guard,
-                    errors=instruments.spend_guard_errors,
-                )
-            policy = policy.bind_spend(spend)  # ConfigError: a spend guard and no Prometheus
-            comparators = {}
-        else:  # a policy in code may name comparators for its rules
-            comparators = check_comparators("policy", getattr(policy, "comparators", None))
+        # ConfigError on a bad policy; builds the spend poller, starts nothing yet.
+        router = Router.build(policy, settings, guard, instruments.spend_guard_errors)
         with self._lock:
             if self._runtime is not None:  # another thread's instrument() won the race
                 logger.warning("llmmeter.instrument() called again; already instrumented, ignoring")
@@ -181,31 +166,23 @@ class Registry:
             if self._child_flush is None:
                 self._child_flush = ChildFlush(self._flush_targets)
             self._child_flush.install()
-            self._runtime = Runtime(
-                tracer,
-                instruments,
-                settings,
-                guard,
-                prices,
-                policy=policy,
-                force_shadow=force_shadow,
+            runtime = self._runtime = Runtime(
+                tracer, instruments, settings, guard, prices, router=router
             )
-            runtime = self._runtime
-            runtime.comparators = comparators
-            if policy is not None:
+            if router is not None:
                 runtime.evaluator = self._evaluator = Evaluator(
                     instruments,
                     guard,
-                    budget=runtime.evaluation_budget,
-                    comparator=runtime.comparator,
+                    budget=router.evaluation_budget,
+                    comparator=router.comparator,
                     concurrency=settings.evaluation_concurrency,
                     queue_size=settings.evaluation_queue_size,
                     timeout=settings.evaluation_timeout,
                 )
                 _observe_agreement_targets(meter)
-            self._spend = spend
-            if isinstance(policy, RulePolicy):
-                policy.sync_spend()  # polls only while some rule has a spend guard
+            self._router = router
+            if router is not None:
+                router.start()  # polls only while some rule has a spend guard
         # Runs now if openai is already imported, else at the end of the application's import.
         self._when_imported("openai")
 
@@ -213,9 +190,9 @@ class Registry:
         """Put every original method back; wrappers still held somewhere pass through."""
         with self._lock:
             self._runtime = None
-            if self._spend is not None:
-                self._spend.close()
-                self._spend = None
+            if self._router is not None:
+                self._router.close()
+                self._router = None
             evaluator, self._evaluator = self._evaluator, None
             for cls, name, original in reversed(self._applied):
                 if original is None:
@@ -268,7 +245,7 @@ class Registry:
             logger.error(
                 "llmmeter only instruments %r, but the installed openai is %s, so nothing "
                 "can be instrumented.",
-                ", ".join(_instruments),
+                ", ".join(INSTRUMENTED),
                 version,
             )
             return
@@ -313,16 +290,15 @@ def _observe_agreement_targets(meter: metrics.Meter) -> None:
 
     def observe(options: CallbackOptions) -> list[Observation]:
         runtime = REGISTRY.runtime()
-        policy = runtime.policy if runtime is not None else None
-        if not isinstance(policy, RulePolicy):
+        router = runtime.router if runtime is not None else None
+        if router is None:
             return []
         return [
             Observation(
-                rule.agreement_target,
-                {sc.LLMMETER_POLICY_RULE: rule.name, sc.LLMMETER_POLICY_MODE: mode},
+                found.target,
+                {sc.LLMMETER_POLICY_RULE: found.rule, sc.LLMMETER_POLICY_MODE: found.mode},
             )
-            for rule in policy.rules
-            if rule.evaluate > 0.0 and (mode := policy.rule_mode(rule)) != "off"
+            for found in router.agreement_targets()
         ]
 
     meter.create_observable_gauge(
@@ -359,7 +335,7 @@ def _instrumentor_class() -> type[Any]:
             pass  # BaseInstrumentor sets it after _instrument(): the registry already knows
 
         def instrumentation_dependencies(self) -> Collection[str]:
-            return _instruments
+            return INSTRUMENTED
 
         def runtime(self) -> Runtime | None:
             return REGISTRY.runtime()

@@ -3,4 +3,4 @@
 __version__ = "0.1.0"
 
 #: Requirement strings checked by ``BaseInstrumentor`` before it instruments.
-_instruments = ("openai >= 1.0, < 4",)
+INSTRUMENTED = ("openai >= 1.0, < 4",)

@@ -6,7 +6,7 @@ slots filled from values the call already computed, and everything costlier (the
 text, the token estimate, tool and image detection) is computed on first access only.
 
 The rule-file policy lives in ``_rules.py``; the call-side handling of a decision (rewrite
-the model, record it, fall back) lives in ``_call.py``.
+the model, record it, fall back) lives in ``_routing.py`` and ``_call.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Protocol, runtime_checkable
 
-from ._targets import given
+from ._sdk import given
 from ._usage import CHAT, COMPLETIONS, RESPONSES
 
 PROMPT_WINDOW: Final = 8192

@@ -28,6 +28,23 @@ class SdkTypes:
     """``with_streaming_response`` results (sync): body not read until the user reads it."""
     async_api_response: type[Any]
     status_error: type[Any]
+    streams: tuple[type[Any], ...] = ()
+    """``stream`` and ``async_stream``, for one ``isinstance``."""
+    raw_responses: tuple[type[Any], ...] = ()
+    """The three raw-response classes, for one ``isinstance``."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "streams", (self.stream, self.async_stream))
+        object.__setattr__(
+            self,
+            "raw_responses",
+            (self.legacy_response, self.api_response, self.async_api_response),
+        )
+
+    def is_raw(self, result: Any) -> bool:
+        """``result`` is a raw response (``with_raw_response`` / ``with_streaming_response``),
+        whose ``parse()`` gives the SDK's usual result (a stream, for a streamed request)."""
+        return isinstance(result, self.raw_responses)
 
 
 def load() -> SdkTypes:
@@ -45,6 +62,11 @@ def load() -> SdkTypes:
         async_api_response=_response.AsyncAPIResponse,
         status_error=openai.APIStatusError,
     )
+
+
+def given(value: Any) -> bool:
+    """False for None and the SDK's ``NOT_GIVEN``/``omit`` sentinels (falsy, own types)."""
+    return value is not None and type(value).__name__ not in ("NotGiven", "Omit")
 
 
 def status_code(exc: BaseException, sdk: SdkTypes) -> int | None:

@@ -138,7 +138,7 @@ def _fields(obj: Any) -> _Fields:
     return _Attrs(obj)
 
 
-def _get(obj: Any, name: str) -> Any:
+def read_field(obj: Any, name: str) -> Any:
     """One field of any shape (see :func:`_fields`); ``None`` when it is absent."""
     if type(obj) is dict:
         return obj.get(name)
@@ -163,7 +163,7 @@ def _int(value: Any) -> int | None:
     return None
 
 
-def _items(value: Any) -> list[Any] | tuple[Any, ...]:
+def read_list(value: Any) -> list[Any] | tuple[Any, ...]:
     """A list field (choices, output, content, tool_calls) as a sequence; anything else
     (missing, ``null``, a number or string where a list belongs) as empty."""
     return value if isinstance(value, (list, tuple)) else ()
@@ -240,7 +240,7 @@ def read_response(endpoint: str, obj: Any, outcome: Outcome, *, capture: bool) -
         if capture:
             outcome.output = _responses_output_messages(fields)
         return
-    choices = _items(fields.get("choices"))
+    choices = read_list(fields.get("choices"))
     if not choices:
         return
     for position, choice in enumerate(choices):
@@ -283,7 +283,7 @@ def read_chunk(endpoint: str, chunk: Any, outcome: Outcome, capture: bool) -> bo
     if usage is not None:
         outcome.usage = read_usage(usage)
     if type(choices) is not list:
-        choices = _items(choices)
+        choices = read_list(choices)
     if not choices:
         if usage is not None or not outcome.identified:
             _read_common(fields, outcome)
@@ -328,18 +328,18 @@ def _read_responses_event(event: Any, outcome: Outcome, capture: bool) -> bool:
     try:
         kind = event.type  # the SDK's events (attribute syntax: the cheapest read)
     except AttributeError:
-        kind = _get(event, "type")
+        kind = read_field(event, "type")
     if not isinstance(kind, str):  # also keeps an unhashable value out of the set lookups
         return False
     if kind.endswith(_RESPONSES_OUTPUT_SUFFIXES):  # the many events: text and item deltas
         return True
     if kind in _RESPONSES_START_EVENTS:
-        response = _get(event, "response")
+        response = read_field(event, "response")
         if response is not None:
             _read_common(_fields(response), outcome)
         return False
     if kind in _RESPONSES_FINAL_EVENTS:
-        response = _get(event, "response")
+        response = read_field(event, "response")
         if response is not None:
             read_response(RESPONSES, response, outcome, capture=capture)
     return False
@@ -350,13 +350,13 @@ def _read_responses_status(fields: _Fields, outcome: Outcome) -> None:
     status = fields.get("status")
     if status == "completed":
         reason = "stop"
-        for item in _items(fields.get("output")):
-            if str(_get(item, "type") or "").endswith("_call"):
+        for item in read_list(fields.get("output")):
+            if str(read_field(item, "type") or "").endswith("_call"):
                 reason = "tool_calls"
                 break
     elif status == "incomplete":
         details = fields.get("incomplete_details")
-        why = _get(details, "reason") if details is not None else None
+        why = read_field(details, "reason") if details is not None else None
         reason = {"max_output_tokens": "length", "content_filter": "content_filter"}.get(
             str(why), str(why or "incomplete")
         )
@@ -374,29 +374,29 @@ def _read_responses_status(fields: _Fields, outcome: Outcome) -> None:
 def _choice_message(endpoint: str, choice: Any) -> dict[str, Any]:
     parts: list[dict[str, Any]] = []
     if endpoint == COMPLETIONS:
-        text = _get(choice, "text")
+        text = read_field(choice, "text")
         if isinstance(text, str):
             parts.append({"type": "text", "content": text})
     else:
-        message = _get(choice, "message")
-        content = _get(message, "content")
+        message = read_field(choice, "message")
+        content = read_field(message, "content")
         if isinstance(content, str):
             parts.append({"type": "text", "content": content})
-        refusal = _get(message, "refusal")
+        refusal = read_field(message, "refusal")
         if isinstance(refusal, str):
             parts.append({"type": "refusal", "content": refusal})
-        for call in _items(_get(message, "tool_calls")):
-            function = _get(call, "function")
+        for call in read_list(read_field(message, "tool_calls")):
+            function = read_field(call, "function")
             parts.append(
                 {
                     "type": "tool_call",
-                    "id": _get(call, "id"),
-                    "name": _get(function, "name"),
-                    "arguments": _get(function, "arguments"),
+                    "id": read_field(call, "id"),
+                    "name": read_field(function, "name"),
+                    "arguments": read_field(function, "arguments"),
                 }
             )
     message_out: dict[str, Any] = {"role": "assistant", "parts": parts}
-    reason = _get(choice, "finish_reason")
+    reason = read_field(choice, "finish_reason")
     if isinstance(reason, str):
         message_out["finish_reason"] = reason
     return message_out
@@ -407,15 +407,15 @@ def _accumulate_delta(endpoint: str, choice: Any, index: int, outcome: Outcome) 
         outcome.output = {}
     message = outcome.output.setdefault(index, {"role": "assistant", "parts": []})
     parts: list[dict[str, Any]] = message["parts"]
-    reason = _get(choice, "finish_reason")
+    reason = read_field(choice, "finish_reason")
     if isinstance(reason, str):
         message["finish_reason"] = reason
     if endpoint == COMPLETIONS:
-        text = _get(choice, "text")
+        text = read_field(choice, "text")
     else:
-        delta = _get(choice, "delta")
-        text = _get(delta, "content")
-        for call in _items(_get(delta, "tool_calls")):
+        delta = read_field(choice, "delta")
+        text = read_field(delta, "content")
+        for call in read_list(read_field(delta, "tool_calls")):
             _accumulate_tool_call(parts, call)
     if isinstance(text, str) and text:
         if parts and parts[-1]["type"] == "text":
@@ -425,41 +425,41 @@ def _accumulate_delta(endpoint: str, choice: Any, index: int, outcome: Outcome) 
 
 
 def _accumulate_tool_call(parts: list[dict[str, Any]], call: Any) -> None:
-    position = _get(call, "index")
-    function = _get(call, "function")
+    position = read_field(call, "index")
+    function = read_field(call, "function")
     for part in parts:
         if part["type"] == "tool_call" and part.get("_index") == position:
             break
     else:
         part = {"type": "tool_call", "_index": position, "id": None, "name": None, "arguments": ""}
         parts.append(part)
-    if _get(call, "id"):
-        part["id"] = _get(call, "id")
-    if _get(function, "name"):
-        part["name"] = _get(function, "name")
-    arguments = _get(function, "arguments")
+    if read_field(call, "id"):
+        part["id"] = read_field(call, "id")
+    if read_field(function, "name"):
+        part["name"] = read_field(function, "name")
+    arguments = read_field(function, "arguments")
     if isinstance(arguments, str):
         part["arguments"] += arguments
 
 
 def _responses_output_messages(fields: _Fields) -> dict[int, dict[str, Any]]:
     parts: list[dict[str, Any]] = []
-    for item in _items(fields.get("output")):
-        kind = _get(item, "type")
+    for item in read_list(fields.get("output")):
+        kind = read_field(item, "type")
         if kind == "message":
-            for content in _items(_get(item, "content")):
-                ctype = _get(content, "type")
+            for content in read_list(read_field(item, "content")):
+                ctype = read_field(content, "type")
                 if ctype == "output_text":
-                    parts.append({"type": "text", "content": _get(content, "text")})
+                    parts.append({"type": "text", "content": read_field(content, "text")})
                 elif ctype == "refusal":
-                    parts.append({"type": "refusal", "content": _get(content, "refusal")})
+                    parts.append({"type": "refusal", "content": read_field(content, "refusal")})
         elif kind == "function_call":
             parts.append(
                 {
                     "type": "tool_call",
-                    "id": _get(item, "call_id"),
-                    "name": _get(item, "name"),
-                    "arguments": _get(item, "arguments"),
+                    "id": read_field(item, "call_id"),
+                    "name": read_field(item, "name"),
+                    "arguments": read_field(item, "arguments"),
                 }
             )
     return {0: {"role": "assistant", "parts": parts}}

@@ -1,7 +1,8 @@
 """The two thin wrappers every patched SDK method goes through (sync and async).
 
 Each opens a :class:`~llmmeter._call.Call` under the guard, runs the user's call outside any
-guard, hands the result or the exception to the call, and returns the result (or a proxy).
+guard, hands the exception to the call or the result to :func:`~llmmeter._proxies.deliver`,
+and returns what that gives: the result itself, or a proxy that finishes the call later.
 The user's exception is re-raised with a bare ``raise``: the same object, unchanged. The two
 differ by one ``await``.
 
@@ -16,8 +17,10 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from ._call import Runtime, current_call, open_call
+from ._call import current_call, open_call
 from ._guard import Untraced
+from ._proxies import deliver
+from ._runtime import Runtime
 from ._targets import Target
 
 Wrapped = Callable[..., Any]
@@ -52,7 +55,7 @@ def sync_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., Any
                 call.leave()
                 again = call.escalate(result)
                 if again is None:
-                    return call.on_result(result)
+                    return deliver(call, result)
             if isinstance(again, Untraced):  # our re-send failed to set up: send it bare
                 return wrapped(*args, **call.original_kwargs)
             call = again
@@ -87,7 +90,7 @@ def async_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., An
                 call.leave()
                 again = call.escalate(result)
                 if again is None:
-                    return call.on_result(result)
+                    return deliver(call, result)
             if isinstance(again, Untraced):  # our re-send failed to set up: send it bare
                 return await wrapped(*args, **call.original_kwargs)
             call = again

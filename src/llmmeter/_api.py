@@ -1,0 +1,133 @@
+"""The three functions of llmmeter's public API: instrument, uninstrument, price.
+
+Kept out of ``llmmeter/__init__.py``, which only re-exports, so that ``dir(llmmeter)`` is the
+public API and nothing else. Each defers its imports: ``import llmmeter`` stays cheap and
+never imports openai or the OpenTelemetry SDK.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ._policy import Policy
+from ._pricing import Cost
+
+if TYPE_CHECKING:  # `import llmmeter` stays cheap: instrument() imports what it needs
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
+
+def instrument(
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    policy: str | os.PathLike[str] | Policy | None = None,
+    prices: str | os.PathLike[str] | None = None,
+    capture_content: bool | None = None,
+    redact: Callable[[str], str] | None = None,
+    inject_stream_usage: bool | None = None,
+    strict: bool | None = None,
+) -> None:
+    """Make every call made through the ``openai`` SDK emit a GenAI span and metrics.
+
+    Idempotent (a second call logs a warning and does nothing), and safe before or after
+    ``import openai``: it never imports openai itself, and each SDK module is patched when
+    openai first imports it. The price data loads at the first priced call. All configuration
+    is validated here.
+
+    Args:
+        tracer_provider: where spans go. Default: the global provider if the application
+            configured one, else an SDK provider exporting per the ``OTEL_*`` variables.
+        meter_provider: where metrics go; same defaults as ``tracer_provider``.
+        policy: route calls to other models: a TOML policy file (reloaded when it changes),
+            a :class:`~llmmeter.RulePolicy`, or any object with ``decide(call) -> Route |
+            None`` (env ``LLMMETER_POLICY`` for a file; ``LLMMETER_POLICY_MODE`` overrides
+            the mode; format in docs/policy.md). Rules with ``when_spend_over`` read the
+            fleet's spend from the Prometheus at ``LLMMETER_PROMETHEUS_URL``, polled on a
+            daemon thread.
+        prices: a TOML prices file whose rates and aliases win over the bundled price data
+            (env ``LLMMETER_PRICES``; format in docs/pricing.md).
+        capture_content: record prompts and completions (off by default; env
+            ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
+        redact: ``redact(text) -> str``, applied to every captured content string (message
+            texts, system instructions, completions, tool call arguments and responses)
+            before truncation; only used when content is captured. A hook that raises (or
+            returns a non-str) drops that text for ``"[redaction failed]"``, logs a warning
+            once, and leaves the call alone.
+        inject_stream_usage: ask streams for exact token usage and hide the extra chunk
+            (on by default; env ``LLMMETER_INJECT_STREAM_USAGE``).
+        strict: re-raise llmmeter's internal errors instead of logging them (tests and CI
+            only; env ``LLMMETER_STRICT``).
+
+    Raises:
+        ConfigError: a bad argument or environment variable, naming it, what was expected
+            and what was found.
+
+    Example::
+
+        import llmmeter, openai
+        llmmeter.instrument()
+        openai.OpenAI().chat.completions.create(model="gpt-4o-mini", messages=[...])
+    """
+    from ._config import resolve_settings
+    from ._instrumentor import REGISTRY
+
+    settings = resolve_settings(
+        capture_content=capture_content,
+        redact=redact,
+        inject_stream_usage=inject_stream_usage,
+        strict=strict,
+        prices=prices,
+    )
+    REGISTRY.instrument(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        settings=settings,
+        policy=policy,
+    )
+
+
+def price(
+    model: str,
+    usage: Any,
+    *,
+    service_tier: str | None = None,
+    batch: bool = False,
+    at: datetime | None = None,
+) -> Cost | None:
+    """The USD cost of ``usage`` on ``model``, computed as spans compute it.
+
+    Args:
+        model: a model name (dated snapshots, aliases and override names work).
+        usage: an openai usage object, a dict of its fields, or a ``Usage``.
+        service_tier: ``flex``, ``priority``, ... where the data prices tiers.
+        batch: price at Batch API rates where the data has them.
+        at: when the call happened (prices change over time); default now.
+
+    Returns:
+        A :class:`Cost` (``.input``, ``.output``, ``.total`` in USD, ``.ref``), or ``None`` when
+        no price is known for the model: llmmeter never prices an unknown model at $0.
+
+    Example::
+
+        >>> llmmeter.price("gpt-4o-mini", {"prompt_tokens": 1000, "completion_tokens": 500}).total
+        0.00045
+    """
+    from ._instrumentor import REGISTRY
+    from ._pricing import usage_from
+
+    table = REGISTRY.price_table()
+    when = at.timestamp() if at is not None else None
+    return table.price(
+        usage_from(usage), (model,), service_tier=service_tier, batch=batch, when=when
+    )
+
+
+def uninstrument() -> None:
+    """Undo :func:`instrument`: original SDK methods are restored, wrappers go inert."""
+    from ._instrumentor import REGISTRY
+
+    REGISTRY.uninstrument()

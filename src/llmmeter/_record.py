@@ -1,0 +1,165 @@
+"""What a call writes: span attributes and metric points, from values the call has read.
+
+Pure functions over plain values (an :class:`~llmmeter._usage.Outcome`, a
+:class:`~llmmeter._usage.Usage`, a :class:`~llmmeter._pricing.Cost`), so ``_call.py`` keeps
+only the lifecycle: when a call opens, re-sends and ends, not how each attribute is spelled.
+Names come from ``_semconv.py``; metric labels are bounded values only (ids, prompts and
+error texts go on spans, never on metrics).
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.trace import Span, Status, StatusCode
+
+from . import _semconv as sc
+from ._content import content_json, input_messages, system_instructions
+from ._pricing import UNKNOWN_REF, Cost, PriceTable
+from ._sdk import SdkTypes, status_code
+from ._usage import Outcome, Usage, output_messages
+
+if TYPE_CHECKING:
+    from opentelemetry.util.types import AttributeValue
+
+    from ._config import Settings
+    from ._metrics import Instruments
+
+_SECRET = re.compile(r"\b(sk-[A-Za-z0-9_*\-]{4,}|Bearer\s+[A-Za-z0-9._\-]+)")
+_ERROR_MESSAGE_LIMIT = 1024
+
+
+def scrub(text: str) -> str:
+    """Remove API keys and bearer tokens (the API echoes masked keys in 401 messages)."""
+    return _SECRET.sub("[REDACTED]", text)
+
+
+def error_type(error: BaseException, sdk: SdkTypes | None) -> str:
+    """``error.type``: the HTTP status for API errors, else the exception's qualname."""
+    code = status_code(error, sdk) if sdk is not None else None
+    return str(code) if code is not None else type(error).__qualname__
+
+
+def record_error(span: Span, error: BaseException) -> None:
+    """The exception event and the span's error status, with keys scrubbed from both."""
+    message = scrub(str(error))[:_ERROR_MESSAGE_LIMIT]
+    # The traceback ends with the message too: both are scrubbed of keys.
+    stacktrace = scrub("".join(traceback.format_exception(error)))
+    span.record_exception(
+        error, attributes={"exception.message": message, "exception.stacktrace": stacktrace}
+    )
+    span.set_status(Status(StatusCode.ERROR, message))
+
+
+def response_attributes(outcome: Outcome) -> dict[str, AttributeValue]:
+    attrs: dict[str, AttributeValue] = {}
+    if outcome.response_id is not None:
+        attrs[sc.GEN_AI_RESPONSE_ID] = outcome.response_id
+    if outcome.response_model is not None:
+        attrs[sc.GEN_AI_RESPONSE_MODEL] = outcome.response_model
+    if outcome.finish_reasons:
+        reasons = outcome.finish_reasons
+        attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [reasons[i] for i in sorted(reasons)]
+    if outcome.service_tier is not None:
+        attrs[sc.OPENAI_RESPONSE_SERVICE_TIER] = outcome.service_tier
+    if outcome.system_fingerprint is not None:
+        attrs[sc.OPENAI_RESPONSE_SYSTEM_FINGERPRINT] = outcome.system_fingerprint
+    return attrs
+
+
+def usage_attributes(usage: Usage) -> dict[str, AttributeValue]:
+    attrs: dict[str, AttributeValue] = {}
+    for name, value in (
+        (sc.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens),
+        (sc.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens),
+        (sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens),
+        (sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cache_creation_tokens),
+        (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens),
+    ):
+        if value is not None:
+            attrs[name] = value
+    return attrs
+
+
+def price(
+    prices: PriceTable,
+    usage: Usage,
+    models: tuple[str | None, str | None],
+    service_tier: str | None,
+    attrs: dict[str, AttributeValue],
+) -> Cost | None:
+    """Price by the first of ``models`` known (response model, then request model) and put
+    the cost on ``attrs``; an unknown model is marked so, never priced at $0."""
+    cost = prices.price(usage, models, service_tier=service_tier)
+    if cost is None:
+        attrs[sc.LLMMETER_PRICE_REF] = UNKNOWN_REF
+        name = models[0] or models[1]
+        if name:
+            prices.warn_unpriced(name)
+        return None
+    attrs[sc.GEN_AI_USAGE_COST_AMOUNT] = cost.total
+    attrs[sc.GEN_AI_USAGE_COST_CURRENCY] = cost.currency
+    attrs[sc.GEN_AI_USAGE_COST_SOURCE] = "local"
+    attrs[sc.LLMMETER_COST_INPUT] = cost.input
+    attrs[sc.LLMMETER_COST_OUTPUT] = cost.output
+    attrs[sc.LLMMETER_PRICE_REF] = cost.ref
+    return cost
+
+
+def capture_input(
+    endpoint: str, kwargs: dict[str, Any], attrs: dict[str, AttributeValue], settings: Settings
+) -> None:
+    """The prompt's messages and system instructions (only when content capture is on)."""
+    limit, redact = settings.content_max_length, settings.redact
+    messages = input_messages(endpoint, kwargs)
+    if messages:
+        attrs[sc.GEN_AI_INPUT_MESSAGES] = content_json(messages, limit, redact)
+    instructions = system_instructions(endpoint, kwargs)
+    if instructions:
+        attrs[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = content_json(instructions, limit, redact)
+
+
+def capture_output(outcome: Outcome, attrs: dict[str, AttributeValue], settings: Settings) -> None:
+    """The answer's messages (only when content capture is on)."""
+    attrs[sc.GEN_AI_OUTPUT_MESSAGES] = content_json(
+        output_messages(outcome), settings.content_max_length, settings.redact
+    )
+
+
+def record_metrics(
+    instruments: Instruments,
+    metric_attrs: dict[str, Any],
+    *,
+    duration: float,
+    ttfc: float | None,
+    usage: Usage | None,
+    cost: Cost | None,
+) -> None:
+    """One call's metric points: duration, time to first chunk, tokens, cache, cost."""
+    instruments.duration.record(duration, metric_attrs)
+    if ttfc is not None:
+        instruments.time_to_first_chunk.record(ttfc, metric_attrs)
+    if usage is None:
+        return
+    if usage.input_tokens is not None:
+        instruments.token_usage.record(
+            usage.input_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "input"}
+        )
+    if usage.output_tokens is not None:
+        instruments.token_usage.record(
+            usage.output_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "output"}
+        )
+    if usage.cache_read_tokens:
+        instruments.cache_tokens.add(
+            usage.cache_read_tokens, {**metric_attrs, sc.LLMMETER_CACHE_OPERATION: "read"}
+        )
+    if usage.cache_creation_tokens:
+        instruments.cache_tokens.add(
+            usage.cache_creation_tokens, {**metric_attrs, sc.LLMMETER_CACHE_OPERATION: "creation"}
+        )
+    if cost is not None:
+        instruments.cost.add(cost.total, metric_attrs)
+    elif usage.input_tokens is not None:
+        instruments.unpriced.add(1, metric_attrs)

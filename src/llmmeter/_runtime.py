@@ -1,0 +1,226 @@
+"""What one ``instrument()`` built, and the bounded caches every call reads.
+
+A :class:`Runtime` holds the tracer, the metric instruments, the settings, the guard, the
+price table, the policy's :class:`~llmmeter._routing.Router` and the evaluator; the registry
+swaps it in and out as a whole, so a call sees one consistent instrumentation. The caches
+keep per-call work to dictionary lookups: a request *shape* (method, model, server, task)
+has constant attributes built once, a client's host and port are read once per base URL
+object. Every cache is capped: a program may make any number of models, task labels, mock
+clients or servers, and none of them may grow memory without bound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Final
+
+from . import _semconv as sc
+from ._targets import Target
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+    from opentelemetry.util.types import AttributeValue
+
+    from ._config import Settings
+    from ._evaluation import Evaluator
+    from ._guard import Guard
+    from ._metrics import Instruments
+    from ._pricing import PriceTable
+    from ._routing import Router
+    from ._sdk import SdkTypes
+
+MAX_REMEMBERED: Final = 10_000
+"""Responses ids whose usage was counted, and servers that refused ``stream_options``."""
+MAX_CLIENT_KINDS: Final = 64
+"""Client classes remembered as Azure or not: a handful in a program, but ``unittest.mock``
+makes a class per mock, and remembering each would keep them all alive."""
+MAX_SERVERS: Final = 64
+"""Base URL objects remembered with their host and port (one per client, usually a few)."""
+MAX_SHAPES: Final = 512
+"""Request shapes (method, model, server, task) whose constant attributes are remembered;
+past the cap the cache starts over (task labels are the user's, so could be many)."""
+
+
+class Runtime:
+    """Everything one ``instrument()`` built; held by the instrumentation registry."""
+
+    __slots__ = (
+        "_client_kinds",
+        "_counted",
+        "_lock",
+        "_rejected",
+        "_servers",
+        "_shapes",
+        "evaluator",
+        "guard",
+        "instruments",
+        "prices",
+        "router",
+        "sdk",
+        "settings",
+        "tracer",
+    )
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        instruments: Instruments,
+        settings: Settings,
+        guard: Guard,
+        prices: PriceTable,
+        *,
+        router: Router | None = None,
+    ) -> None:
+        self.tracer = tracer
+        self.router = router
+        """The policy, as calls see it; ``None`` without one."""
+        self.prices = prices
+        self.instruments = instruments
+        self.settings = settings
+        self.guard = guard
+        self.sdk: SdkTypes | None = None
+        """The SDK's classes, once the application has imported openai."""
+        self.evaluator: Evaluator | None = None
+        """Shadow evaluation's workers; set by the registry when there is a policy."""
+        self._lock = threading.Lock()
+        self._rejected: set[str] = set()
+        self._counted: OrderedDict[str, None] = OrderedDict()
+        self._client_kinds: dict[type[Any], bool] = {}
+        self._servers: dict[int, tuple[Any, str | None, int | None]] = {}
+        self._shapes: dict[tuple[Any, ...], Shape] = {}
+
+    def rejects_stream_options(self, key: str) -> bool:
+        return key in self._rejected
+
+    def remember_rejection(self, key: str) -> None:
+        with self._lock:
+            if len(self._rejected) < MAX_REMEMBERED:
+                self._rejected.add(key)
+
+    def first_count(self, response_id: str) -> bool:
+        """True the first time a Responses id's usage is seen (create, then retrieve)."""
+        with self._lock:
+            if response_id in self._counted:
+                self._counted.move_to_end(response_id)
+                return False
+            self._counted[response_id] = None
+            if len(self._counted) > MAX_REMEMBERED:
+                self._counted.popitem(last=False)
+            return True
+
+    def is_azure(self, client: Any) -> bool:
+        kind = type(client)
+        known = self._client_kinds.get(kind)
+        if known is None:
+            known = any(c.__name__ == "BaseAzureClient" for c in kind.__mro__)
+            if len(self._client_kinds) < MAX_CLIENT_KINDS:
+                self._client_kinds[kind] = known
+        return known
+
+    def server_of(self, client: Any) -> tuple[str | None, int | None]:
+        """The client's host and port, read once per base URL object (httpx URLs are
+        immutable; a client given a new ``base_url`` holds a new object).
+
+        The SDK's ``base_url`` property returns ``_base_url``; openai 3.x's runs an import
+        statement first (about 1 µs a call), so the attribute is read directly when present.
+        """
+        url = getattr(client, "_base_url", None)
+        if url is None:
+            url = getattr(client, "base_url", None)
+        if url is None:
+            return None, None
+        known = self._servers.get(id(url))
+        if known is not None and known[0] is url:
+            return known[1], known[2]
+        address, port = _server_of(url)
+        if len(self._servers) >= MAX_SERVERS:
+            self._servers.clear()
+        self._servers[id(url)] = (url, address, port)
+        return address, port
+
+    def shape(
+        self,
+        target: Target,
+        model: str | None,
+        client: Any,
+        label: str | None,
+        *,
+        azure: bool,
+    ) -> Shape:
+        """The attributes that depend only on the method, model, server and task: built
+        once per combination instead of on every call."""
+        address, port = self.server_of(client) if client is not None else (None, None)
+        key = (target, model, address, port, label, azure)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = Shape.build(target, model, address, port, label, azure=azure)
+            if len(self._shapes) >= MAX_SHAPES:
+                self._shapes.clear()
+            self._shapes[key] = shape
+        return shape
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Shape:
+    """A request shape's constant attributes. Shared by every call of that shape, so never
+    mutated: a call copies ``common`` into its span attributes and passes ``labels`` (the
+    metric labels) to the SDK, which copies what it keeps."""
+
+    common: dict[str, AttributeValue]
+    """The bounded attributes that are also metric labels."""
+    labels: dict[str, Any]
+    """``common`` as metric labels (a separate dict: a call may replace, never mutate it)."""
+    static: dict[str, AttributeValue]
+    """Span-only constant attributes (API type, port)."""
+    name: str
+    azure: bool
+    address: str | None
+    port: int | None
+
+    @classmethod
+    def build(
+        cls,
+        target: Target,
+        model: str | None,
+        address: str | None,
+        port: int | None,
+        label: str | None,
+        *,
+        azure: bool,
+    ) -> Shape:
+        common = _common_attributes(target, model, address, label, azure=azure)
+        static: dict[str, AttributeValue] = {}
+        api_type = target.api_type
+        if api_type is not None:
+            static[sc.OPENAI_API_TYPE] = api_type
+        if port is not None:
+            static[sc.SERVER_PORT] = port
+        name = f"{target.operation} {model}" if model else target.operation
+        return cls(common, dict(common), static, name, azure, address, port)
+
+
+def _common_attributes(
+    target: Target, model: str | None, address: str | None, label: str | None, *, azure: bool
+) -> dict[str, AttributeValue]:
+    """The attributes that are also metric labels (bounded values only)."""
+    attrs: dict[str, AttributeValue] = {
+        sc.GEN_AI_OPERATION_NAME: target.operation,
+        sc.GEN_AI_PROVIDER_NAME: sc.PROVIDER_AZURE if azure else sc.PROVIDER_OPENAI,
+    }
+    if address:
+        attrs[sc.SERVER_ADDRESS] = address
+    if model:
+        attrs[sc.GEN_AI_REQUEST_MODEL] = model
+    if label is not None:
+        attrs[sc.LLMMETER_TASK] = label
+    return attrs
+
+
+def _server_of(url: Any) -> tuple[str | None, int | None]:
+    host = getattr(url, "host", None)
+    port = getattr(url, "port", None)
+    if port is None:
+        port = {"https": 443, "http": 80}.get(getattr(url, "scheme", ""))
+    return (host if isinstance(host, str) and host else None), port
