@@ -89,7 +89,7 @@ class Policy(Protocol):
     A policy that raises, or returns something other than a :class:`Route` or ``None``,
     leaves the call exactly as written (logged once).
 
-    Optional attributes a policy may have:
+    Optional attributes a policy may have, read once by ``instrument()``:
 
     - ``accept(response) -> bool``: called with the result of a routed, non-streaming call;
       ``False`` re-sends the call with the original model (the answer was not good enough).
