@@ -27,6 +27,7 @@ from typing import Any
 from ._cli import Writer, _table, _UsageError, format_cost, parse_number
 from ._config import LLMMETER_PROMETHEUS_URL
 from ._policy_edit import _EditError, edit_policy, write_atomically
+from ._prometheus import PrometheusURL
 from ._recommend import (
     DEFAULT_MAX_FALLBACK_RATE,
     DEFAULT_MIN_EVALUATIONS,
@@ -38,7 +39,6 @@ from ._recommend import (
     sample_text,
 )
 from ._rules import RulePolicy
-from ._spend import PrometheusURL
 from ._status_sources import (
     DEFAULT_TIMEOUT,
     DEFAULT_WINDOW,

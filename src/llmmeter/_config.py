@@ -15,7 +15,8 @@ from typing import Final
 
 from ._evaluation import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE
 from ._evaluation import DEFAULT_TIMEOUT as DEFAULT_EVALUATION_TIMEOUT
-from ._spend import DEFAULT_POLL_INTERVAL, DEFAULT_QUERY, DEFAULT_TIMEOUT, PrometheusURL
+from ._prometheus import PrometheusURL
+from ._spend import DEFAULT_POLL_INTERVAL, DEFAULT_QUERY, DEFAULT_TIMEOUT
 from ._targets import Redactor
 from .exceptions import ConfigError
 

@@ -19,7 +19,7 @@ from typing import Any, Final, Protocol
 
 from . import _semconv as sc
 from ._cli import _UsageError
-from ._guard import Guard
+from ._prometheus import PollError, PrometheusURL, instant_query
 from ._report import (
     STDIN,
     _attributes,
@@ -32,7 +32,6 @@ from ._report import (
     _object,
     _open,
 )
-from ._spend import PollError, PrometheusURL, SpendMonitor
 
 DEFAULT_WINDOW: Final = "1h"
 DEFAULT_TIMEOUT: Final = 10.0
@@ -148,19 +147,20 @@ def promql(counter: Counter, rule: str, window: str) -> str:
 class PrometheusSource:
     """The fleet's counters through the Prometheus HTTP API, one number per query.
 
-    Each query asks for one rule's sum, so the spend guard's client (which takes one number
-    and reads an empty answer as 0: no series yet) does the HTTP, the auth and the parsing.
+    Each query asks for one rule's sum, so the instant query the spend guard polls with
+    (which takes one number and reads an empty answer as 0: no series yet) does the HTTP, the
+    auth and the parsing.
     """
 
     def __init__(self, url: PrometheusURL, window: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.url = url
         self.window = window
-        self._client = SpendMonitor(url, timeout=timeout, guard=Guard())
+        self.timeout = timeout
 
     def increase(self, counter: Counter, rule: str) -> float:
-        self._client.query = promql(counter, rule, self.window)
+        query = promql(counter, rule, self.window)
         try:
-            return max(0.0, self._client.fetch())
+            return max(0.0, instant_query(self.url, query, self.timeout))
         except PollError as exc:
             raise _UsageError(
                 f"cannot read the fleet's counters from Prometheus at {self.url.shown}: {exc}"
