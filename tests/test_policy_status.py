@@ -20,12 +20,10 @@ from typing import Any
 import pytest
 
 from llmmeter._cli import main
-from llmmeter._evidence import proportion, wilson
-from llmmeter._policy import stable_fraction
-from llmmeter._policy_edit import _EditError, edit_policy
-from llmmeter._recommend import Recommendation, Thresholds, next_step, recommend
-from llmmeter._rules import RulePolicy
-from llmmeter._status_sources import (
+from llmmeter._cli.evidence import proportion, wilson
+from llmmeter._cli.policy_edit import _EditError, edit_policy
+from llmmeter._cli.recommend import Recommendation, Thresholds, next_step, recommend
+from llmmeter._cli.status_sources import (
     AGREEMENT,
     EVALUATION_COST,
     EVALUATION_DROPPED,
@@ -39,6 +37,8 @@ from llmmeter._status_sources import (
     Counter,
     promql,
 )
+from llmmeter._policy import stable_fraction
+from llmmeter._rules import RulePolicy
 from llmmeter.testing import FakeOpenAI
 
 from .local_http import QuietHTTPServer

@@ -26,8 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from ._cli import Writer, _parse_share, _UsageError, format_cost, plural
-from ._compare import (
+from llmmeter._compare import (
     Answer,
     Comparator,
     ComparatorProblem,
@@ -37,11 +36,13 @@ from ._compare import (
     compare,
     extract_label,
 )
-from ._config import resolve_settings
-from ._evidence import Proportion, proportion
-from ._pricing import PriceTable
-from ._usage import read_usage
-from .exceptions import ConfigError
+from llmmeter._config import resolve_settings
+from llmmeter._pricing import PriceTable
+from llmmeter._usage import read_usage
+from llmmeter.exceptions import ConfigError
+
+from .common import Writer, _parse_share, _UsageError, format_cost, plural
+from .evidence import Proportion, proportion
 
 Api = Literal["chat", "responses"]
 Side = Literal["from", "to"]

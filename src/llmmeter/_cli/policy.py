@@ -3,7 +3,7 @@
 ``check`` validates a policy file as ``instrument()`` would and lists its rules; ``explain``
 runs the file's rules on a call built the way the instrumentation builds its view of a
 request, so its decision is the one a real call would get, and prices both sides of it with
-the price layer spans use. The shared parser, table and number helpers live in ``_cli.py``.
+the price layer spans use. The shared parser, table and number helpers live in ``common``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
-from ._cli import (
+from llmmeter._config import LLMMETER_PROMETHEUS_URL, resolve_settings
+from llmmeter._policy import CallView, stable_fraction
+from llmmeter._pricing import Cost, PriceTable
+from llmmeter._rules import APIS, MODES, Explanation, Rule, RulePolicy, describe
+from llmmeter._spend import FixedSpend
+from llmmeter._usage import CHAT, COMPLETIONS, RESPONSES, Usage
+from llmmeter.exceptions import ConfigError
+
+from .common import (
     Writer,
     _parse_date,
     _Query,
@@ -28,13 +36,6 @@ from ._cli import (
     parse_tokens,
     plural,
 )
-from ._config import LLMMETER_PROMETHEUS_URL, resolve_settings
-from ._policy import CallView, stable_fraction
-from ._pricing import Cost, PriceTable
-from ._rules import APIS, MODES, Explanation, Rule, RulePolicy, describe
-from ._spend import FixedSpend
-from ._usage import CHAT, COMPLETIONS, RESPONSES, Usage
-from .exceptions import ConfigError
 
 # --- `policy check` and `policy explain` -------------------------------------------------
 
@@ -645,10 +646,9 @@ examples:
 """
 
 
-def add_policy_parsers(commands: Any) -> None:
-    """``llmmeter policy check``, ``explain``, ``status`` and ``promote``."""
-    from ._cli_status import add_status_parsers
-
+def add_policy_parsers(commands: Any) -> Any:
+    """``llmmeter policy check`` and ``explain``; returns the ``policy`` group's subcommands,
+    where the parser root adds ``status`` and ``promote`` (module ``status``)."""
     policy = commands.add_parser(
         "policy",
         help="check a routing policy file, or explain its decision for a call",
@@ -744,4 +744,4 @@ def add_policy_parsers(commands: Any) -> None:
     )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.set_defaults(handler=_policy_explain, prog=explain.prog)
-    add_status_parsers(subcommands)
+    return subcommands

@@ -17,10 +17,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from . import _semconv as sc
-from ._cli import _UsageError
-from ._prometheus import PollError, PrometheusURL, instant_query
-from ._report import (
+from llmmeter import _semconv as sc
+from llmmeter._prometheus import PollError, PrometheusURL, instant_query
+
+from .common import _UsageError
+from .report import (
     STDIN,
     _attributes,
     _decoded,

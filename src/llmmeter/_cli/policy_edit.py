@@ -16,8 +16,8 @@ import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 
-from ._cli import _UsageError
-from ._recommend import Recommendation
+from .common import _UsageError
+from .recommend import Recommendation
 
 _HEADER = re.compile(r"^\s*\[")
 _RULES_HEADER = re.compile(r"^\s*\[\[\s*(rules|\"rules\"|'rules')\s*\]\]\s*(#.*)?$")

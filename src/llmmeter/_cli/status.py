@@ -9,8 +9,8 @@ comments and layout survive, checks that the edited file loads and means exactly
 change, and (with ``--write``) replaces the file atomically. Running processes pick the new
 file up through their usual reload: the file stays the one place a decision lives.
 
-The counters and where they are read from live in ``_status_sources``, the advice in
-``_recommend``, the textual edit in ``_policy_edit``; this module is the two commands.
+The counters and where they are read from live in ``status_sources``, the advice in
+``recommend``, the textual edit in ``policy_edit``; this module is the two commands.
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ import tomllib
 from collections.abc import Sequence
 from typing import Any
 
-from ._cli import Writer, _table, _UsageError, format_cost, parse_number
-from ._config import LLMMETER_PROMETHEUS_URL
-from ._policy_edit import _EditError, edit_policy, write_atomically
-from ._prometheus import PrometheusURL
-from ._recommend import (
+from llmmeter._config import LLMMETER_PROMETHEUS_URL
+from llmmeter._prometheus import PrometheusURL
+from llmmeter._rules import RulePolicy
+from llmmeter.exceptions import ConfigError
+
+from .common import Writer, _table, _UsageError, format_cost, parse_number
+from .policy_edit import _EditError, edit_policy, write_atomically
+from .recommend import (
     DEFAULT_MAX_FALLBACK_RATE,
     DEFAULT_MIN_EVALUATIONS,
     DEFAULT_STEPS,
@@ -38,8 +41,7 @@ from ._recommend import (
     rule_status,
     sample_text,
 )
-from ._rules import RulePolicy
-from ._status_sources import (
+from .status_sources import (
     DEFAULT_TIMEOUT,
     DEFAULT_WINDOW,
     EVALUATION_COST,
@@ -56,7 +58,6 @@ from ._status_sources import (
     parse_window,
     window_seconds,
 )
-from .exceptions import ConfigError
 
 # --- the commands ---------------------------------------------------------------------------
 

@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import IO, Any, Final, cast
 
-from ._cli import Writer, _UsageError
-from ._summary import GROUPINGS, SpanRecord, render_csv, render_json, render_table, summarize
+from .common import Writer, _UsageError
+from .summary import GROUPINGS, SpanRecord, render_csv, render_json, render_table, summarize
 
 FORMATS: Final = ("table", "csv", "json")
 STDIN: Final = "-"
