@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from llmmeter._package import __version__
 
-from .common import _Parser, _UsageError
+from .common import Parser, UsageError
 from .demo import add_demo_parser
 from .evaluate import add_evaluate_parser
 from .policy import add_policy_parsers
@@ -23,8 +23,8 @@ from .report import add_report_parser
 from .status import add_status_parsers
 
 
-def _build_parser() -> _Parser:
-    parser = _Parser(
+def _build_parser() -> Parser:
+    parser = Parser(
         prog="llmmeter",
         description=(
             "See what llmmeter does (demo), summarize exported spans by model, task, rule or\n"
@@ -62,13 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         listed = next((name for name in ("models", "files") if hasattr(args, name)), None)
         unknown = [arg for arg in extras if (arg.startswith("-") and arg != "-") or not listed]
         if unknown:
-            raise _UsageError(
+            raise UsageError(
                 f"unrecognized arguments: {' '.join(unknown)} (see '{args.prog} --help')"
             )
         if listed:
             setattr(args, listed, [*getattr(args, listed), *extras])
         code: int = args.handler(args, print)
-    except _UsageError as exc:
+    except UsageError as exc:
         message = " ".join(str(exc).split())
         print(f"llmmeter: error: {message}", file=sys.stderr)
         return 2

@@ -1,10 +1,10 @@
 """What every ``llmmeter`` command shares: output, mistakes, option types, money and tables.
 
 A command writes its lines through a :data:`Writer` and reports a bad command line or
-configuration by raising :class:`_UsageError`, which the parser root prints as one line (exit
+configuration by raising :class:`UsageError`, which the parser root prints as one line (exit
 code 2). The option types (token amounts, numbers in a range, dates), the money formats and
 the table layout live here so that every command reads and shows them the same way; so does
-:class:`_Query`, the price conditions that ``prices`` and ``policy explain`` both price at.
+:class:`Query`, the price conditions that ``prices`` and ``policy explain`` both price at.
 The command modules import this one; it imports none of them.
 """
 
@@ -29,15 +29,15 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 Writer = Callable[[str], None]
 
 
-class _UsageError(Exception):
+class UsageError(Exception):
     """A bad command line or configuration; :func:`main` prints it as one line, returns 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse that reports a mistake as one line instead of a usage dump and an exit."""
 
     def error(self, message: str) -> NoReturn:
-        raise _UsageError(f"{message} (see '{self.prog} --help')")
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 # --- argument types ----------------------------------------------------------------------
@@ -67,11 +67,11 @@ def parse_number(text: str, expected: str, accept: Callable[[float], bool]) -> f
     return value
 
 
-def _parse_share(text: str) -> float:
+def parse_share(text: str) -> float:
     return parse_number(text, "a number from 0 to 1", lambda value: 0.0 <= value <= 1.0)
 
 
-def _parse_date(text: str) -> date:
+def parse_date(text: str) -> date:
     try:
         if _DATE.match(text):
             return date.fromisoformat(text)
@@ -115,7 +115,7 @@ def format_cost(usd: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Query:
+class Query:
     """The price conditions every mode shares: which day, tier and batch flag."""
 
     table: PriceTable
@@ -152,7 +152,7 @@ class _Query:
         return "no price known" + (f" (did you mean {close[0]}?)" if close else "")
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """Left-aligned columns; a short row's last cell (a message) widens no column it spans."""
     widths = [len(h) for h in headers]
     for row in rows:

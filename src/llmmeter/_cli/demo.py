@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
-from .common import _UsageError
+from .common import UsageError
 from .summary import GROUPINGS, SpanRecord, render_projection, render_table, summarize
 
 DEMO_POLICY: Final = """\
@@ -293,7 +293,7 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
     real = bool(args.real)
     if real and not os.environ.get("OPENAI_API_KEY"):
-        raise _UsageError("--real needs OPENAI_API_KEY (the demo then calls the real API)")
+        raise UsageError("--real needs OPENAI_API_KEY (the demo then calls the real API)")
     mode = "shadow" if args.shadow else "enforce"
     policy = RulePolicy.from_dict(tomllib.loads(DEMO_POLICY), mode=mode, source="the demo policy")
     memory = InMemorySpanExporter()

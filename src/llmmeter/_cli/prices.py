@@ -22,14 +22,14 @@ from llmmeter._usage import Usage
 from llmmeter.exceptions import ConfigError
 
 from .common import (
+    Query,
+    UsageError,
     Writer,
-    _parse_date,
-    _parse_share,
-    _Query,
-    _table,
-    _UsageError,
     format_cost,
     format_rate,
+    format_table,
+    parse_date,
+    parse_share,
     parse_tokens,
 )
 
@@ -82,7 +82,7 @@ def _tier_note(thresholds: set[int], what: str) -> str:
 # --- the three modes of `prices` ---------------------------------------------------------
 
 
-def _show_rates(query: _Query, models: Sequence[str], as_json: bool, out: Writer) -> int:
+def _show_rates(query: Query, models: Sequence[str], as_json: bool, out: Writer) -> int:
     found = [(name, query.rates(name)) for name in models]
     known = [rates for _, rates in found if rates is not None]
     media = [
@@ -129,7 +129,7 @@ def _show_rates(query: _Query, models: Sequence[str], as_json: bool, out: Writer
             cells.append("-" if value is None else format_rate(value) + mark)
         rows.append([name, *cells, rates.model, rates.ref])
     out(f"USD per 1M tokens, {query.describe()}")
-    for line in _table(headers, rows):
+    for line in format_table(headers, rows):
         out(line)
     if missing_rate:
         out("- no separate rate: those tokens are billed at the plain input or output rate")
@@ -138,7 +138,7 @@ def _show_rates(query: _Query, models: Sequence[str], as_json: bool, out: Writer
     return 0 if len(known) == len(found) else 1
 
 
-def _list_models(query: _Query, as_json: bool, out: Writer) -> int:
+def _list_models(query: Query, as_json: bool, out: Writer) -> int:
     names = set(query.table.model_ids())
     overrides = query.table.overrides
     if overrides is not None:
@@ -175,7 +175,7 @@ def _list_models(query: _Query, as_json: bool, out: Writer) -> int:
         rows.append([name, *cells, note])
     source = query.table.data_ref + (f" + {overrides.path}" if overrides is not None else "")
     out(f"Known models, USD per 1M tokens, {query.describe()} ({source})")
-    for line in _table(["model", "input", "output", ""], rows):
+    for line in format_table(["model", "input", "output", ""], rows):
         out(line)
     if thresholds:
         out(_tier_note(thresholds, "base rate; a higher rate applies"))
@@ -195,7 +195,7 @@ def _calls(tokens: int, cliff: int) -> list[tuple[int, int]]:
     return [(count, size) for count, size in ((full, cliff), (1, rest)) if count and size]
 
 
-def _daily_cost(query: _Query, name: str, traffic: _Traffic) -> tuple[Cost, int] | None:
+def _daily_cost(query: Query, name: str, traffic: _Traffic) -> tuple[Cost, int] | None:
     """A day of traffic on ``name`` through ``table.price``, and the calls it assumed (or 1).
 
     Long-context tiers are cliffs on one call's input tokens, so a day's total as one usage
@@ -254,7 +254,7 @@ def _ratio_words(cost: float, base: float) -> str:
 
 
 def _compare(
-    query: _Query, models: Sequence[str], traffic: _Traffic, as_json: bool, out: Writer
+    query: Query, models: Sequence[str], traffic: _Traffic, as_json: bool, out: Writer
 ) -> int:
     found = [(name, _daily_cost(query, name, traffic)) for name in models]
     first = found[0][1]
@@ -325,7 +325,7 @@ def _compare(
         f"{traffic.output_tokens:,} output tokens; {query.describe()}; "
         f"a month is {DAYS_PER_MONTH} days"
     )
-    for line in _table(headers, rows):
+    for line in format_table(headers, rows):
         out(line)
     for name, calls in split.items():
         out(
@@ -378,7 +378,7 @@ def add_prices_parser(commands: Any) -> None:
     )
     prices.add_argument(
         "--cached-share",
-        type=_parse_share,
+        type=parse_share,
         metavar="SHARE",
         help="fraction of the input tokens that are cached, 0 to 1 (default: 0)",
     )
@@ -386,7 +386,7 @@ def add_prices_parser(commands: Any) -> None:
     prices.add_argument("--batch", action="store_true", help="price as Batch API calls")
     prices.add_argument(
         "--date",
-        type=_parse_date,
+        type=parse_date,
         metavar="YYYY-MM-DD",
         help="price as on this day, UTC (default: today); prices change over time",
     )
@@ -408,25 +408,25 @@ def _prices(args: argparse.Namespace, out: Writer) -> int:
         "--cached-share": args.cached_share,
     }
     if args.list and models:
-        raise _UsageError("--list takes no MODEL; give either --list or model names")
+        raise UsageError("--list takes no MODEL; give either --list or model names")
     if args.list and args.compare:
-        raise _UsageError("--list and --compare cannot be combined")
+        raise UsageError("--list and --compare cannot be combined")
     if args.compare:
         if len(models) < 2:
-            raise _UsageError(f"--compare needs at least two models; got {len(models)}")
+            raise UsageError(f"--compare needs at least two models; got {len(models)}")
         if args.daily_input is None:
-            raise _UsageError("--compare needs --daily-input (input tokens per day, e.g. 10M)")
+            raise UsageError("--compare needs --daily-input (input tokens per day, e.g. 10M)")
     else:
         given = [name for name, value in traffic_options.items() if value is not None]
         if given:
-            raise _UsageError(f"{given[0]} only applies with --compare")
+            raise UsageError(f"{given[0]} only applies with --compare")
     try:
         settings = resolve_settings(prices=args.prices)
         table = PriceTable.load(settings.prices_path)
     except ConfigError as exc:
-        raise _UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     day: date = args.date or datetime.now(UTC).date()
-    query = _Query(table=table, day=day, service_tier=args.service_tier, batch=args.batch)
+    query = Query(table=table, day=day, service_tier=args.service_tier, batch=args.batch)
     if args.compare:
         daily_input: int = args.daily_input
         traffic = _Traffic(
