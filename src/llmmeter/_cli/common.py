@@ -30,7 +30,7 @@ Writer = Callable[[str], None]
 
 
 class UsageError(Exception):
-    """A bad command line or configuration; :func:`main` prints it as one line, returns 2."""
+    """A bad command line or configuration; ``app.main`` prints it as one line, returns 2."""
 
 
 class Parser(argparse.ArgumentParser):
