@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from llmmeter._cli import format_cost, format_rate, main, parse_tokens
+from llmmeter._cli import main
+from llmmeter._cli.common import format_cost, format_rate, parse_tokens
 
 DATE = ["--date", "2026-11-01"]  # prices change over time; pin the day
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from llmmeter._cli import format_cost, main
+from llmmeter._cli import main
+from llmmeter._cli.common import format_cost
 from llmmeter._policy import CallView, stable_fraction
 from llmmeter._pricing import Cost, PriceTable
 from llmmeter._usage import Usage

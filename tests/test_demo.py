@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import llmmeter
-from llmmeter import _demo
+from llmmeter._cli import demo as _demo
 from llmmeter._cli import main
 
 from .test_bootstrap import Collector, collector  # noqa: F401  (the OTLP receiver fixture)

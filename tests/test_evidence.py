@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from llmmeter._evidence import Z_95, Proportion, proportion, wilson
+from llmmeter._cli.evidence import Z_95, Proportion, proportion, wilson
 
 
 @pytest.mark.parametrize(

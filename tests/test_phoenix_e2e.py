@@ -322,7 +322,7 @@ def test_spans_reach_phoenix(
 
 def test_the_readme_demo_shows_up_in_phoenix(phoenix: str) -> None:
     """What the README tells a newcomer: `phoenix serve`, then the demo pointed at it."""
-    from llmmeter._demo import CALLS
+    from llmmeter._cli.demo import CALLS
 
     project = f"llmmeter-demo-{uuid.uuid4().hex[:8]}"
     env = {

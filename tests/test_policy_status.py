@@ -20,12 +20,10 @@ from typing import Any
 import pytest
 
 from llmmeter._cli import main
-from llmmeter._evidence import proportion, wilson
-from llmmeter._policy import stable_fraction
-from llmmeter._policy_edit import _EditError, edit_policy
-from llmmeter._recommend import Recommendation, Thresholds, next_step, recommend
-from llmmeter._rules import RulePolicy
-from llmmeter._status_sources import (
+from llmmeter._cli.evidence import proportion, wilson
+from llmmeter._cli.policy_edit import EditError, edit_policy
+from llmmeter._cli.recommend import Recommendation, Thresholds, next_step, recommend
+from llmmeter._cli.status_sources import (
     AGREEMENT,
     EVALUATION_COST,
     EVALUATION_DROPPED,
@@ -39,6 +37,8 @@ from llmmeter._status_sources import (
     Counter,
     promql,
 )
+from llmmeter._policy import stable_fraction
+from llmmeter._rules import RulePolicy
 from llmmeter.testing import FakeOpenAI
 
 from .local_http import QuietHTTPServer
@@ -591,7 +591,7 @@ def test_promote_refuses_rules_it_cannot_edit_line_by_line(
 def test_edit_checks_that_only_mode_and_sample_changed() -> None:
     # A [[rules]] header inside a multi-line string is not a table: refused, not mis-edited.
     text = "[[rules]]\nname = 'a'\nfrom = 'x'\nto = 'y'\nprompt = \"\"\"\n[[rules]]\n\"\"\"\n"
-    with pytest.raises(_EditError):
+    with pytest.raises(EditError):
         edit_policy(text, {0: Recommendation("promote", "", "enforce", 0.05)})
     crlf = '[[rules]]\r\nname = "a"\r\nfrom = "x"\r\nto = "y"\r\nmode = \'shadow\' # was\r\n'
     edited = edit_policy(crlf, {0: Recommendation("promote", "", "enforce", 0.25)})

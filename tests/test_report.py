@@ -39,7 +39,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import llmmeter
 from llmmeter._cli import main
-from llmmeter._summary import GROUPINGS, SpanRecord, render_table, summarize
+from llmmeter._cli.summary import GROUPINGS, SpanRecord, render_table, summarize
 from llmmeter.testing import FakeOpenAI
 
 from .conftest import Telemetry

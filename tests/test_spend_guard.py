@@ -34,15 +34,9 @@ from llmmeter._guard import Guard
 from llmmeter._instrumentor import REGISTRY
 from llmmeter._metrics import Instruments
 from llmmeter._policy import CallView
+from llmmeter._prometheus import PollError, PrometheusURL, parse_answer
 from llmmeter._rules import SPEND, describe
-from llmmeter._spend import (
-    DEFAULT_QUERY,
-    FixedSpend,
-    PollError,
-    PrometheusURL,
-    SpendMonitor,
-    parse_answer,
-)
+from llmmeter._spend import DEFAULT_QUERY, FixedSpend, SpendMonitor
 from llmmeter._usage import CHAT
 from llmmeter.testing import FakeOpenAI
 

@@ -16,7 +16,8 @@ from typing import Final
 from ._content import Redactor
 from ._evaluation import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE
 from ._evaluation import DEFAULT_TIMEOUT as DEFAULT_EVALUATION_TIMEOUT
-from ._spend import DEFAULT_POLL_INTERVAL, DEFAULT_QUERY, DEFAULT_TIMEOUT, PrometheusURL
+from ._prometheus import PrometheusURL
+from ._spend import DEFAULT_POLL_INTERVAL, DEFAULT_QUERY, DEFAULT_TIMEOUT
 from .exceptions import ConfigError
 
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (

@@ -12,23 +12,21 @@ condition is false and the rule does not apply, as if there were no budget to pr
 such failure is counted in ``llmmeter.spend_guard.errors`` by reason and logged once. An empty
 answer (no cost series yet) is a spend of 0.
 
-Only the standard library talks to Prometheus (``urllib``), imported on the poller's thread.
+The query itself is :func:`llmmeter._prometheus.instant_query`, which ``llmmeter policy status``
+asks too: only the standard library (``urllib``), imported on the poller's thread.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import math
 import threading
-import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from time import monotonic
 from typing import TYPE_CHECKING, Final, Protocol
 
 from . import _semconv as sc
+from ._prometheus import PollError, PrometheusURL, instant_query
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Counter
@@ -44,16 +42,10 @@ DEFAULT_TIMEOUT: Final = 5.0
 STALE_POLLS: Final = 3
 """A figure older than this many poll intervals is not trusted: the condition is false. One
 or two failed polls in a row keep the last good figure."""
-_MAX_BODY: Final = 1 << 20
-"""Bytes read from Prometheus at most: a one-number answer is a few hundred."""
-_MAX_SHOWN: Final = 200
-"""Characters of a Prometheus error message quoted in our log."""
 
-# Why a poll gave no figure: the values of ``llmmeter.spend_guard.reason`` (bounded).
-UNREACHABLE: Final = "unreachable"
-HTTP_ERROR: Final = "http_error"
-BAD_RESPONSE: Final = "bad_response"
 STALE: Final = "stale"
+"""The one reason of ``llmmeter.spend_guard.reason`` that is the poller's own; the others
+are why a query gave no number (``_prometheus``)."""
 
 
 class SpendSource(Protocol):
@@ -73,70 +65,11 @@ class FixedSpend:
 
 
 @dataclass(frozen=True, slots=True)
-class PrometheusURL:
-    """Where the Prometheus HTTP API is; credentials kept apart so no log can show them."""
-
-    base: str
-    """Scheme, host, port and path prefix, without credentials or a trailing slash."""
-    shown: str
-    """``base`` with ``user:***@`` when there are credentials: the form logs and errors use."""
-    authorization: str | None = field(default=None, repr=False)
-    """The ``Authorization`` header for ``user:password@`` in the configured URL."""
-
-    @classmethod
-    def parse(cls, raw: str) -> PrometheusURL:
-        """Split ``raw``; ``ValueError`` (whose text never holds the password) if unusable."""
-        try:
-            parts = urllib.parse.urlsplit(raw.strip())
-            host = parts.hostname
-            port = parts.port  # ValueError for a port that is not a number in range
-        except ValueError:
-            raise ValueError(f"got {redact(raw)!r}, which is not a URL") from None
-        if parts.scheme not in ("http", "https") or not host:
-            raise ValueError(f"got {redact(raw)!r}")
-        if parts.query or parts.fragment:
-            raise ValueError(f"got {redact(raw)!r}, with a query or fragment")
-        netloc = f"[{host}]" if ":" in host else host
-        if port is not None:
-            netloc += f":{port}"
-        base = f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
-        authorization = None
-        shown = base
-        if parts.username is not None or parts.password is not None:
-            user = urllib.parse.unquote(parts.username or "")
-            password = urllib.parse.unquote(parts.password or "")
-            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            authorization = f"Basic {token}"
-            shown = f"{parts.scheme}://{parts.username or ''}:***@{base.split('://', 1)[1]}"
-        return cls(base=base, shown=shown, authorization=authorization)
-
-
-def redact(raw: str) -> str:
-    """``raw`` with any password in it replaced by ``***``."""
-    scheme, sep, rest = raw.partition("://")
-    if not sep:
-        return raw
-    userinfo, at, host = rest.rpartition("@")
-    if not at:
-        return raw
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
-
-
-@dataclass(frozen=True, slots=True)
 class Reading:
     """One figure Prometheus gave, and when (``monotonic()``) it was read."""
 
     usd: float
     at: float
-
-
-class PollError(Exception):
-    """A poll that gave no figure; ``reason`` is a bounded metric label value."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 class SpendMonitor:
@@ -280,70 +213,4 @@ class SpendMonitor:
 
     def fetch(self) -> float:
         """The query's value in USD from Prometheus; :class:`PollError` if there is none."""
-        import http.client
-        import urllib.error
-        import urllib.request
-
-        url = f"{self.url.base}/api/v1/query?{urllib.parse.urlencode({'query': self.query})}"
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})
-        if self.url.authorization is not None:
-            request.add_unredirected_header("Authorization", self.url.authorization)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                body = response.read(_MAX_BODY)
-        except urllib.error.HTTPError as exc:
-            with exc:
-                detail = _prometheus_error(exc.read(_MAX_BODY))
-            raise PollError(HTTP_ERROR, f"HTTP {exc.code}{detail}") from None
-        except (OSError, http.client.HTTPException) as exc:  # refused, DNS, timeout, TLS
-            raise PollError(UNREACHABLE, _reason(exc)) from None
-        return parse_answer(body)
-
-
-def parse_answer(body: bytes) -> float:
-    """The one number in a ``/api/v1/query`` answer; an empty vector is 0."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise PollError(BAD_RESPONSE, "the answer is not JSON") from None
-    if not isinstance(doc, dict) or doc.get("status") != "success":
-        raise PollError(BAD_RESPONSE, f"the query failed{_prometheus_error(body)}")
-    data = doc.get("data")
-    kind = data.get("resultType") if isinstance(data, dict) else None
-    result = data.get("result") if isinstance(data, dict) else None
-    if kind == "scalar":
-        value = result
-    elif kind == "vector" and isinstance(result, list):
-        if not result:
-            return 0.0  # no cost series yet: nothing was spent
-        if len(result) > 1:
-            raise PollError(
-                BAD_RESPONSE,
-                f"expected one number; the query gave {len(result)} series (wrap it in sum())",
-            )
-        value = result[0].get("value") if isinstance(result[0], dict) else None
-    else:
-        raise PollError(BAD_RESPONSE, f"expected a vector or scalar; got {kind!r}")
-    try:
-        usd = float(value[1])  # type: ignore[index]
-    except (TypeError, ValueError, IndexError, KeyError):
-        shown = repr(value)[:_MAX_SHOWN]
-        raise PollError(BAD_RESPONSE, f"expected [time, value]; got {shown}") from None
-    if not math.isfinite(usd):
-        raise PollError(BAD_RESPONSE, f"expected a finite number of USD; got {usd}")
-    return usd
-
-
-def _prometheus_error(body: bytes) -> str:
-    """``: <Prometheus's error message>`` when the body carries one, shortened."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return ""
-    error = doc.get("error") if isinstance(doc, dict) else None
-    return f": {str(error)[:_MAX_SHOWN]}" if error else ""
-
-
-def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)  # URLError wraps the socket error
-    return str(reason if reason is not None else exc) or type(exc).__name__
+        return instant_query(self.url, self.query, self.timeout)

@@ -16,8 +16,8 @@ import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 
-from ._cli import _UsageError
-from ._recommend import Recommendation
+from .common import UsageError
+from .recommend import Recommendation
 
 _HEADER = re.compile(r"^\s*\[")
 _RULES_HEADER = re.compile(r"^\s*\[\[\s*(rules|\"rules\"|'rules')\s*\]\]\s*(#.*)?$")
@@ -28,7 +28,7 @@ _KEY_LINE = re.compile(
 _BLANK_OR_COMMENT = re.compile(r"^\s*(#.*)?$")
 
 
-class _EditError(Exception):
+class EditError(Exception):
     """The file cannot be edited line by line with confidence; the message says why."""
 
 
@@ -73,7 +73,7 @@ def _set_key(lines: list[str], region: tuple[int, int], key: str, value: str | N
         and _key_name(match["key"]) == key
     ]
     if len(found) > 1:
-        raise _EditError(f"{key} appears {len(found)} times")
+        raise EditError(f"{key} appears {len(found)} times")
     if found:
         index = found[0]
         line = lines[index]
@@ -106,7 +106,7 @@ def edit_policy(text: str, changes: Mapping[int, Recommendation]) -> str:
     """``text`` with the ``mode`` and ``sample`` of rules[index] set as ``changes`` say.
 
     Raises:
-        _EditError: a rule is not written as a ``[[rules]]`` table, or the edited text would
+        EditError: a rule is not written as a ``[[rules]]`` table, or the edited text would
             not mean exactly the intended change.
     """
     lines = text.splitlines(keepends=True)
@@ -114,7 +114,7 @@ def edit_policy(text: str, changes: Mapping[int, Recommendation]) -> str:
     before = tomllib.loads(text)
     rules = before.get("rules", [])
     if len(regions) != len(rules):
-        raise _EditError(
+        raise EditError(
             "its rules are not all written as [[rules]] tables (inline tables or arrays), "
             "which promote does not edit"
         )
@@ -137,9 +137,9 @@ def edit_policy(text: str, changes: Mapping[int, Recommendation]) -> str:
     try:
         after = tomllib.loads(edited)
     except tomllib.TOMLDecodeError as exc:
-        raise _EditError(f"the edit would not be valid TOML ({exc})") from None
+        raise EditError(f"the edit would not be valid TOML ({exc})") from None
     if json.loads(json.dumps(after)) != expected:
-        raise _EditError("the edit would change more than the rules' mode and sample")
+        raise EditError("the edit would change more than the rules' mode and sample")
     return edited
 
 
@@ -164,7 +164,7 @@ def write_atomically(path: str, data: bytes, expected: bytes) -> None:
         os.chmod(temporary, mode)
         with open(target, "rb") as current:
             if current.read() != expected:
-                raise _UsageError(f"{path} changed while promote ran; nothing was written")
+                raise UsageError(f"{path} changed while promote ran; nothing was written")
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

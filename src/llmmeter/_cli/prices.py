@@ -1,33 +1,37 @@
-"""The ``llmmeter`` command line: model prices, and routing-policy files, from a shell.
+"""``llmmeter prices``: model prices from a shell, the ones that end up on spans.
 
-``llmmeter prices`` asks the same price layer the instrumentation uses (bundled data plus the
-user's overrides file), so the rates and costs it prints are the ones that end up on spans.
-``llmmeter policy check`` validates a policy file as ``instrument()`` would, and ``llmmeter
-policy explain`` runs the file's rules on a call built the way the instrumentation builds its
-view of a request, so its decision is the one a real call would get. Tests call :func:`main`
-with an argument list; the console script and ``python -m llmmeter`` call :func:`run`.
+It asks the same price layer the instrumentation uses (bundled data plus the user's
+overrides file), so the rates and costs it prints are the ones spans carry. Three modes:
+rates per 1M tokens for some models, the list of every known model, and what a day of
+traffic costs on several models.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import math
-import os
-import re
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
-from ._config import resolve_settings
-from ._package import __version__
-from ._pricing import Cost, PriceTable, Rate, Rates
-from ._usage import Usage
-from .exceptions import ConfigError
+from llmmeter._config import resolve_settings
+from llmmeter._pricing import Cost, PriceTable, Rate, Rates
+from llmmeter._usage import Usage
+from llmmeter.exceptions import ConfigError
+
+from .common import (
+    Query,
+    UsageError,
+    Writer,
+    format_cost,
+    format_rate,
+    format_table,
+    parse_date,
+    parse_share,
+    parse_tokens,
+)
 
 DAYS_PER_MONTH: Final = 30
 # Service tiers the price data distinguishes for OpenAI; any other value would silently get
@@ -48,135 +52,6 @@ _MEDIA_FIELDS: Final = (
     ("output_image", "image out"),
 )
 _RATE_FIELDS: Final = tuple(name for name, _ in (*_BASE_FIELDS, *_MEDIA_FIELDS))
-
-_TOKEN_SUFFIXES: Final = {"": 1, "k": 1_000, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
-_TOKEN_AMOUNT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)([kKMB]?)$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-Writer = Callable[[str], None]
-
-
-class _UsageError(Exception):
-    """A bad command line or configuration; :func:`main` prints it as one line, returns 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a mistake as one line instead of a usage dump and an exit."""
-
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(f"{message} (see '{self.prog} --help')")
-
-
-# --- argument types ----------------------------------------------------------------------
-
-
-def parse_tokens(text: str) -> int:
-    """``10M``, ``2.5M``, ``300k``, ``1B`` or ``1_000_000`` as a positive whole token count."""
-    match = _TOKEN_AMOUNT.match(text.strip().replace("_", ""))
-    amount = Decimal(match[1]) * _TOKEN_SUFFIXES[match[2]] if match else Decimal(0)
-    if amount <= 0 or amount != amount.to_integral_value():
-        raise argparse.ArgumentTypeError(
-            f"expected a positive whole number of tokens such as 300k, 2.5M, 10M or 1B; "
-            f"got {text!r}"
-        )
-    return int(amount)
-
-
-def parse_number(text: str, expected: str, accept: Callable[[float], bool]) -> float:
-    """An option's number, or argparse's error saying what was ``expected``: text that is no
-    number is NaN, which ``accept`` must refuse (so write it as a range check)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not accept(value):
-        raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}")
-    return value
-
-
-def _parse_share(text: str) -> float:
-    return parse_number(text, "a number from 0 to 1", lambda value: 0.0 <= value <= 1.0)
-
-
-def _parse_date(text: str) -> date:
-    try:
-        if _DATE.match(text):
-            return date.fromisoformat(text)
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD; got {text!r}")
-
-
-# --- number formatting -------------------------------------------------------------------
-
-
-def _usd(value: float, decimals: int) -> str:
-    """``$`` with at least ``decimals`` places, more below $1 so 3 significant digits show.
-
-    Rounds half up from 12 significant digits, clear of float noise: $2.475 shows as $2.48, not
-    as the $2.47 that 2.4749999999999996 would give.
-    """
-    if 0 < value < 1:
-        decimals = max(decimals, 2 - math.floor(math.log10(value)))
-    exact = Decimal(f"{value:.12g}").quantize(Decimal(1).scaleb(-decimals), ROUND_HALF_UP)
-    whole, _, fraction = f"{exact:,f}".partition(".")
-    return f"${whole}.{fraction.rstrip('0').ljust(2, '0')}"
-
-
-def format_rate(per_million: float) -> str:
-    """A rate per 1M tokens: ``$2.50``, ``$0.075``, ``$10.00`` (up to 4 decimals)."""
-    return _usd(per_million, 4)
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 rule``, ``2 rules``: the count with its noun, for the subcommands' summaries."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def format_cost(usd: float) -> str:
-    """A cost: ``$45.00``, ``$1,350.00``; below $1 with enough decimals never to read $0.00."""
-    return _usd(usd, 2)
-
-
-# --- shared plumbing ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Query:
-    """The price conditions every mode shares: which day, tier and batch flag."""
-
-    table: PriceTable
-    day: date
-    service_tier: str | None
-    batch: bool
-
-    @property
-    def when(self) -> float:
-        return datetime(self.day.year, self.day.month, self.day.day, tzinfo=UTC).timestamp()
-
-    def rates(self, name: str) -> Rates | None:
-        return self.table.rates(
-            name, service_tier=self.service_tier, batch=self.batch, when=self.when
-        )
-
-    def describe(self) -> str:
-        tier = "standard tier" if self.service_tier is None else f"{self.service_tier} tier"
-        return f"{self.day.isoformat()}, {tier}{', batch' if self.batch else ''}"
-
-    def header(self) -> dict[str, Any]:
-        return {
-            "date": self.day.isoformat(),
-            "service_tier": self.service_tier,
-            "batch": self.batch,
-            "currency": "USD",
-        }
-
-    def unpriced(self, name: str) -> str:
-        """Why ``name`` has no row of numbers, with the nearest known id as a hint."""
-        if self.table.knows(name):
-            return "no per-token price known"
-        close = difflib.get_close_matches(name, self.table.model_ids(), n=1)
-        return "no price known" + (f" (did you mean {close[0]}?)" if close else "")
 
 
 def _per_million(rate: float) -> float:
@@ -199,19 +74,6 @@ def _first_threshold(rates: Rates) -> int | None:
     return min(starts, default=None)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Left-aligned columns; a short row's last cell (a message) widens no column it spans."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for index, cell in enumerate(row if len(row) == len(headers) else row[:-1]):
-            widths[index] = max(widths[index], len(cell))
-    lines = []
-    for row in (headers, *rows):
-        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return lines
-
-
 def _tier_note(thresholds: set[int], what: str) -> str:
     above = " or ".join(f"{t:,}" for t in sorted(thresholds))
     return f"* {what} above {above} input tokens per call (see --json for the tiers)"
@@ -220,7 +82,7 @@ def _tier_note(thresholds: set[int], what: str) -> str:
 # --- the three modes of `prices` ---------------------------------------------------------
 
 
-def _show_rates(query: _Query, models: Sequence[str], as_json: bool, out: Writer) -> int:
+def _show_rates(query: Query, models: Sequence[str], as_json: bool, out: Writer) -> int:
     found = [(name, query.rates(name)) for name in models]
     known = [rates for _, rates in found if rates is not None]
     media = [
@@ -267,7 +129,7 @@ def _show_rates(query: _Query, models: Sequence[str], as_json: bool, out: Writer
             cells.append("-" if value is None else format_rate(value) + mark)
         rows.append([name, *cells, rates.model, rates.ref])
     out(f"USD per 1M tokens, {query.describe()}")
-    for line in _table(headers, rows):
+    for line in format_table(headers, rows):
         out(line)
     if missing_rate:
         out("- no separate rate: those tokens are billed at the plain input or output rate")
@@ -276,7 +138,7 @@ def _show_rates(query: _Query, models: Sequence[str], as_json: bool, out: Writer
     return 0 if len(known) == len(found) else 1
 
 
-def _list_models(query: _Query, as_json: bool, out: Writer) -> int:
+def _list_models(query: Query, as_json: bool, out: Writer) -> int:
     names = set(query.table.model_ids())
     overrides = query.table.overrides
     if overrides is not None:
@@ -313,7 +175,7 @@ def _list_models(query: _Query, as_json: bool, out: Writer) -> int:
         rows.append([name, *cells, note])
     source = query.table.data_ref + (f" + {overrides.path}" if overrides is not None else "")
     out(f"Known models, USD per 1M tokens, {query.describe()} ({source})")
-    for line in _table(["model", "input", "output", ""], rows):
+    for line in format_table(["model", "input", "output", ""], rows):
         out(line)
     if thresholds:
         out(_tier_note(thresholds, "base rate; a higher rate applies"))
@@ -333,7 +195,7 @@ def _calls(tokens: int, cliff: int) -> list[tuple[int, int]]:
     return [(count, size) for count, size in ((full, cliff), (1, rest)) if count and size]
 
 
-def _daily_cost(query: _Query, name: str, traffic: _Traffic) -> tuple[Cost, int] | None:
+def _daily_cost(query: Query, name: str, traffic: _Traffic) -> tuple[Cost, int] | None:
     """A day of traffic on ``name`` through ``table.price``, and the calls it assumed (or 1).
 
     Long-context tiers are cliffs on one call's input tokens, so a day's total as one usage
@@ -392,7 +254,7 @@ def _ratio_words(cost: float, base: float) -> str:
 
 
 def _compare(
-    query: _Query, models: Sequence[str], traffic: _Traffic, as_json: bool, out: Writer
+    query: Query, models: Sequence[str], traffic: _Traffic, as_json: bool, out: Writer
 ) -> int:
     found = [(name, _daily_cost(query, name, traffic)) for name in models]
     first = found[0][1]
@@ -463,7 +325,7 @@ def _compare(
         f"{traffic.output_tokens:,} output tokens; {query.describe()}; "
         f"a month is {DAYS_PER_MONTH} days"
     )
-    for line in _table(headers, rows):
+    for line in format_table(headers, rows):
         out(line)
     for name, calls in split.items():
         out(
@@ -473,8 +335,6 @@ def _compare(
     return 0 if all(priced for _, priced in found) else 1
 
 
-# --- the parser and the entry points -----------------------------------------------------
-
 _PRICES_EPILOG = """\
 examples:
   llmmeter prices gpt-4o gpt-4o-mini          rates per 1M tokens
@@ -483,18 +343,8 @@ examples:
 """
 
 
-def _build_parser() -> _Parser:
-    parser = _Parser(
-        prog="llmmeter",
-        description=(
-            "See what llmmeter does (demo), summarize exported spans by model, task, rule or\n"
-            "service (report), look up and compare model prices, check or explain a\n"
-            "routing policy file, and test a cheaper model on a dataset (evaluate)."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"llmmeter {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def add_prices_parser(commands: Any) -> None:
+    """``llmmeter prices``."""
     prices = commands.add_parser(
         "prices",
         help="rates per 1M tokens, the list of known models, or a cost comparison",
@@ -528,7 +378,7 @@ def _build_parser() -> _Parser:
     )
     prices.add_argument(
         "--cached-share",
-        type=_parse_share,
+        type=parse_share,
         metavar="SHARE",
         help="fraction of the input tokens that are cached, 0 to 1 (default: 0)",
     )
@@ -536,7 +386,7 @@ def _build_parser() -> _Parser:
     prices.add_argument("--batch", action="store_true", help="price as Batch API calls")
     prices.add_argument(
         "--date",
-        type=_parse_date,
+        type=parse_date,
         metavar="YYYY-MM-DD",
         help="price as on this day, UTC (default: today); prices change over time",
     )
@@ -547,16 +397,6 @@ def _build_parser() -> _Parser:
     )
     prices.add_argument("--json", action="store_true", help="machine-readable output")
     prices.set_defaults(handler=_prices, prog=prices.prog)
-    from ._cli_evaluate import add_evaluate_parser
-    from ._cli_policy import add_policy_parsers
-    from ._demo import add_demo_parser
-    from ._report import add_report_parser
-
-    add_policy_parsers(commands)
-    add_demo_parser(commands)
-    add_report_parser(commands)
-    add_evaluate_parser(commands)
-    return parser
 
 
 def _prices(args: argparse.Namespace, out: Writer) -> int:
@@ -568,25 +408,25 @@ def _prices(args: argparse.Namespace, out: Writer) -> int:
         "--cached-share": args.cached_share,
     }
     if args.list and models:
-        raise _UsageError("--list takes no MODEL; give either --list or model names")
+        raise UsageError("--list takes no MODEL; give either --list or model names")
     if args.list and args.compare:
-        raise _UsageError("--list and --compare cannot be combined")
+        raise UsageError("--list and --compare cannot be combined")
     if args.compare:
         if len(models) < 2:
-            raise _UsageError(f"--compare needs at least two models; got {len(models)}")
+            raise UsageError(f"--compare needs at least two models; got {len(models)}")
         if args.daily_input is None:
-            raise _UsageError("--compare needs --daily-input (input tokens per day, e.g. 10M)")
+            raise UsageError("--compare needs --daily-input (input tokens per day, e.g. 10M)")
     else:
         given = [name for name, value in traffic_options.items() if value is not None]
         if given:
-            raise _UsageError(f"{given[0]} only applies with --compare")
+            raise UsageError(f"{given[0]} only applies with --compare")
     try:
         settings = resolve_settings(prices=args.prices)
         table = PriceTable.load(settings.prices_path)
     except ConfigError as exc:
-        raise _UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     day: date = args.date or datetime.now(UTC).date()
-    query = _Query(table=table, day=day, service_tier=args.service_tier, batch=args.batch)
+    query = Query(table=table, day=day, service_tier=args.service_tier, batch=args.batch)
     if args.compare:
         daily_input: int = args.daily_input
         traffic = _Traffic(
@@ -598,46 +438,3 @@ def _prices(args: argparse.Namespace, out: Writer) -> int:
     if not models:
         return _list_models(query, args.json, out)
     return _show_rates(query, models, args.json, out)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one ``llmmeter`` command and return its exit code (0 ok, 1 unpriced, 2 usage).
-
-    Mistakes are one ``llmmeter: error:`` line on stderr, never a traceback or usage dump, so
-    scripts can show them as they are.
-    """
-    parser = _build_parser()
-    try:
-        try:
-            args, extras = parser.parse_known_args(argv)
-        except SystemExit as exc:  # --help and --version print, then exit through argparse
-            return exc.code if isinstance(exc.code, int) else 0
-        # argparse stops filling a list of bare words (MODELs, FILEs) at the first option;
-        # bare words after options belong to that list too.
-        listed = next((name for name in ("models", "files") if hasattr(args, name)), None)
-        unknown = [arg for arg in extras if (arg.startswith("-") and arg != "-") or not listed]
-        if unknown:
-            raise _UsageError(
-                f"unrecognized arguments: {' '.join(unknown)} (see '{args.prog} --help')"
-            )
-        if listed:
-            setattr(args, listed, [*getattr(args, listed), *extras])
-        code: int = args.handler(args, print)
-    except _UsageError as exc:
-        message = " ".join(str(exc).split())
-        print(f"llmmeter: error: {message}", file=sys.stderr)
-        return 2
-    return code
-
-
-def run() -> None:
-    """Console-script entry point: exit with :func:`main`'s code."""
-    try:
-        code = main()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # The reader went away (`llmmeter prices --list | head`): not an error of ours.
-        # Point stdout at devnull so the interpreter's final flush stays quiet too.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 1
-    sys.exit(code)

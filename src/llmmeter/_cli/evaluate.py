@@ -26,8 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from ._cli import Writer, _parse_share, _UsageError, format_cost, plural
-from ._compare import (
+from llmmeter._compare import (
     Answer,
     Comparator,
     ComparatorProblem,
@@ -37,11 +36,13 @@ from ._compare import (
     compare,
     extract_label,
 )
-from ._config import resolve_settings
-from ._evidence import Proportion, proportion
-from ._pricing import PriceTable
-from ._usage import read_usage
-from .exceptions import ConfigError
+from llmmeter._config import resolve_settings
+from llmmeter._pricing import PriceTable
+from llmmeter._usage import read_usage
+from llmmeter.exceptions import ConfigError
+
+from .common import UsageError, Writer, format_cost, parse_share, plural
+from .evidence import Proportion, proportion
 
 Api = Literal["chat", "responses"]
 Side = Literal["from", "to"]
@@ -127,7 +128,7 @@ def _expected(where: str, value: object, comparator: Comparator) -> Answer:
             and set(c) <= {"name", "arguments"}
             for c in calls
         ):
-            raise _UsageError(
+            raise UsageError(
                 f"{where}: 'expected': with --compare tool, expected a non-empty array of "
                 f'{{"name": ..., "arguments": {{...}}}} objects; got {_kind(value)}'
             )
@@ -148,18 +149,18 @@ def _expected(where: str, value: object, comparator: Comparator) -> Answer:
             try:
                 json.loads(value)
             except ValueError:
-                raise _UsageError(
+                raise UsageError(
                     f"{where}: 'expected': with --compare json, expected a JSON value or JSON "
                     "text; got a string that is not JSON"
                 ) from None
             return Answer(value)
         return Answer(json.dumps(value))
     if not isinstance(value, str):
-        raise _UsageError(
+        raise UsageError(
             f"{where}: 'expected': expected the right answer as a string; got {_kind(value)}"
         )
     if comparator.label is not None and extract_label(comparator.label, value) is None:
-        raise _UsageError(f"{where}: 'expected': expected a text in which --label finds a label")
+        raise UsageError(f"{where}: 'expected': expected a text in which --label finds a label")
     return Answer(value)
 
 
@@ -171,9 +172,9 @@ def _item(
     options: dict[Api, frozenset[str]],
 ) -> Item:
     if not isinstance(record, dict):
-        raise _UsageError(f"{where}: expected a JSON object; got {_kind(record)}")
+        raise UsageError(f"{where}: expected a JSON object; got {_kind(record)}")
     if ("messages" in record) == ("input" in record):
-        raise _UsageError(
+        raise UsageError(
             f"{where}: expected exactly one of 'messages' (Chat Completions) or 'input' "
             f"(Responses); got {'both' if 'messages' in record else 'neither'}"
         )
@@ -184,12 +185,12 @@ def _item(
         if not (
             isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)
         ):
-            raise _UsageError(
+            raise UsageError(
                 f"{where}: 'messages': expected a non-empty array of message objects; "
                 f"got {_kind(messages)}"
             )
     elif not isinstance(record["input"], str | list) or not record["input"]:
-        raise _UsageError(
+        raise UsageError(
             f"{where}: 'input': expected a non-empty string or array of input items; "
             f"got {_kind(record['input'])}"
         )
@@ -197,9 +198,9 @@ def _item(
         if key in ("messages", "input"):
             continue
         if key in _SET_BY_US:
-            raise _UsageError(f"{where}: {key!r}: {_SET_BY_US[key]}; remove it from the dataset")
+            raise UsageError(f"{where}: {key!r}: {_SET_BY_US[key]}; remove it from the dataset")
         if key not in options[api]:
-            raise _UsageError(
+            raise UsageError(
                 f"{where}: {key!r}: expected a request option that {_API_NAMES[api]} accepts "
                 "(or 'expected'); this one it does not"
             )
@@ -224,16 +225,16 @@ def load_dataset(
                     record = json.loads(text)
                 except ValueError as exc:
                     message = getattr(exc, "msg", "not valid UTF-8 JSON")
-                    raise _UsageError(
+                    raise UsageError(
                         f"{where}: expected a JSON object; not JSON ({message})"
                     ) from None
                 items.append(_item(where, number, record, comparator, options))
     except OSError as exc:
-        raise _UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise _UsageError(f"{path}: expected UTF-8 JSONL (one JSON object a line)") from None
+        raise UsageError(f"{path}: expected UTF-8 JSONL (one JSON object a line)") from None
     if not items:
-        raise _UsageError(f"{path}: expected one JSON object a line; the file has none")
+        raise UsageError(f"{path}: expected one JSON object a line; the file has none")
     return items
 
 
@@ -520,21 +521,21 @@ def _evaluate(args: argparse.Namespace, out: Writer) -> int:
     try:
         comparator = build_comparator(args.compare, args.label)
     except ComparatorProblem as exc:
-        raise _UsageError(f"--{exc.key}: {exc}") from None
+        raise UsageError(f"--{exc.key}: {exc}") from None
     try:
         settings = resolve_settings(prices=args.prices)
         table = PriceTable.load(settings.prices_path)
     except ConfigError as exc:
-        raise _UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     try:
         import openai
     except ImportError:
-        raise _UsageError("evaluate needs the openai package: pip install openai") from None
+        raise UsageError("evaluate needs the openai package: pip install openai") from None
     items = load_dataset(args.dataset, comparator, sdk_options(), args.limit)
     try:
         client = openai.OpenAI(base_url=args.base_url)
     except openai.OpenAIError:
-        raise _UsageError(
+        raise UsageError(
             "no API key: set OPENAI_API_KEY (any value for a server that needs none)"
         ) from None
     with client:
@@ -606,7 +607,7 @@ def add_evaluate_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--target",
-        type=_parse_share,
+        type=parse_share,
         default=0.95,
         metavar="SHARE",
         help="the lower bound needed, 0 to 1 (default: 0.95)",

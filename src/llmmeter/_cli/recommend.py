@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from ._evidence import Proportion, proportion
-from ._rules import Rule, RulePolicy
-from ._status_sources import (
+from llmmeter._rules import Rule, RulePolicy
+
+from .evidence import Proportion, proportion
+from .status_sources import (
     AGREEMENT,
     COUNTERS,
     EVALUATIONS,

@@ -17,22 +17,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from . import _semconv as sc
-from ._cli import _UsageError
-from ._guard import Guard
-from ._report import (
-    STDIN,
-    _attributes,
-    _decoded,
-    _documents,
-    _get,
-    _integer,
-    _list,
-    _Malformed,
-    _object,
-    _open,
-)
-from ._spend import PollError, PrometheusURL, SpendMonitor
+from llmmeter import _semconv as sc
+from llmmeter._prometheus import PollError, PrometheusURL, instant_query
+
+from . import otlp
+from .common import UsageError
 
 DEFAULT_WINDOW: Final = "1h"
 DEFAULT_TIMEOUT: Final = 10.0
@@ -148,21 +137,22 @@ def promql(counter: Counter, rule: str, window: str) -> str:
 class PrometheusSource:
     """The fleet's counters through the Prometheus HTTP API, one number per query.
 
-    Each query asks for one rule's sum, so the spend guard's client (which takes one number
-    and reads an empty answer as 0: no series yet) does the HTTP, the auth and the parsing.
+    Each query asks for one rule's sum, so the instant query the spend guard polls with
+    (which takes one number and reads an empty answer as 0: no series yet) does the HTTP, the
+    auth and the parsing.
     """
 
     def __init__(self, url: PrometheusURL, window: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.url = url
         self.window = window
-        self._client = SpendMonitor(url, timeout=timeout, guard=Guard())
+        self.timeout = timeout
 
     def increase(self, counter: Counter, rule: str) -> float:
-        self._client.query = promql(counter, rule, self.window)
+        query = promql(counter, rule, self.window)
         try:
-            return max(0.0, self._client.fetch())
+            return max(0.0, instant_query(self.url, query, self.timeout))
         except PollError as exc:
-            raise _UsageError(
+            raise UsageError(
                 f"cannot read the fleet's counters from Prometheus at {self.url.shown}: {exc}"
             ) from None
 
@@ -190,35 +180,41 @@ def _points(
     request: Any, wanted: set[str]
 ) -> Iterable[tuple[str, str, dict[str, Any], bool, int, int, float]]:
     """(metric, series key, attributes, delta?, start, time, value) of each wanted sum point."""
-    document = _object(request, "the export request")
-    resources = _get(document, "resourceMetrics")
+    document = otlp.as_object(request, "the export request")
+    resources = otlp.get(document, "resourceMetrics")
     if resources is None:
-        raise _Malformed("no resourceMetrics")
-    for each_resource in _list(document, "resourceMetrics"):
-        resource_metrics = _object(each_resource, "resourceMetrics[]")
-        resource = _get(resource_metrics, "resource") or {}
-        resource_attributes = _attributes(_list(_object(resource, "resource"), "attributes"))
-        for scope_metrics in _list(resource_metrics, "scopeMetrics"):
-            for each_metric in _list(_object(scope_metrics, "scopeMetrics[]"), "metrics"):
-                metric = _object(each_metric, "a metric")
+        raise otlp.Malformed("no resourceMetrics")
+    for each_resource in otlp.repeated(document, "resourceMetrics"):
+        resource_metrics = otlp.as_object(each_resource, "resourceMetrics[]")
+        resource = otlp.get(resource_metrics, "resource") or {}
+        resource_attributes = otlp.attributes(
+            otlp.repeated(otlp.as_object(resource, "resource"), "attributes")
+        )
+        for scope_metrics in otlp.repeated(resource_metrics, "scopeMetrics"):
+            for each_metric in otlp.repeated(
+                otlp.as_object(scope_metrics, "scopeMetrics[]"), "metrics"
+            ):
+                metric = otlp.as_object(each_metric, "a metric")
                 name = metric.get("name")
-                data = _get(metric, "sum")
+                data = otlp.get(metric, "sum")
                 if name not in wanted or data is None:
                     continue
-                data = _object(data, f"{name}.sum")
-                temporality = str(_get(data, "aggregationTemporality"))
-                for each_point in _list(data, "dataPoints"):
-                    point = _object(each_point, f"a point of {name}")
-                    attributes = _attributes(_list(point, "attributes"))
+                data = otlp.as_object(data, f"{name}.sum")
+                temporality = str(otlp.get(data, "aggregationTemporality"))
+                for each_point in otlp.repeated(data, "dataPoints"):
+                    point = otlp.as_object(each_point, f"a point of {name}")
+                    attributes = otlp.attributes(otlp.repeated(point, "attributes"))
                     key = json.dumps([resource_attributes, attributes], sort_keys=True, default=str)
-                    value = _get(point, "asDouble")
+                    value = otlp.get(point, "asDouble")
                     number = (
                         float(value)
                         if isinstance(value, (int, float)) or (isinstance(value, str) and value)
-                        else float(_integer(_get(point, "asInt") or 0, f"asInt of {name}"))
+                        else float(otlp.integer(otlp.get(point, "asInt") or 0, f"asInt of {name}"))
                     )
-                    start = _integer(_get(point, "startTimeUnixNano") or 0, "startTimeUnixNano")
-                    when = _integer(_get(point, "timeUnixNano") or 0, "timeUnixNano")
+                    start = otlp.integer(
+                        otlp.get(point, "startTimeUnixNano") or 0, "startTimeUnixNano"
+                    )
+                    when = otlp.integer(otlp.get(point, "timeUnixNano") or 0, "timeUnixNano")
                     yield name, key, attributes, temporality in _DELTA, start, when, number
 
 
@@ -245,17 +241,17 @@ class OtlpSource:
         self._cache: dict[tuple[str, tuple[tuple[str, str], ...], str], float] = {}
 
     def _read(self, path: str, wanted: set[str]) -> None:
-        label, stream = _open(path)
+        label, stream = otlp.open_input(path)
         metric_lines = 0
-        first_problem: tuple[int, _Malformed] | None = None
+        first_problem: tuple[int, otlp.Malformed] | None = None
         try:
             head = stream.peek(8)[:8]
-            for number, document in _documents(_decoded(label, stream, head)):
+            for number, document in otlp.documents(otlp.decoded(label, stream, head)):
                 try:
-                    if isinstance(document, _Malformed):
+                    if isinstance(document, otlp.Malformed):
                         raise document
                     points = list(_points(document, wanted))
-                except _Malformed as exc:
+                except otlp.Malformed as exc:
                     first_problem = first_problem or (number, exc)
                     continue
                 metric_lines += 1
@@ -268,15 +264,15 @@ class OtlpSource:
                     series.points.append((start, when, value))
                     self.end = when if self.end is None else max(self.end, when)
         except (OSError, EOFError, zlib.error) as exc:
-            raise _UsageError(
+            raise UsageError(
                 f"cannot read {label}: {getattr(exc, 'strerror', None) or exc}"
             ) from None
         finally:
-            if path != STDIN:
+            if path != otlp.STDIN:
                 stream.close()
         if metric_lines == 0 and first_problem is not None:
             number, problem = first_problem
-            raise _UsageError(f"{label}: not OTLP JSON metrics data (line {number}: {problem})")
+            raise UsageError(f"{label}: not OTLP JSON metrics data (line {number}: {problem})")
 
     def increase(self, counter: Counter, rule: str) -> float:
         if self.end is None:

@@ -3,7 +3,7 @@
 ``check`` validates a policy file as ``instrument()`` would and lists its rules; ``explain``
 runs the file's rules on a call built the way the instrumentation builds its view of a
 request, so its decision is the one a real call would get, and prices both sides of it with
-the price layer spans use. The shared parser, table and number helpers live in ``_cli.py``.
+the price layer spans use. The shared parser, table and number helpers live in ``common``.
 """
 
 from __future__ import annotations
@@ -17,24 +17,25 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
-from ._cli import (
+from llmmeter._config import LLMMETER_PROMETHEUS_URL, resolve_settings
+from llmmeter._policy import CallView, stable_fraction
+from llmmeter._pricing import Cost, PriceTable
+from llmmeter._rules import APIS, MODES, Explanation, Rule, RulePolicy, describe
+from llmmeter._spend import FixedSpend
+from llmmeter._usage import CHAT, COMPLETIONS, RESPONSES, Usage
+from llmmeter.exceptions import ConfigError
+
+from .common import (
+    Query,
+    UsageError,
     Writer,
-    _parse_date,
-    _Query,
-    _table,
-    _UsageError,
     format_cost,
+    format_table,
+    parse_date,
     parse_number,
     parse_tokens,
     plural,
 )
-from ._config import LLMMETER_PROMETHEUS_URL, resolve_settings
-from ._policy import CallView, stable_fraction
-from ._pricing import Cost, PriceTable
-from ._rules import APIS, MODES, Explanation, Rule, RulePolicy, describe
-from ._spend import FixedSpend
-from ._usage import CHAT, COMPLETIONS, RESPONSES, Usage
-from .exceptions import ConfigError
 
 # --- `policy check` and `policy explain` -------------------------------------------------
 
@@ -56,7 +57,7 @@ def _load_policy(path: str, mode: str | None) -> tuple[RulePolicy, RulePolicy]:
         written = RulePolicy.load(path)
         return (written.with_mode(mode) if mode is not None else written), written
     except ConfigError as exc:
-        raise _UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
 def _percent(share: float) -> str:
@@ -176,7 +177,7 @@ def _policy_check(args: argparse.Namespace, out: Writer) -> int:
         models = ", ".join(rule.models)
         rows.append([str(index), rule.name, models, rule.to, in_force + mark, sample, conditions])
     headers = ["#", "rule", "from", "to", "mode", "sample", "conditions"]
-    for line in _table(headers, rows):
+    for line in format_table(headers, rows):
         out(line)
     if own_mode:
         out("* the rule's own mode, not the policy's")
@@ -206,9 +207,9 @@ def _read_prompt(args: argparse.Namespace) -> str:
         with open(path, encoding="utf-8") as file:
             return file.read()
     except OSError as exc:
-        raise _UsageError(f"cannot read --prompt-file {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot read --prompt-file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise _UsageError(f"--prompt-file {path}: expected UTF-8 text") from None
+        raise UsageError(f"--prompt-file {path}: expected UTF-8 text") from None
 
 
 def _build_call(args: argparse.Namespace) -> CallView:
@@ -223,7 +224,7 @@ def _build_call(args: argparse.Namespace) -> CallView:
     if api == "completions":
         given = [flag for flag, on in features.items() if on]
         if given:
-            raise _UsageError(
+            raise UsageError(
                 f"{given[0]} does not apply to --api completions (a legacy completion is one "
                 "prompt string)"
             )
@@ -473,7 +474,7 @@ def _verdict(
 class _Estimate:
     """The cost of one call like the explained one, at the requested model and the target."""
 
-    query: _Query
+    query: Query
     usage: Usage
     requested: Cost | None
     target: Cost | None
@@ -493,9 +494,9 @@ def _policy_explain(args: argparse.Namespace, out: Writer) -> int:
     try:
         table = PriceTable.load(resolve_settings(prices=args.prices).prices_path)
     except ConfigError as exc:
-        raise _UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     day: date = args.date or datetime.now(UTC).date()
-    query = _Query(table=table, day=day, service_tier=None, batch=False)
+    query = Query(table=table, day=day, service_tier=None, batch=False)
     found = policy.explain(call, FixedSpend(args.spend))
     outcome = _outcome(policy, found, call)
     usage = Usage(input_tokens=call.input_tokens, output_tokens=args.output_tokens)
@@ -556,7 +557,7 @@ def _policy_explain(args: argparse.Namespace, out: Writer) -> int:
         for index, (rule, _, words) in enumerate(verdicts, 1)
     ]
     if rows:
-        for line in _table(["#", "rule", "to", "mode", "verdict"], rows):
+        for line in format_table(["#", "rule", "to", "mode", "verdict"], rows):
             out(line)
     else:
         out("The policy has no rules.")
@@ -615,7 +616,7 @@ def _estimate_words(outcome: _Outcome, estimate: _Estimate) -> list[str]:
         else:
             per_million = format_cost(cost.total * CALLS_PER_ESTIMATE)
             rows.append([role, name, format_cost(cost.total), per_million, cost.model, cost.ref])
-    lines += _table(["", "model", "per call", "per 1M calls", "priced as", "source"], rows)
+    lines += format_table(["", "model", "per call", "per 1M calls", "priced as", "source"], rows)
     if outcome.target is not None:
         saving = estimate.saving
         if saving is None:
@@ -645,10 +646,9 @@ examples:
 """
 
 
-def add_policy_parsers(commands: Any) -> None:
-    """``llmmeter policy check``, ``explain``, ``status`` and ``promote``."""
-    from ._cli_status import add_status_parsers
-
+def add_policy_parsers(commands: Any) -> Any:
+    """``llmmeter policy check`` and ``explain``; returns the ``policy`` group's subcommands,
+    where the parser root adds ``status`` and ``promote`` (module ``status``)."""
     policy = commands.add_parser(
         "policy",
         help="check a routing policy file, or explain its decision for a call",
@@ -735,7 +735,7 @@ def add_policy_parsers(commands: Any) -> None:
     )
     explain.add_argument(
         "--date",
-        type=_parse_date,
+        type=parse_date,
         metavar="YYYY-MM-DD",
         help="price as on this day, UTC (default: today)",
     )
@@ -744,4 +744,4 @@ def add_policy_parsers(commands: Any) -> None:
     )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.set_defaults(handler=_policy_explain, prog=explain.prog)
-    add_status_parsers(subcommands)
+    return subcommands

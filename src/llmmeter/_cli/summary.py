@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from . import _semconv as sc
+from llmmeter import _semconv as sc
 
 GroupBy = Literal["model", "task", "rule", "service"]
 GROUPINGS: Final = ("model", "task", "rule", "service")

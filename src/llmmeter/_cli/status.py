@@ -9,8 +9,8 @@ comments and layout survive, checks that the edited file loads and means exactly
 change, and (with ``--write``) replaces the file atomically. Running processes pick the new
 file up through their usual reload: the file stays the one place a decision lives.
 
-The counters and where they are read from live in ``_status_sources``, the advice in
-``_recommend``, the textual edit in ``_policy_edit``; this module is the two commands.
+The counters and where they are read from live in ``status_sources``, the advice in
+``recommend``, the textual edit in ``policy_edit``; this module is the two commands.
 """
 
 from __future__ import annotations
@@ -24,10 +24,14 @@ import tomllib
 from collections.abc import Sequence
 from typing import Any
 
-from ._cli import Writer, _table, _UsageError, format_cost, parse_number
-from ._config import LLMMETER_PROMETHEUS_URL
-from ._policy_edit import _EditError, edit_policy, write_atomically
-from ._recommend import (
+from llmmeter._config import LLMMETER_PROMETHEUS_URL
+from llmmeter._prometheus import PrometheusURL
+from llmmeter._rules import RulePolicy
+from llmmeter.exceptions import ConfigError
+
+from .common import UsageError, Writer, format_cost, format_table, parse_number
+from .policy_edit import EditError, edit_policy, write_atomically
+from .recommend import (
     DEFAULT_MAX_FALLBACK_RATE,
     DEFAULT_MIN_EVALUATIONS,
     DEFAULT_STEPS,
@@ -37,9 +41,7 @@ from ._recommend import (
     rule_status,
     sample_text,
 )
-from ._rules import RulePolicy
-from ._spend import PrometheusURL
-from ._status_sources import (
+from .status_sources import (
     DEFAULT_TIMEOUT,
     DEFAULT_WINDOW,
     EVALUATION_COST,
@@ -56,7 +58,6 @@ from ._status_sources import (
     parse_window,
     window_seconds,
 )
-from .exceptions import ConfigError
 
 # --- the commands ---------------------------------------------------------------------------
 
@@ -66,14 +67,14 @@ def _source(args: argparse.Namespace) -> Source:
         return OtlpSource(args.otlp, args.window)
     raw = args.prometheus or os.environ.get(LLMMETER_PROMETHEUS_URL, "").strip()
     if not raw:
-        raise _UsageError(
+        raise UsageError(
             f"give --prometheus URL or --otlp FILE... (or set {LLMMETER_PROMETHEUS_URL}) "
             f"(see '{args.prog} --help')"
         )
     try:
         url = PrometheusURL.parse(raw)
     except ValueError as exc:
-        raise _UsageError(
+        raise UsageError(
             f"argument --prometheus: expected the http(s) base URL of Prometheus, such as "
             f"http://prometheus:9090; {exc}"
         ) from None
@@ -92,14 +93,14 @@ def _load(path: str) -> RulePolicy:
     try:
         return RulePolicy.load(path)
     except ConfigError as exc:
-        raise _UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
 def _statuses(args: argparse.Namespace, policy: RulePolicy) -> list[RuleStatus]:
     names = {rule.name for rule in policy.rules}
     unknown = [name for name in args.rule or () if name not in names]
     if unknown:
-        raise _UsageError(f"--rule {unknown[0]}: {args.file} has no such rule")
+        raise UsageError(f"--rule {unknown[0]}: {args.file} has no such rule")
     source = _source(args)
     thresholds = _thresholds(args)
     statuses = [
@@ -203,7 +204,7 @@ def _notes(statuses: Sequence[RuleStatus]) -> list[str]:
 def _policy_status(args: argparse.Namespace, out: Writer) -> int:
     """``llmmeter policy status``: per rule, the fleet's evidence and the next step."""
     if args.file is None:
-        raise _UsageError(f"give a policy FILE or set LLMMETER_POLICY (see '{args.prog} --help')")
+        raise UsageError(f"give a policy FILE or set LLMMETER_POLICY (see '{args.prog} --help')")
     statuses = _statuses(args, _load(args.file))
     to_change = any(status.recommendation.changes for status in statuses)
     if args.json:
@@ -237,7 +238,7 @@ def _policy_status(args: argparse.Namespace, out: Writer) -> int:
         "would save",
         "recommendation",
     ]
-    for line in _table(headers, _status_rows(statuses)):
+    for line in format_table(headers, _status_rows(statuses)):
         out(line)
     for line in _notes(statuses):
         out(line)
@@ -251,7 +252,7 @@ def _read_text(path: str) -> tuple[bytes, str]:
         with open(path, "rb") as file:
             raw = file.read()
     except OSError as exc:
-        raise _UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     return raw, raw.decode("utf-8")  # RulePolicy.load has read it as UTF-8 already
 
 
@@ -278,12 +279,12 @@ def _policy_promote(args: argparse.Namespace, out: Writer) -> int:
     }
     try:
         edited = edit_policy(text, changes) if changes else text
-    except (_EditError, tomllib.TOMLDecodeError) as exc:
-        raise _UsageError(f"cannot edit {args.file} safely: {exc}; edit it by hand") from None
+    except (EditError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot edit {args.file} safely: {exc}; edit it by hand") from None
     try:
         RulePolicy.from_dict(tomllib.loads(edited), source=args.file)
     except ConfigError as exc:  # never write a file the processes would refuse
-        raise _UsageError(f"the edited policy would be invalid, nothing written: {exc}") from None
+        raise UsageError(f"the edited policy would be invalid, nothing written: {exc}") from None
     diff = "".join(
         difflib.unified_diff(
             text.splitlines(keepends=True),

@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
-from ._summary import GROUPINGS, SpanRecord, render_projection, render_table, summarize
+from .common import UsageError
+from .summary import GROUPINGS, SpanRecord, render_projection, render_table, summarize
 
 DEMO_POLICY: Final = """\
 # The demo's routing policy (print it with: llmmeter demo --print-policy).
@@ -156,7 +157,7 @@ class _Progress:
 
 @contextmanager
 def _fake_server() -> Iterator[Any]:
-    from .testing import FakeOpenAI
+    from llmmeter.testing import FakeOpenAI
 
     with FakeOpenAI() as server:
         for model, seconds in LATENCY.items():
@@ -268,7 +269,7 @@ def _providers(memory: Any) -> tuple[Any, Any, bool]:
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):
-        from ._bootstrap import resolve_providers
+        from llmmeter._bootstrap import resolve_providers
 
         os.environ.setdefault("OTEL_SERVICE_NAME", "llmmeter-demo")
         tracer_provider, meter_provider = resolve_providers(None, None)
@@ -288,13 +289,11 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     import llmmeter
-
-    from ._cli import _UsageError
-    from ._rules import RulePolicy
+    from llmmeter._rules import RulePolicy
 
     real = bool(args.real)
     if real and not os.environ.get("OPENAI_API_KEY"):
-        raise _UsageError("--real needs OPENAI_API_KEY (the demo then calls the real API)")
+        raise UsageError("--real needs OPENAI_API_KEY (the demo then calls the real API)")
     mode = "shadow" if args.shadow else "enforce"
     policy = RulePolicy.from_dict(tomllib.loads(DEMO_POLICY), mode=mode, source="the demo policy")
     memory = InMemorySpanExporter()
@@ -341,7 +340,7 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 def _print_span(spans: Any, out: Callable[[str], None]) -> None:
     """One span as a trace backend receives it: a routed call if there is one."""
-    from ._semconv import LLMMETER_POLICY_ACTION
+    from llmmeter._semconv import LLMMETER_POLICY_ACTION
 
     chosen = next((s for s in spans if (s.attributes or {}).get(LLMMETER_POLICY_ACTION)), None) or (
         spans[0] if spans else None

@@ -1,0 +1,165 @@
+"""What every ``llmmeter`` command shares: output, mistakes, option types, money and tables.
+
+A command writes its lines through a :data:`Writer` and reports a bad command line or
+configuration by raising :class:`UsageError`, which the parser root prints as one line (exit
+code 2). The option types (token amounts, numbers in a range, dates), the money formats and
+the table layout live here so that every command reads and shows them the same way; so does
+:class:`Query`, the price conditions that ``prices`` and ``policy explain`` both price at.
+The command modules import this one; it imports none of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Final, NoReturn
+
+from llmmeter._pricing import PriceTable, Rates
+
+_TOKEN_SUFFIXES: Final = {"": 1, "k": 1_000, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
+_TOKEN_AMOUNT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)([kKMB]?)$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+Writer = Callable[[str], None]
+
+
+class UsageError(Exception):
+    """A bad command line or configuration; ``app.main`` prints it as one line, returns 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake as one line instead of a usage dump and an exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# --- argument types ----------------------------------------------------------------------
+
+
+def parse_tokens(text: str) -> int:
+    """``10M``, ``2.5M``, ``300k``, ``1B`` or ``1_000_000`` as a positive whole token count."""
+    match = _TOKEN_AMOUNT.match(text.strip().replace("_", ""))
+    amount = Decimal(match[1]) * _TOKEN_SUFFIXES[match[2]] if match else Decimal(0)
+    if amount <= 0 or amount != amount.to_integral_value():
+        raise argparse.ArgumentTypeError(
+            f"expected a positive whole number of tokens such as 300k, 2.5M, 10M or 1B; "
+            f"got {text!r}"
+        )
+    return int(amount)
+
+
+def parse_number(text: str, expected: str, accept: Callable[[float], bool]) -> float:
+    """An option's number, or argparse's error saying what was ``expected``: text that is no
+    number is NaN, which ``accept`` must refuse (so write it as a range check)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}")
+    return value
+
+
+def parse_share(text: str) -> float:
+    return parse_number(text, "a number from 0 to 1", lambda value: 0.0 <= value <= 1.0)
+
+
+def parse_date(text: str) -> date:
+    try:
+        if _DATE.match(text):
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD; got {text!r}")
+
+
+# --- number formatting -------------------------------------------------------------------
+
+
+def _usd(value: float, decimals: int) -> str:
+    """``$`` with at least ``decimals`` places, more below $1 so 3 significant digits show.
+
+    Rounds half up from 12 significant digits, clear of float noise: $2.475 shows as $2.48, not
+    as the $2.47 that 2.4749999999999996 would give.
+    """
+    if 0 < value < 1:
+        decimals = max(decimals, 2 - math.floor(math.log10(value)))
+    exact = Decimal(f"{value:.12g}").quantize(Decimal(1).scaleb(-decimals), ROUND_HALF_UP)
+    whole, _, fraction = f"{exact:,f}".partition(".")
+    return f"${whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
+def format_rate(per_million: float) -> str:
+    """A rate per 1M tokens: ``$2.50``, ``$0.075``, ``$10.00`` (up to 4 decimals)."""
+    return _usd(per_million, 4)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 rule``, ``2 rules``: the count with its noun, for the subcommands' summaries."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def format_cost(usd: float) -> str:
+    """A cost: ``$45.00``, ``$1,350.00``; below $1 with enough decimals never to read $0.00."""
+    return _usd(usd, 2)
+
+
+# --- shared plumbing ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """The price conditions every mode shares: which day, tier and batch flag."""
+
+    table: PriceTable
+    day: date
+    service_tier: str | None
+    batch: bool
+
+    @property
+    def when(self) -> float:
+        return datetime(self.day.year, self.day.month, self.day.day, tzinfo=UTC).timestamp()
+
+    def rates(self, name: str) -> Rates | None:
+        return self.table.rates(
+            name, service_tier=self.service_tier, batch=self.batch, when=self.when
+        )
+
+    def describe(self) -> str:
+        tier = "standard tier" if self.service_tier is None else f"{self.service_tier} tier"
+        return f"{self.day.isoformat()}, {tier}{', batch' if self.batch else ''}"
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "date": self.day.isoformat(),
+            "service_tier": self.service_tier,
+            "batch": self.batch,
+            "currency": "USD",
+        }
+
+    def unpriced(self, name: str) -> str:
+        """Why ``name`` has no row of numbers, with the nearest known id as a hint."""
+        if self.table.knows(name):
+            return "no per-token price known"
+        close = difflib.get_close_matches(name, self.table.model_ids(), n=1)
+        return "no price known" + (f" (did you mean {close[0]}?)" if close else "")
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns; a short row's last cell (a message) widens no column it spans."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for index, cell in enumerate(row if len(row) == len(headers) else row[:-1]):
+            widths[index] = max(widths[index], len(cell))
+    lines = []
+    for row in (headers, *rows):
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return lines
