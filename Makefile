@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OPENAI_1 ?= 1.109.1
 OPENAI_2 ?= 2.54.0
 
-.PHONY: demo test lint typecheck pytest compat bench bench-micro bench-compare bench-outage bench-soak clean
+.PHONY: demo test unit lint typecheck pytest compat bench bench-micro bench-compare bench-outage bench-soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ pytest: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
+
+# The fast half of the suite (no processes, real servers or load), to run while working.
+unit: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest -q tests/unit
 
 # The suite against the newest openai 1.x and 2.x, each in its own virtualenv.
 .venv-openai%/.installed: pyproject.toml

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install and start Arize Phoenix, a real trace backend, for tests/test_phoenix_e2e.py.
+# Install and start Arize Phoenix, a real trace backend, for tests/integration/test_phoenix_e2e.py.
 #
 # Phoenix goes into its own virtualenv (the project's dependencies stay lean), serves HTTP on
 # loopback (its gRPC collector has no host setting and listens on all interfaces), keeps its

@@ -558,7 +558,7 @@ def live_llmmeter_objects() -> int:
 
 
 def cache_sizes() -> dict[str, int]:
-    """Entries in each of llmmeter's long-lived containers (see tests/test_soak.py)."""
+    """Entries in each of llmmeter's long-lived containers (see tests/integration/test_soak.py)."""
     from llmmeter._instrumentor import REGISTRY
 
     runtime = REGISTRY.runtime()

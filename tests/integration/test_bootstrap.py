@@ -1,0 +1,432 @@
+"""The one-liner's own providers, built from OTEL_* only: what reaches a collector, what
+happens when the collector is down, slow or refusing, and the Prometheus endpoint.
+
+Each case runs a real app in a subprocess (providers are process-global) against the fake
+OpenAI server, exporting OTLP/HTTP to a small collector in this test that decodes what it
+receives with the OTLP protobuf definitions.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from llmmeter.testing import FakeOpenAI
+from tests.local_http import QuietHTTPServer
+
+APP = """
+import logging, os, sys
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                    format="%(levelname)s %(name)s %(message)s")
+import llmmeter, openai
+llmmeter.instrument()
+client = openai.OpenAI(base_url=os.environ["FAKE_BASE_URL"], api_key="sk-test", max_retries=0)
+for _ in range(int(os.environ.get("CALLS", "1"))):
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hello"}]
+    )
+    if os.environ.get("PAUSE"):
+        import time; time.sleep(float(os.environ["PAUSE"]))
+print("CALLS-DONE", flush=True)
+"""
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Collector:
+    """An OTLP/HTTP receiver: records requests; answers 200, or ``status`` for the next
+    ``failures`` requests, or sleeps ``hang`` seconds first."""
+
+    port: int = 0
+    received: list[Received] = field(default_factory=list)
+    failures: int = 0
+    status: int = 503
+    hang: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def spans(self) -> list[tuple[dict[str, Any], Any]]:
+        """(resource attributes, span) for every span received on a traces path."""
+        out = []
+        for request in self.received:
+            if request.path.endswith("traces"):
+                message = ExportTraceServiceRequest.FromString(request.body)
+                for resource_spans in message.resource_spans:
+                    resource = _attributes(resource_spans.resource.attributes)
+                    for scope in resource_spans.scope_spans:
+                        out.extend((resource, span) for span in scope.spans)
+        return out
+
+    def metric_names(self) -> set[str]:
+        names = set()
+        for request in self.received:
+            if request.path.endswith("metrics"):
+                message = ExportMetricsServiceRequest.FromString(request.body)
+                for resource_metrics in message.resource_metrics:
+                    for scope in resource_metrics.scope_metrics:
+                        names.update(metric.name for metric in scope.metrics)
+        return names
+
+
+def _attributes(pairs: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        value = pair.value
+        kind = value.WhichOneof("value")
+        out[pair.key] = getattr(value, kind) if kind else None
+    return out
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    state = Collector()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            with state.lock:
+                failing = state.failures > 0
+                if failing:
+                    state.failures -= 1
+                else:
+                    state.received.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
+            if state.hang:
+                time.sleep(state.hang)
+            if failing:
+                self.send_response(state.status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
+            reply = (
+                ExportTraceServiceResponse()
+                if "trace" in self.path
+                else ExportMetricsServiceResponse()
+            ).SerializeToString()
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+    server = QuietHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def _run(
+    fake: FakeOpenAI, env: dict[str, str], timeout: float = 60, app: str = APP
+) -> subprocess.CompletedProcess[str]:
+    full = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "FAKE_BASE_URL": fake.base_url,
+        "OTEL_METRIC_EXPORT_INTERVAL": "60000",  # only the flush at exit exports metrics
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(app)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full,
+        check=False,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_short_script_loses_nothing_spans_and_metrics_are_flushed_at_exit(
+    fake: FakeOpenAI, collector: Collector
+) -> None:
+    done = _run(
+        fake,
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
+            "OTEL_SERVICE_NAME": "billing-bot",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test,team=llm",
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=acme",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    (resource, span), *_ = collector.spans()
+    assert span.name == "chat gpt-4o-mini"
+    assert span.kind == span.SPAN_KIND_CLIENT
+    assert resource["service.name"] == "billing-bot"
+    assert resource["deployment.environment"] == "test"
+    assert resource["team"] == "llm"
+    assert resource["service.instance.id"]  # processes of one service never share series
+    assert all(r.headers.get("x-tenant") == "acme" for r in collector.received)
+    attrs = _attributes(span.attributes)
+    assert attrs["gen_ai.usage.cost.amount"] > 0
+    assert {"llmmeter.cost.usd", "gen_ai.client.operation.duration"} <= collector.metric_names()
+
+
+def test_per_signal_endpoints_are_used_as_given(fake: FakeOpenAI, collector: Collector) -> None:
+    base = f"http://127.0.0.1:{collector.port}"
+    done = _run(
+        fake,
+        {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{base}/custom/traces",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"{base}/custom/metrics",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    assert {r.path for r in collector.received} == {"/custom/traces", "/custom/metrics"}
+
+
+def test_a_collector_that_is_down_never_breaks_the_app_and_is_reported_once(
+    fake: FakeOpenAI,
+) -> None:
+    done = _run(
+        fake,
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{_free_port()}",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "OTEL_METRIC_EXPORT_INTERVAL": "100",
+            "CALLS": "8",
+            "PAUSE": "0.1",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    assert "CALLS-DONE" in done.stdout
+    lines = done.stderr.splitlines()
+    assert len([x for x in lines if "exporting spans to" in x and "failed" in x]) == 1, lines
+    assert len([x for x in lines if "exporting metrics to" in x and "failed" in x]) == 1, lines
+    assert not [x for x in lines if "opentelemetry" in x.split(" ")[1]], lines
+    assert all(x.startswith("WARNING llmmeter ") for x in lines), lines
+
+
+def test_a_refusing_collector_is_reported_once_and_its_recovery_with_what_was_dropped(
+    fake: FakeOpenAI, collector: Collector
+) -> None:
+    collector.failures = 2
+    collector.status = 400  # not retried by the exporter: each failed batch is dropped
+    done = _run(
+        fake,
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "CALLS": "5",
+            "PAUSE": "0.3",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    failed = [x for x in lines if "exporting spans to" in x and "failed" in x]
+    recovered = [x for x in lines if "works again" in x]
+    assert len(failed) == 1 and len(recovered) == 1, lines
+    assert "2 were dropped meanwhile" in recovered[0]
+    assert len(collector.spans()) == 3
+
+
+def test_a_hanging_collector_delays_neither_calls_nor_exit_beyond_the_timeout(
+    fake: FakeOpenAI, collector: Collector
+) -> None:
+    collector.hang = 30
+    started = time.monotonic()
+    done = _run(
+        fake,
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "CALLS": "3",
+        },
+        timeout=45,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "CALLS-DONE" in done.stdout
+    # Not a timing assertion on the calls (machines are noisy): the process ends long
+    # before the collector would answer, because every export gives up at its timeout.
+    assert time.monotonic() - started < 30
+
+
+PROMETHEUS_APP = (
+    APP
+    + """
+import urllib.request
+port = os.environ["OTEL_EXPORTER_PROMETHEUS_PORT"]
+print(urllib.request.urlopen(f"http://localhost:{port}/metrics").read().decode())
+"""
+)
+
+
+def test_prometheus_exporter_serves_the_metrics_for_scraping(fake: FakeOpenAI) -> None:
+    done = _run(
+        fake,
+        {
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_METRICS_EXPORTER": "prometheus",
+            "OTEL_EXPORTER_PROMETHEUS_PORT": str(_free_port()),
+            "OTEL_SERVICE_NAME": "scraped-app",
+        },
+        app=PROMETHEUS_APP,
+    )
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "target_info{" in text and 'service_name="scraped-app"' in text
+    assert "llmmeter_cost_usd_total{" in text
+    assert "gen_ai_client_operation_duration_seconds_bucket{" in text
+    assert 'gen_ai_request_model="gpt-4o-mini"' in text
+
+
+def test_prometheus_port_in_use_is_logged_and_the_app_goes_on(fake: FakeOpenAI) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = _run(
+            fake,
+            {
+                "OTEL_TRACES_EXPORTER": "none",
+                "OTEL_METRICS_EXPORTER": "prometheus",
+                "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+                "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
+            },
+        )
+    assert done.returncode == 0, done.stderr
+    assert "CALLS-DONE" in done.stdout
+    assert "cannot serve Prometheus metrics" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        (
+            {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": "http"},
+            "OTEL_EXPORTER_PROMETHEUS_PORT: expected a port number",
+        ),
+        ({"OTEL_METRICS_EXPORTER": "statsd"}, "OTEL_METRICS_EXPORTER: expected"),
+        ({"OTEL_TRACES_EXPORTER": "prometheus"}, "OTEL_TRACES_EXPORTER: expected"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+    ],
+)
+def test_bad_otel_variables_fail_at_instrument_and_install_nothing(
+    fake: FakeOpenAI, env: dict[str, str], says: str
+) -> None:
+    app = """
+    import llmmeter
+    from opentelemetry import metrics, trace
+    try:
+        llmmeter.instrument()
+    except llmmeter.ConfigError as exc:
+        print("CONFIG-ERROR", exc)
+    print("TRACER", type(trace.get_tracer_provider()).__name__)
+    print("METER", type(metrics.get_meter_provider()).__name__)
+    """
+    done = _run(fake, env, app=app)
+    assert done.returncode == 0, done.stderr
+    assert says in done.stdout
+    assert "TRACER ProxyTracerProvider" in done.stdout
+    assert "METER _ProxyMeterProvider" in done.stdout
+
+
+def test_the_fake_collector_decodes_what_it_receives(collector: Collector) -> None:
+    """Keeps the tests above honest: the collector fixture really parses OTLP."""
+    message = ExportTraceServiceRequest()
+    span = message.resource_spans.add().scope_spans.add().spans.add()
+    span.name = "probe"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{collector.port}/v1/traces",
+        data=message.SerializeToString(),
+        headers={"content-type": "application/x-protobuf"},
+    )
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 200
+    assert [s.name for _, s in collector.spans()] == ["probe"]
+
+
+def test_dropped_spans_are_counted_by_the_sdks_own_metrics_when_enabled(
+    fake: FakeOpenAI, collector: Collector
+) -> None:
+    """With OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED, the OTel SDK counts exported and
+    failed spans by error.type; llmmeter's providers carry those metrics with its own."""
+    done = _run(
+        fake,
+        {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{_free_port()}/v1/traces",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"http://127.0.0.1:{collector.port}/v1/metrics",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+            "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED": "true",
+            "CALLS": "3",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    failed = 0
+    for request in collector.received:
+        message = ExportMetricsServiceRequest.FromString(request.body)
+        for resource_metrics in message.resource_metrics:
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == "otel.sdk.exporter.span.exported":
+                        for point in metric.sum.data_points:
+                            if _attributes(point.attributes).get("error.type"):
+                                failed += point.as_int
+    if "otel.sdk.exporter.span.exported" not in collector.metric_names():
+        pytest.skip("this opentelemetry-sdk has no exporter self-metrics")
+    assert failed == 3
+
+
+def test_exit_gives_up_on_a_collector_that_already_failed_instead_of_waiting_per_batch(
+    fake: FakeOpenAI, collector: Collector
+) -> None:
+    """1600 spans (four batches) are queued at exit and the collector hangs: the first
+    export times out, and the rest are dropped with one warning instead of each batch
+    waiting out its own timeout (which made exit take minutes with the default 10 s)."""
+    collector.hang = 30
+    done = _run(
+        fake,
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",
+            "CALLS": "1600",
+        },
+        timeout=45,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len([x for x in lines if "exporting spans to" in x and "failed" in x]) == 1, lines
+    assert len([x for x in lines if "exiting while exporting spans" in x]) == 1, lines
+    # One export may be in flight as exit begins; without the give-up all four are tried.
+    assert sum(r.path.endswith("traces") for r in collector.received) <= 2
