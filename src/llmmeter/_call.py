@@ -84,6 +84,7 @@ class Call:
         "kwargs",
         "label",
         "metric_attrs",
+        "model",
         "original_kwargs",
         "outcome",
         "parent",
@@ -135,18 +136,18 @@ class Call:
         # Where the span hangs and what it is labelled: a fallback re-sent while the user
         # iterates a stream elsewhere still belongs with the call that was routed.
         self.parent, self.label = _origin(fallback_of, evaluation)
-        endpoint = target.endpoint
         client = getattr(instance, "_client", None)
         azure = client is not None and runtime.is_azure(client)
         model = None if target.retrieve else wire_model(kwargs)
-        routing = self._decide(client, model, azure=azure)
-        self.routing: Routing | None = routing
+        self.routing: Routing | None = (routing := self._decide(client, model, azure=azure))
         self.base_kwargs = kwargs
         action = _action(routing, fallback_of)
         if routing is not None and action == sc.ACTION_ROUTE:
             model = routing.sent
             self.base_kwargs = {**kwargs, "model": model}
         self.kwargs = self.base_kwargs
+        # The model asked of the server (after routing): priced as when the answer names none.
+        self.model = model
 
         shape = runtime.shape(target, model, client, self.label, azure=azure)
         attrs = dict(shape.common)
@@ -162,6 +163,7 @@ class Call:
         _span_attributes(target, args, kwargs, attrs)
 
         self.stream_key = ""
+        endpoint = target.endpoint
         if kwargs.get("stream") is True and endpoint in (CHAT, COMPLETIONS):
             self.stream_key = f"{shape.address}:{shape.port}/{endpoint}"
             self._inject_stream_usage(attrs)
@@ -469,8 +471,7 @@ class Call:
         if usage is not None and usage.input_tokens is not None:
             # No input count (a malformed answer): pricing would invent a zero; leave it out.
             with runtime.guard.site("call.price"):
-                requested = metric_attrs.get(sc.GEN_AI_REQUEST_MODEL)
-                models = (outcome.response_model, requested if isinstance(requested, str) else None)
+                models = (outcome.response_model, self.model)
                 cost = price(runtime.prices, usage, models, outcome.service_tier, attrs)
             if cost is not None and self.routing is not None and self.fallback_of is None:
                 with runtime.guard.site("call.savings"):
