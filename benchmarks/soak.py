@@ -288,7 +288,9 @@ class Driver:
         httpx_mod = api.httpx
         options: dict[str, Any] = {
             "api_key": "sk-soak",
-            "base_url": "http://soak.local/v1",
+            # OpenAI's own host, never reached (the transport is in memory): streams there
+            # are asked for usage, as production streams to OpenAI are.
+            "base_url": "https://api.openai.com/v1",
             "max_retries": 0,
         }
         # Any: the calls pass plain dicts, as applications do, not the SDK's TypedDicts.

@@ -135,6 +135,10 @@ def main() -> None:
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if not os.environ.get("OPENAI_BASE_URL"):
+        # The fake server started below sends stream usage only when asked, as OpenAI's API
+        # does; llmmeter asks OpenAI's own hosts by default, and other servers when told to.
+        os.environ.setdefault("LLMMETER_INJECT_STREAM_USAGE", "always")
     llmmeter.instrument(tracer_provider=tracer_provider, meter_provider=MeterProvider())
     with openai_endpoint():
         elapsed = asyncio.run(run_streams())

@@ -44,6 +44,10 @@ def main() -> None:
     os.environ.setdefault("OTEL_TRACES_EXPORTER", "console")
     os.environ.setdefault("OTEL_METRICS_EXPORTER", "none")
     os.environ.setdefault("OTEL_SERVICE_NAME", "llmmeter-quickstart")
+    if not os.environ.get("OPENAI_BASE_URL"):
+        # The fake server started below sends stream usage only when asked, as OpenAI's API
+        # does; llmmeter asks OpenAI's own hosts by default, and other servers when told to.
+        os.environ.setdefault("LLMMETER_INJECT_STREAM_USAGE", "always")
     llmmeter.instrument()
 
     import openai  # imported after instrument() on purpose: order does not matter

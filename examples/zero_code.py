@@ -6,9 +6,12 @@ This script does not import llmmeter. The ``opentelemetry-instrument`` launcher 
 script runs; the ``OTEL_*`` variables say where spans and metrics go. No API key needed:
 it starts llmmeter's built-in fake OpenAI server (see ``openai_endpoint`` below)::
 
-    OTEL_SERVICE_NAME=zero-code-example \\
+    OTEL_SERVICE_NAME=zero-code-example LLMMETER_INJECT_STREAM_USAGE=always \\
     OTEL_TRACES_EXPORTER=console OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none \\
         opentelemetry-instrument python examples/zero_code.py
+
+(``LLMMETER_INJECT_STREAM_USAGE=always``: the fake server sends stream usage only when asked,
+as OpenAI's API does; llmmeter asks OpenAI's own hosts by default, other servers when told.)
 
 The spans print as JSON at exit. To send them to a collector instead, drop the three
 ``*_EXPORTER`` variables and set ``OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318``. To

@@ -64,8 +64,13 @@ class Telemetry:
     meter_provider: MeterProvider
 
     def instrument(self, **kwargs: Any) -> None:
-        """llmmeter.instrument() into this telemetry (strict unless told otherwise)."""
+        """llmmeter.instrument() into this telemetry (strict unless told otherwise).
+
+        Streams ask for usage on every server (``inject_stream_usage=True``): the fake server
+        honours ``stream_options`` as OpenAI's API does, but by default llmmeter only asks on
+        OpenAI's own hosts. Tests of that default pass ``inject_stream_usage=None``."""
         kwargs.setdefault("strict", True)
+        kwargs.setdefault("inject_stream_usage", True)
         llmmeter.instrument(
             tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, **kwargs
         )

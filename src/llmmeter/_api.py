@@ -28,7 +28,7 @@ def instrument(
     prices: str | os.PathLike[str] | None = None,
     capture_content: bool | None = None,
     redact: Callable[[str], str] | None = None,
-    inject_stream_usage: bool | None = None,
+    inject_stream_usage: bool | str | None = None,
     strict: bool | None = None,
 ) -> None:
     """Make every call made through the ``openai`` SDK emit a GenAI span and metrics.
@@ -57,8 +57,11 @@ def instrument(
             before truncation; only used when content is captured. A hook that raises (or
             returns a non-str) drops that text for ``"[redaction failed]"``, logs a warning
             once, and leaves the call alone.
-        inject_stream_usage: ask streams for exact token usage and hide the extra chunk
-            (on by default; env ``LLMMETER_INJECT_STREAM_USAGE``).
+        inject_stream_usage: ask chat and completions streams for exact token usage and hide
+            the extra chunk. ``"auto"`` (default): only on OpenAI's and Azure OpenAI's own
+            API, which send that chunk only when asked; ``True`` (``"always"``): on every
+            server; ``False`` (``"never"``). Env ``LLMMETER_INJECT_STREAM_USAGE``; see
+            docs/streams.md.
         strict: re-raise llmmeter's internal errors instead of logging them (tests and CI
             only; env ``LLMMETER_STRICT``).
 

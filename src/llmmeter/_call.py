@@ -23,6 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 
 from . import _semconv as sc
+from ._config import INJECT_ALWAYS, INJECT_AUTO
 from ._evaluation import Evaluation, current_evaluation
 from ._guard import UNTRACED, Untraced
 from ._policy import ROUTABLE_ENDPOINTS
@@ -166,7 +167,7 @@ class Call:
         endpoint = target.endpoint
         if kwargs.get("stream") is True and endpoint in (CHAT, COMPLETIONS):
             self.stream_key = f"{shape.address}:{shape.port}/{endpoint}"
-            self._inject_stream_usage(attrs)
+            self._inject_stream_usage(attrs, first_party=shape.first_party)
         if runtime.settings.capture_content:
             capture_input(endpoint, kwargs, attrs, runtime.settings)
 
@@ -232,11 +233,13 @@ class Call:
         self.runtime.instruments.decisions.add(1, decision)
         return [Link(evaluation.link)]
 
-    def _inject_stream_usage(self, attrs: dict[str, AttributeValue]) -> None:
-        """Ask for stream usage the user did not ask for (hidden again chunk by chunk)."""
+    def _inject_stream_usage(self, attrs: dict[str, AttributeValue], *, first_party: bool) -> None:
+        """Ask for stream usage the user did not ask for (hidden again chunk by chunk): by
+        default only where the server sends that chunk only when asked (see docs/streams.md)."""
         kwargs = self.original_kwargs
+        mode = self.runtime.settings.inject_stream_usage
         if (
-            self.runtime.settings.inject_stream_usage
+            (mode == INJECT_ALWAYS or (mode == INJECT_AUTO and first_party))
             and not asks_stream_options(kwargs)
             and not is_raw_request(kwargs)
             and not self.runtime.rejects_stream_options(self.stream_key)

@@ -33,7 +33,10 @@ ends with ``...[truncated]``. A positive integer. Default: ``16384``."""
 
 LLMMETER_INJECT_STREAM_USAGE: Final = "LLMMETER_INJECT_STREAM_USAGE"
 """Ask streaming chat/completions requests for usage (``stream_options.include_usage``) when the
-user did not, and hide the extra chunk. ``true``/``false``. Default: ``true``."""
+user did not, and hide the extra chunk. ``auto``: only where the server is OpenAI's or Azure
+OpenAI's own API, which sends that chunk only when asked (elsewhere the request goes as written
+and usage is taken when the server reports it unasked); ``true`` (``always``): on every server;
+``false`` (``never``). Default: ``auto``."""
 
 LLMMETER_STRICT: Final = "LLMMETER_STRICT"
 """Re-raise llmmeter's own internal errors instead of logging them; for llmmeter's test suite
@@ -85,6 +88,10 @@ LLMMETER_EVALUATION_TIMEOUT: Final = "LLMMETER_EVALUATION_TIMEOUT"
 Default: ``60``."""
 
 POLICY_MODES: Final = ("enforce", "shadow", "off")
+INJECT_AUTO: Final = "auto"
+INJECT_ALWAYS: Final = "always"
+INJECT_NEVER: Final = "never"
+INJECT_MODES: Final = (INJECT_AUTO, INJECT_ALWAYS, INJECT_NEVER)
 
 DEFAULT_CONTENT_MAX_LENGTH: Final = 16384
 
@@ -98,7 +105,8 @@ class Settings:
 
     capture_content: bool = False
     content_max_length: int = DEFAULT_CONTENT_MAX_LENGTH
-    inject_stream_usage: bool = True
+    inject_stream_usage: str = INJECT_AUTO
+    """``auto``, ``always`` or ``never`` (see :data:`LLMMETER_INJECT_STREAM_USAGE`)."""
     strict: bool = False
     prices_path: str | None = None
     policy_path: str | None = None
@@ -128,6 +136,36 @@ def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
         return False
     raise ConfigError(
         f"environment variable {name}: expected one of true, false, 1, 0, yes, no; got {raw!r}"
+    )
+
+
+def _inject_mode(environ: Mapping[str, str], arg: bool | str | None) -> str:
+    """The stream-usage injection mode: the argument (``True``/``False`` or a mode name), else
+    the environment variable, else ``auto``."""
+    if arg is not None:
+        if arg is True:
+            return INJECT_ALWAYS
+        if arg is False:
+            return INJECT_NEVER
+        if isinstance(arg, str) and arg.strip().lower() in INJECT_MODES:
+            return arg.strip().lower()
+        raise ConfigError(
+            "argument inject_stream_usage: expected True, False, 'auto', 'always', 'never' or "
+            f"None; got {arg!r}"
+        )
+    raw = environ.get(LLMMETER_INJECT_STREAM_USAGE)
+    if raw is None or not raw.strip():
+        return INJECT_AUTO
+    value = raw.strip().lower()
+    if value in INJECT_MODES:
+        return value
+    if value in _TRUE:
+        return INJECT_ALWAYS
+    if value in _FALSE:
+        return INJECT_NEVER
+    raise ConfigError(
+        f"environment variable {LLMMETER_INJECT_STREAM_USAGE}: expected auto, always (or true), "
+        f"never (or false); got {raw!r}"
     )
 
 
@@ -175,7 +213,7 @@ def _env_prometheus(environ: Mapping[str, str]) -> PrometheusURL | None:
 def resolve_settings(
     *,
     capture_content: bool | None = None,
-    inject_stream_usage: bool | None = None,
+    inject_stream_usage: bool | str | None = None,
     strict: bool | None = None,
     prices: str | os.PathLike[str] | None = None,
     redact: Callable[[str], str] | None = None,
@@ -191,7 +229,6 @@ def resolve_settings(
         )
     for name, arg in (
         ("capture_content", capture_content),
-        ("inject_stream_usage", inject_stream_usage),
         ("strict", strict),
     ):
         if arg is not None and not isinstance(arg, bool):
@@ -215,11 +252,7 @@ def resolve_settings(
         content_max_length=_env_positive_int(
             env, LLMMETER_CONTENT_MAX_LENGTH, DEFAULT_CONTENT_MAX_LENGTH
         ),
-        inject_stream_usage=(
-            inject_stream_usage
-            if inject_stream_usage is not None
-            else _env_bool(env, LLMMETER_INJECT_STREAM_USAGE, True)
-        ),
+        inject_stream_usage=_inject_mode(env, inject_stream_usage),
         strict=strict if strict is not None else _env_bool(env, LLMMETER_STRICT, False),
         redact=Redactor(redact) if redact is not None else None,
         prometheus=_env_prometheus(env),

@@ -54,8 +54,15 @@ from ._pricing import PriceTable
 from ._process import ChildFlush
 from ._routing import Router
 from ._runtime import Runtime
-from ._targets import ATTEMPT_HOOK, TARGETS
-from ._wrappers import RuntimeSource, async_wrapper, attempt_wrapper, sync_wrapper
+from ._targets import ATTEMPT_HOOK, STREAM_HELPER_CLOSES, TARGETS
+from ._wrappers import (
+    RuntimeSource,
+    async_helper_close_wrapper,
+    async_wrapper,
+    attempt_wrapper,
+    helper_close_wrapper,
+    sync_wrapper,
+)
 
 logger = logging.getLogger("llmmeter")
 
@@ -74,6 +81,9 @@ def _patches_by_module() -> dict[str, tuple[Patch, ...]]:
         )
     module, qualname = ATTEMPT_HOOK
     patches.setdefault(module, []).append((qualname, attempt_wrapper))
+    for module, qualname, is_async in STREAM_HELPER_CLOSES:
+        close = async_helper_close_wrapper if is_async else helper_close_wrapper
+        patches.setdefault(module, []).append((qualname, close))
     return {module: tuple(rows) for module, rows in patches.items()}
 
 
@@ -260,19 +270,26 @@ class Registry:
             self._when_imported(name)
 
     def _patch(self, name: str, module: Any) -> None:
-        """Patch what module ``name`` holds; runs before the importer can call any of it."""
+        """Patch what module ``name`` holds; runs before the importer can call any of it.
+
+        The classes are looked up before taking the lock: openai 3.x's resource packages
+        import their classes on first access, and that import runs our hooks for the modules
+        it brings in (the ``.stream()`` helpers), which take the lock themselves."""
+        found = []
+        for qualname, make_wrapper in _PATCHES[name]:
+            class_name, method = qualname.split(".")
+            cls = getattr(module, class_name, None)
+            if not isinstance(cls, type) or not hasattr(cls, method):
+                logger.debug("llmmeter: %s.%s not in this openai version", name, qualname)
+                continue
+            found.append((cls, method, make_wrapper))
         with self._lock:
             if self._runtime is None:
                 return
-            for qualname, make_wrapper in _PATCHES[name]:
-                self._wrap(name, module, qualname, make_wrapper(self.runtime))
+            for cls, method, make_wrapper in found:
+                self._wrap(cls, method, make_wrapper(self.runtime))
 
-    def _wrap(self, name: str, module: Any, qualname: str, wrapper: Any) -> None:
-        class_name, method = qualname.split(".")
-        cls = getattr(module, class_name, None)
-        if not isinstance(cls, type) or not hasattr(cls, method):
-            logger.debug("llmmeter: %s.%s not in this openai version", name, qualname)
-            return
+    def _wrap(self, cls: type[Any], method: str, wrapper: Any) -> None:
         if any(c is cls and m == method for c, m, _ in self._applied):
             return  # a class reached through two module paths: patch it once
         original = cls.__dict__.get(method)

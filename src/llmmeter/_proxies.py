@@ -33,7 +33,6 @@ context manager does that), or when it is garbage-collected.
 from __future__ import annotations
 
 import inspect
-import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -54,16 +53,29 @@ it returns the new stream and the call that carries it (``None``: sent untraced)
 
 def deliver(call: Call, result: Any) -> Any:
     """What the user gets for the SDK's ``result``: a proxy that will finish ``call`` (a
-    stream, a raw response not read yet), else ``result`` itself with ``call`` finished."""
+    stream, a raw response not read yet), else ``result`` itself with ``call`` finished.
+
+    A streamed request's result is a stream even when it is not the SDK's own class: another
+    instrumentation below llmmeter may hand back a wrapper of its own (a plain class, or an
+    object proxy that defines both the sync and the async iterator methods). The proxy then
+    still hides the usage chunk llmmeter asked for, and follows the call's own sync or async
+    side, never the wrapper's methods."""
     with call.runtime.guard.site("call.result"):
         sdk = call.runtime.sdk
         if sdk is not None:
-            if isinstance(result, sdk.streams):
-                return wrap_stream(result, call)
             if isinstance(result, sdk.raw_responses):
                 return wrap_raw_response(result, call, sdk)
+            if isinstance(result, sdk.streams) or _is_stream(call, result):
+                return wrap_stream(result, call)
         call.take(result)
     return result
+
+
+def _is_stream(call: Call, result: Any) -> bool:
+    """A streamed request's result that iterates chunks on the call's side (sync or async)."""
+    if call.kwargs.get("stream") is not True:
+        return False
+    return hasattr(type(result), "__anext__" if call.target.is_async else "__next__")
 
 
 # --- streams -------------------------------------------------------------------------------
@@ -156,10 +168,6 @@ class StreamProxy(_StreamProxy):
             # Outside the except block: the re-send's own error carries no context of ours.
             self._self_adopt(*_run(_resend(call, stream, failure)))
 
-    @property
-    def response(self) -> Any:
-        return _Response(self.__wrapped__.response, self)
-
     def __enter__(self) -> StreamProxy:
         self.__wrapped__.__enter__()
         return self
@@ -209,10 +217,6 @@ class AsyncStreamProxy(_StreamProxy):
                 continue
             self._self_adopt(*await _run_async(_resend(call, stream, failure)))
 
-    @property
-    def response(self) -> Any:
-        return _AsyncResponse(self.__wrapped__.response, self)
-
     async def __aenter__(self) -> AsyncStreamProxy:
         await self.__wrapped__.__aenter__()
         return self
@@ -249,41 +253,19 @@ class AsyncStreamProxy(_StreamProxy):
             self._self_end("closed")
 
 
-class _Response(wrapt.BaseObjectProxy[Any]):
-    """A sync stream's HTTP response as the ``.stream()`` helpers keep it: ``close()`` closes
-    the proxy (the stream it carries now, after a fallback too) and ends the span. It holds
-    the proxy weakly: keeping the response never keeps an abandoned stream alive."""
-
-    def __init__(self, response: Any, proxy: StreamProxy) -> None:
-        super().__init__(response)
-        self._self_proxy = weakref.ref(proxy)
-
-    def close(self) -> None:
-        proxy = self._self_proxy()
-        if proxy is None:
-            self.__wrapped__.close()
-        else:
-            proxy.close()
-
-
-class _AsyncResponse(wrapt.BaseObjectProxy[Any]):
-    """An async stream's HTTP response: ``aclose()`` closes the proxy and ends the span."""
-
-    def __init__(self, response: Any, proxy: AsyncStreamProxy) -> None:
-        super().__init__(response)
-        self._self_proxy = weakref.ref(proxy)
-
-    async def aclose(self) -> None:
-        proxy = self._self_proxy()
-        if proxy is None:
-            await self.__wrapped__.aclose()
-        else:
-            await proxy.close()
+def close_with_helper(helper: Any) -> Any:
+    """The stream proxy a ``.stream()`` helper reads, if llmmeter made it: to close when the
+    helper closes. The helper closes the HTTP response it kept from the start, which is the
+    SDK's own object (``stream.response`` is never replaced), so the proxy is closed too: its
+    span ends, and after a fallback, the stream it carries now is closed as well."""
+    stream = getattr(helper, "_raw_stream", None)
+    return stream if isinstance(stream, _StreamProxy) else None
 
 
 def wrap_stream(stream: Any, call: Call) -> Any:
-    """The proxy for an SDK stream: async when the stream is async-iterable."""
-    if hasattr(type(stream), "__anext__"):
+    """The proxy for a stream: async for the SDK's async methods. Decided by the method, not
+    by the stream: another instrumentation's wrapper may define both iterator protocols."""
+    if call.target.is_async:
         return AsyncStreamProxy(stream, call)
     return StreamProxy(stream, call)
 
@@ -440,7 +422,8 @@ def wrap_raw_response(result: Any, call: Call, sdk: SdkTypes) -> Any:
     """Finish now if the body is in memory, else return the proxy that will."""
     streamed = call.kwargs.get("stream") is True
     if isinstance(result, sdk.legacy_response) and not streamed:
-        _read_body(call, result.http_response)
+        with call.runtime.guard.site("raw.read"):  # whatever the body, the span ends
+            _read_body(call, result.http_response)
         call.finish()
         return result
     if isinstance(result, sdk.async_api_response):

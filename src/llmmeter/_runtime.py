@@ -17,7 +17,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _semconv as sc
-from ._targets import Target
+from ._targets import Target, reports_usage_only_when_asked
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -178,6 +178,9 @@ class Shape:
     azure: bool
     address: str | None
     port: int | None
+    first_party: bool
+    """The server is OpenAI's or Azure OpenAI's own API (see
+    :func:`~llmmeter._targets.reports_usage_only_when_asked`)."""
 
     @classmethod
     def build(
@@ -198,7 +201,8 @@ class Shape:
         if port is not None:
             static[sc.SERVER_PORT] = port
         name = f"{target.operation} {model}" if model else target.operation
-        return cls(common, dict(common), static, name, azure, address, port)
+        first_party = reports_usage_only_when_asked(address, azure=azure)
+        return cls(common, dict(common), static, name, azure, address, port, first_party)
 
 
 def _common_attributes(

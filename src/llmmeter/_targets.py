@@ -91,6 +91,16 @@ TARGETS: Final[tuple[Target, ...]] = tuple(
 ATTEMPT_HOOK: Final = ("openai._base_client", "BaseClient._build_request")
 """Called once per HTTP attempt inside the SDK's retry loop: how we count its retries."""
 
+STREAM_HELPER_CLOSES: Final = (
+    ("openai.lib.streaming.chat._completions", "ChatCompletionStream.close", False),
+    ("openai.lib.streaming.chat._completions", "AsyncChatCompletionStream.close", True),
+    ("openai.lib.streaming.responses._responses", "ResponseStream.close", False),
+    ("openai.lib.streaming.responses._responses", "AsyncResponseStream.close", True),
+)
+"""``(module, "Class.close", is_async)``: the ``.stream()`` helpers' ``close``, which closes
+the HTTP response the helper kept from the start rather than the stream it reads; hooked so
+that the stream (whichever one it carries after a fallback) closes with it and its span ends."""
+
 
 # --- reading a request -----------------------------------------------------------------
 
@@ -112,6 +122,26 @@ def asks_stream_options(kwargs: Mapping[str, Any]) -> bool:
     return given(kwargs.get("stream_options")) or (
         isinstance(extra, Mapping) and given(extra.get("stream_options"))
     )
+
+
+OPENAI_HOST: Final = "api.openai.com"
+AZURE_OPENAI_HOST_SUFFIXES: Final = (".openai.azure.com", ".cognitiveservices.azure.com")
+
+
+def reports_usage_only_when_asked(host: str | None, *, azure: bool) -> bool:
+    """The server is OpenAI's or Azure OpenAI's own API, whose streams carry the usage chunk
+    only when the request asks for it (``stream_options.include_usage``): asking for it and
+    hiding that chunk again shows the user exactly what they would see without llmmeter.
+
+    Any other server may send it unasked (vLLM with forced usage, LiteLLM's
+    ``always_include_stream_usage``, a mock replaying recorded streams); hiding it there would
+    take a chunk from the user, so llmmeter asks there only when told to."""
+    if azure:
+        return True
+    if not host:
+        return False
+    host = host.lower()
+    return host == OPENAI_HOST or host.endswith(AZURE_OPENAI_HOST_SUFFIXES)
 
 
 RAW_RESPONSE_HEADER: Final = "x-stainless-raw-response"

@@ -19,7 +19,7 @@ from typing import Any
 
 from ._call import current_call, open_call
 from ._guard import Untraced
-from ._proxies import deliver
+from ._proxies import close_with_helper, deliver
 from ._runtime import Runtime
 from ._targets import Target
 
@@ -108,5 +108,38 @@ def attempt_wrapper(runtime_of: RuntimeSource) -> Callable[..., Any]:
         if call is not None:
             call.on_attempt()
         return wrapped(*args, **kwargs)
+
+    return wrapper
+
+
+def helper_close_wrapper(runtime_of: RuntimeSource) -> Callable[..., Any]:
+    """A ``.stream()`` helper's ``close``: the stream it reads closes with it (see
+    :data:`~llmmeter._targets.STREAM_HELPER_CLOSES`)."""
+
+    def wrapper(
+        wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            proxy = close_with_helper(instance)
+            if proxy is not None:
+                proxy.close()
+
+    return wrapper
+
+
+def async_helper_close_wrapper(runtime_of: RuntimeSource) -> Callable[..., Any]:
+    """The async ``.stream()`` helpers' ``close``."""
+
+    async def wrapper(
+        wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        try:
+            return await wrapped(*args, **kwargs)
+        finally:
+            proxy = close_with_helper(instance)
+            if proxy is not None:
+                await proxy.close()
 
     return wrapper

@@ -213,7 +213,13 @@ def test_zero_code_example_imports_nothing_of_llmmeter_but_the_fake_server() -> 
 
 def test_zero_code_example_under_opentelemetry_instrument_prints_genai_spans() -> None:
     done = run_example(
-        "zero_code.py", {**CONSOLE, "OTEL_SERVICE_NAME": "zero-code-example"}, launcher=True
+        "zero_code.py",
+        {
+            **CONSOLE,
+            "OTEL_SERVICE_NAME": "zero-code-example",
+            "LLMMETER_INJECT_STREAM_USAGE": "always",  # as the docstring's command
+        },
+        launcher=True,
     )
     assert f"triage: {DEFAULT_REPLY}" in done.stdout
     assert f"summary: {DEFAULT_REPLY}" in done.stdout

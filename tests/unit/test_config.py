@@ -10,10 +10,41 @@ from llmmeter._bootstrap import resolve_providers
 from llmmeter._config import Settings, resolve_settings
 
 
-def test_defaults_are_private_and_inject_stream_usage() -> None:
+def test_defaults_are_private_and_inject_stream_usage_only_where_it_changes_nothing() -> None:
     assert resolve_settings(environ={}) == Settings(
-        capture_content=False, content_max_length=16384, inject_stream_usage=True, strict=False
+        capture_content=False, content_max_length=16384, inject_stream_usage="auto", strict=False
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("auto", "auto"),
+        ("Always", "always"),
+        ("true", "always"),
+        ("1", "always"),
+        ("never", "never"),
+        ("false", "never"),
+        ("0", "never"),
+        ("", "auto"),
+    ],
+)
+def test_stream_usage_injection_mode_from_environment(value: str, expected: str) -> None:
+    env = {"LLMMETER_INJECT_STREAM_USAGE": value}
+    assert resolve_settings(environ=env).inject_stream_usage == expected
+
+
+@pytest.mark.parametrize(
+    ("arg", "expected"), [(True, "always"), (False, "never"), ("auto", "auto"), ("never", "never")]
+)
+def test_stream_usage_injection_argument_beats_environment(arg: bool | str, expected: str) -> None:
+    env = {"LLMMETER_INJECT_STREAM_USAGE": "always"}
+    assert resolve_settings(inject_stream_usage=arg, environ=env).inject_stream_usage == expected
+
+
+def test_a_bad_stream_usage_injection_argument_names_it() -> None:
+    with pytest.raises(ConfigError, match="argument inject_stream_usage: expected True, False"):
+        resolve_settings(inject_stream_usage="sometimes", environ={})
 
 
 @pytest.mark.parametrize(

@@ -110,3 +110,20 @@ async def test_async_image_generation(telemetry: Telemetry, aclient: Any) -> Non
     result = await aclient.images.generate(model="gpt-image-1", prompt="A lighthouse")
     attrs = telemetry.span().attributes or {}
     assert attrs["gen_ai.usage.output_tokens"] == result.usage.output_tokens
+
+
+@pytest.mark.parametrize("response_format", ["text", "srt", "vtt"])
+def test_raw_transcription_with_a_body_that_is_not_json_ends_its_span_and_metrics(
+    telemetry: Telemetry, client: Any, response_format: str
+) -> None:
+    """The raw body is read for usage; a text, SRT or VTT body has none, and the call is
+    recorded all the same (strict mode: nothing raised inside llmmeter either)."""
+    raw = client.audio.transcriptions.with_raw_response.create(
+        model="whisper-1", file=AUDIO, response_format=response_format
+    )
+    assert isinstance(raw.parse(), str)
+    span = telemetry.span()
+    assert span.status.status_code.name == "UNSET"
+    assert not any(key.startswith("gen_ai.usage.") for key in span.attributes or {})
+    (point,) = telemetry.points("gen_ai.client.operation.duration")
+    assert point.count == 1

@@ -841,7 +841,7 @@ def test_empty_setting_is_its_default(name: str, value: str) -> None:
     assert got.content_max_length == DEFAULT_CONTENT_MAX_LENGTH
     assert got.policy_mode is None and got.prices_path is None and got.policy_path is None
     assert got.strict is False and got.capture_content is False
-    assert got.inject_stream_usage is (name != "LLMMETER_INJECT_STREAM_USAGE")
+    assert got.inject_stream_usage == "auto"
 
 
 @pytest.mark.parametrize("name", ["LLMMETER_PRICES", "LLMMETER_POLICY"])

@@ -161,7 +161,7 @@ def test_stream_usage_injection_can_be_turned_off(
 
     monkeypatch.setenv("LLMMETER_INJECT_STREAM_USAGE", "false")
     tel = make_telemetry()
-    tel.instrument()
+    tel.instrument(inject_stream_usage=None)  # from the environment
     try:
         list(client.chat.completions.create(**CHAT, stream=True))
     finally:
@@ -196,14 +196,33 @@ async def test_async_proxy_has_aclose_exactly_when_the_sdk_stream_has_it(
     assert _only_span_end(telemetry) == "closed"
 
 
-def test_stream_response_close_through_the_proxy_ends_the_span(
-    telemetry: Telemetry, client: Any
-) -> None:
-    """The `.stream()` helpers keep `stream.response` and close that."""
+def test_stream_response_is_the_sdks_own_object(telemetry: Telemetry, client: Any) -> None:
     stream = client.chat.completions.create(**CHAT, stream=True)
-    next(stream)
-    stream.response.close()
-    assert stream.__wrapped__.response.is_closed
+    assert stream.response is stream.response
+    assert stream.response is stream.__wrapped__.response
+    assert type(stream.response) is type(stream.__wrapped__.response)
+    stream.close()
+
+
+async def test_async_stream_response_is_the_sdks_own_object(
+    telemetry: Telemetry, aclient: Any
+) -> None:
+    stream = await aclient.chat.completions.create(**CHAT, stream=True)
+    assert stream.response is stream.response is stream.__wrapped__.response
+    await stream.close()
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_async_stream_helper_left_early_ends_the_span_as_closed(
+    telemetry: Telemetry, aclient: Any, api: str
+) -> None:
+    if api == "chat":
+        helper = aclient.chat.completions.stream(**CHAT)
+    else:
+        helper = aclient.responses.stream(model="gpt-4o-mini", input="Tell me a story")
+    async with helper as stream:
+        await stream.__anext__()
+        assert stream._raw_stream.response is stream._raw_stream.__wrapped__.response
     assert _only_span_end(telemetry) == "closed"
 
 
@@ -213,3 +232,111 @@ def test_stream_helper_left_early_ends_the_span_as_closed(
     with client.chat.completions.stream(**CHAT) as stream:
         next(iter(stream))
     assert _only_span_end(telemetry) == "closed"
+
+
+# --- the usage chunk: hidden only where llmmeter alone caused it --------------------------
+
+
+def _chunks(stream: Any) -> list[Any]:
+    """What the user sees of a stream, ids and timestamps aside."""
+    return [(len(c.choices), [ch.delta.content for ch in c.choices], c.usage) for c in stream]
+
+
+@pytest.fixture
+def by_default(server: FakeOpenAI) -> Any:
+    """llmmeter with its default stream-usage mode, ``auto``."""
+    import llmmeter
+    from tests.conftest import make_telemetry
+
+    tel = make_telemetry()
+    tel.instrument(inject_stream_usage=None)
+    yield tel
+    llmmeter.uninstrument()
+
+
+def test_a_usage_chunk_the_server_sends_unasked_reaches_the_user_and_counts(
+    server: FakeOpenAI, openai_module: Any, by_default: Telemetry
+) -> None:
+    """A server that always reports stream usage (vLLM with forced usage, LiteLLM's
+    always_include_stream_usage, a mock replaying recorded streams): the user sees the chunk
+    the SDK yields without llmmeter, and the span has the exact tokens from it."""
+    import llmmeter
+
+    server.always_include_usage = True
+    with openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
+        seen = _chunks(client.chat.completions.create(**CHAT, stream=True))
+        with client.chat.completions.stream(**CHAT) as helper:
+            final = helper.get_final_completion()
+    llmmeter.uninstrument()
+    with openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
+        bare = _chunks(client.chat.completions.create(**CHAT, stream=True))
+        with client.chat.completions.stream(**CHAT) as helper:
+            bare_final = helper.get_final_completion()
+    assert seen == bare
+    assert seen[-1][0] == 0 and seen[-1][2] is not None  # the usage-only chunk, shown
+    assert final.usage == bare_final.usage and final.usage is not None
+    for request in server.requests:
+        assert "stream_options" not in request.body  # sent exactly as written
+    stream_span, helper_span = by_default.spans()
+    attrs = stream_span.attributes or {}
+    assert attrs["gen_ai.usage.output_tokens"] == bare[-1][2].completion_tokens
+    assert attrs["gen_ai.usage.input_tokens"] == bare[-1][2].prompt_tokens
+    assert "llmmeter.stream.usage_injected" not in attrs
+    assert (helper_span.attributes or {})["gen_ai.usage.output_tokens"] > 0
+
+
+def test_a_server_other_than_openais_gets_the_stream_request_as_written_by_default(
+    server: FakeOpenAI, client: Any, by_default: Telemetry
+) -> None:
+    """Usage is asked for by default only on OpenAI's own API: elsewhere the chunk it adds
+    might have come unasked, and hiding it would take it from the user."""
+    chunks = list(client.chat.completions.create(**CHAT, stream=True))
+    assert all(c.choices for c in chunks)
+    assert "stream_options" not in server.requests[-1].body
+    attrs = by_default.span().attributes or {}
+    assert "llmmeter.stream.usage_injected" not in attrs
+    assert "gen_ai.usage.output_tokens" not in attrs  # this server reports none unasked
+
+
+def test_azure_openai_is_asked_for_usage_and_the_extra_chunk_hidden_by_default(
+    server: FakeOpenAI, openai_module: Any, by_default: Telemetry
+) -> None:
+    """Azure OpenAI, like OpenAI's own API, sends the usage chunk only when asked."""
+    import llmmeter
+
+    def azure() -> Any:
+        return openai_module.AzureOpenAI(
+            azure_endpoint=server.url, api_key="k", api_version="2024-10-21", max_retries=0
+        )
+
+    with azure() as client:
+        seen = _chunks(client.chat.completions.create(**CHAT, stream=True))
+    assert server.requests[-1].body["stream_options"] == {"include_usage": True}
+    llmmeter.uninstrument()
+    with azure() as client:
+        assert seen == _chunks(client.chat.completions.create(**CHAT, stream=True))
+    attrs = by_default.span().attributes or {}
+    assert attrs["llmmeter.stream.usage_injected"] is True
+    assert attrs["gen_ai.usage.output_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("host", "azure", "expected"),
+    [
+        ("api.openai.com", False, True),
+        ("API.OpenAI.com", False, True),
+        ("my-resource.openai.azure.com", False, True),
+        ("my-resource.cognitiveservices.azure.com", False, True),
+        ("gateway.example.com", True, True),  # an AzureOpenAI client behind a gateway
+        ("127.0.0.1", False, False),
+        ("api.openai.com.example.net", False, False),
+        ("openrouter.ai", False, False),
+        (None, False, False),
+    ],
+)
+def test_only_openais_own_hosts_are_known_to_send_usage_only_when_asked(
+    host: str | None, azure: bool, expected: bool
+) -> None:
+    from llmmeter._targets import reports_usage_only_when_asked
+
+    assert reports_usage_only_when_asked(host, azure=azure) is expected

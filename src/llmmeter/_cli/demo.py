@@ -299,7 +299,12 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     memory = InMemorySpanExporter()
     tracer_provider, meter_provider, exporting = _providers(memory)
     llmmeter.instrument(
-        tracer_provider=tracer_provider, meter_provider=meter_provider, policy=policy
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        policy=policy,
+        # The fake server sends stream usage only when asked, as OpenAI's API does; llmmeter
+        # asks OpenAI's own hosts by default, and other servers when told to.
+        inject_stream_usage=True,
     )
     try:
         import openai

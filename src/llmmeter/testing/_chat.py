@@ -371,7 +371,7 @@ def _token_logprob(ctx: Context, piece: str) -> dict[str, Any]:
 
 
 def _stream(ctx: Context, answer: Answer, n: int, usage: dict[str, Any]) -> Reply:
-    include_usage = ctx.stream_option("include_usage", False)
+    include_usage = ctx.stream_usage
     base: dict[str, Any] = {
         "id": random_id("chatcmpl-", 29),
         "object": "chat.completion.chunk",

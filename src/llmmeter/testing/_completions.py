@@ -114,7 +114,7 @@ def _stream(
     finish: str,
     usage: dict[str, Any],
 ) -> Reply:
-    include_usage = ctx.stream_option("include_usage", False)
+    include_usage = ctx.stream_usage
 
     def chunk(parts: list[dict[str, Any]], **extra: Any) -> Event:
         data: dict[str, Any] = {

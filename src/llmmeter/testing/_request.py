@@ -33,6 +33,8 @@ class Context:
     reply: str
     cache: PromptCache
     azure: bool = False
+    force_usage: bool = False
+    """Streams carry the usage chunk even when the request did not ask for it."""
     created: int = field(default_factory=lambda: int(time.time()))
 
     def flag(self, name: str) -> bool:
@@ -41,6 +43,11 @@ class Context:
     @property
     def streaming(self) -> bool:
         return self.flag("stream")
+
+    @property
+    def stream_usage(self) -> bool:
+        """A stream ends with the usage chunk: asked for, or forced by the server."""
+        return self.force_usage or self.stream_option("include_usage", False)
 
     def stream_option(self, name: str, default: bool) -> bool:
         options = self.body.get("stream_options")

@@ -189,6 +189,10 @@ class FakeOpenAI:
         #: When true, requests carrying ``stream_options`` get a 400 naming it, like
         #: servers that predate the option.
         self.reject_stream_options = False
+        #: When true, chat and completions streams end with the usage chunk even when the
+        #: request did not ask for it, like vLLM with forced usage or LiteLLM's
+        #: ``always_include_stream_usage``.
+        self.always_include_usage = False
         self._address = (host, port)
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -424,6 +428,7 @@ class FakeOpenAI:
             self._templates.clear()
         self.api_key, self.reply = self._initial
         self.reject_stream_options = False
+        self.always_include_usage = False
         self._cache.clear()
         self._store.clear()
 
@@ -543,7 +548,14 @@ class FakeOpenAI:
                 raise _errors.responses_model_not_found(str(model_name)) from None
             raise
         reply = self._reply_for(body, model, request.deployment)
-        ctx = Context(body, model, reply, self._cache, azure=request.azure)
+        ctx = Context(
+            body,
+            model,
+            reply,
+            self._cache,
+            azure=request.azure,
+            force_usage=self.always_include_usage,
+        )
         if endpoint == "/chat/completions":
             return chat_completion(ctx)
         if endpoint == "/completions":

@@ -1,0 +1,98 @@
+"""Another instrumentation in the same process: whatever it wraps around the SDK, the user's
+calls behave as without llmmeter, and llmmeter's telemetry stays whole.
+
+The stand-ins here wrap ``Completions.create`` the way other OpenAI instrumentations do
+(measured in the coexistence survey): one hands back its own plain stream class, another an
+object proxy of the SDK stream that defines both the sync and the async iterator protocols.
+They are applied before llmmeter instruments, so llmmeter's wrapper is the outer one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import wrapt
+
+import llmmeter
+from llmmeter.testing import FakeOpenAI
+from tests.conftest import make_telemetry
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Tell me a story"}]}
+
+
+class PlainStream:
+    """A stream wrapper that is neither the SDK's class nor a proxy of it."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._stream)
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class BothWaysProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """An object proxy of the SDK stream with both iterator protocols, as some have."""
+
+    def __iter__(self) -> Any:
+        return iter(self.__wrapped__)
+
+    def __next__(self) -> Any:
+        return next(self.__wrapped__)
+
+    def __aiter__(self) -> Any:
+        return self.__wrapped__.__aiter__()
+
+    async def __anext__(self) -> Any:
+        return await self.__wrapped__.__anext__()
+
+
+def _chunks(stream: Any) -> list[Any]:
+    return [(len(c.choices), [ch.delta.content for ch in c.choices], c.usage) for c in stream]
+
+
+@pytest.fixture
+def completions(openai_module: Any) -> Iterator[type[Any]]:
+    from openai.resources.chat.completions import Completions
+
+    original = Completions.__dict__["create"]
+    yield Completions
+    llmmeter.uninstrument()
+    Completions.create = original
+
+
+@pytest.mark.parametrize("wrapper", [PlainStream, BothWaysProxy], ids=["plain", "both-ways"])
+def test_a_stream_wrapped_by_another_instrumentation_below_stays_the_users_stream(
+    server: FakeOpenAI, openai_module: Any, completions: type[Any], wrapper: type[Any]
+) -> None:
+    """The user iterates exactly the other's stream as without llmmeter (no usage chunk that
+    llmmeter asked for, no async proxy for a sync call) and llmmeter's span has the tokens."""
+
+    def other(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        result = wrapped(*args, **kwargs)
+        return wrapper(result) if kwargs.get("stream") else result
+
+    wrapt.wrap_function_wrapper(completions, "create", other)
+
+    def client() -> Any:
+        return openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+
+    with client() as bare:
+        expected = _chunks(bare.chat.completions.create(**CHAT, stream=True))
+    tel = make_telemetry()
+    tel.instrument()  # asks every server for stream usage (the conftest default)
+    with client() as instrumented:
+        seen = _chunks(instrumented.chat.completions.create(**CHAT, stream=True))
+    assert seen == expected
+    assert server.requests[-1].body["stream_options"] == {"include_usage": True}
+    attrs = tel.span().attributes or {}
+    assert attrs["llmmeter.stream.end"] == "exhausted"
+    assert attrs["gen_ai.usage.output_tokens"] > 0
+    assert attrs["gen_ai.response.time_to_first_chunk"] > 0
