@@ -7,7 +7,8 @@ credentials and the reading of the answer live here once, with the bounded reaso
 can give no number (the spend guard counts them as ``llmmeter.spend_guard.reason``). An empty
 answer (no series yet) is 0.
 
-Only the standard library talks to Prometheus (``urllib``), imported at the first query.
+Only the standard library talks to Prometheus (``urllib``), imported at the first query, with
+OpenTelemetry instrumentation suppressed: these requests are llmmeter's, not the application's.
 """
 
 from __future__ import annotations
@@ -95,12 +96,19 @@ def instant_query(url: PrometheusURL, query: str, timeout: float) -> float:
     import urllib.error
     import urllib.request
 
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
     address = f"{url.base}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
     request = urllib.request.Request(address, headers={"Accept": "application/json"})
     if url.authorization is not None:
         request.add_unredirected_header("Authorization", url.authorization)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        # llmmeter's own traffic, not the application's: an HTTP instrumentation the app
+        # installed (urllib's) would otherwise make every poll a root trace.
+        with (
+            suppress_instrumentation(),
+            urllib.request.urlopen(request, timeout=timeout) as response,
+        ):
             body = response.read(_MAX_BODY)
     except urllib.error.HTTPError as exc:
         with exc:

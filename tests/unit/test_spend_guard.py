@@ -380,6 +380,28 @@ def test_the_query_is_sent_as_configured_with_basic_auth(prometheus: StubPrometh
     assert authorization == "Basic b3BzOnBhOnNz"  # ops:pa:ss
 
 
+def test_polls_run_with_the_applications_http_instrumentation_suppressed(
+    prometheus: StubPrometheus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HTTP instrumentation the app installed (urllib's) asks is_instrumentation_enabled()
+    before it records a request: for llmmeter's own polls, the answer is no (else each poll
+    is a root trace: ~2,880 a day per process)."""
+    import urllib.request
+
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    seen: list[bool] = []
+    real_open = urllib.request.OpenerDirector.open
+
+    def recording_open(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(is_instrumentation_enabled())
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", recording_open)
+    monitor_for(prometheus.url).poll()
+    assert seen == [False]
+    assert is_instrumentation_enabled()  # only for the poll
+
 def error_points(tel: Telemetry) -> dict[str, int]:
     return {
         point.attributes["llmmeter.spend_guard.reason"]: point.value
