@@ -80,10 +80,8 @@ def handle_ticket(client: openai.OpenAI) -> None:
 def main() -> None:
     with openai_endpoint(), openai.OpenAI() as client:
         handle_ticket(client)
-    from opentelemetry import trace
-
-    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        # Nothing set up OpenTelemetry: this ran as plain `python`, not under the launcher.
+    if "opentelemetry.instrumentation.auto_instrumentation" not in sys.modules:
+        # This ran as plain `python`, not under the launcher: nothing was instrumented.
         print(
             "no telemetry: run it under opentelemetry-instrument (see the docstring)",
             file=sys.stderr,

@@ -1,8 +1,12 @@
 """OpenTelemetry SDK providers for the one-liner, built from the standard ``OTEL_*`` variables.
 
-Instrumentation never builds providers: this module does, and only when the application
-gave none and configured no global ones. It then installs them as the globals, so the rest
-of the application's telemetry (and span parents) flows to the same place.
+Instrumentation never builds providers: this module does, and only when the application gave
+none and configured no global ones. It never installs them as the globals: the process's
+telemetry is the application's, and OpenTelemetry lets the globals be set once, so an
+application, Logfire or a distro that configures OpenTelemetry after ``llmmeter.instrument()``
+must still be able to. What llmmeter builds is its :class:`Fallback`, used for llmmeter's own
+spans and metrics until the application configures providers of its own; from then on
+llmmeter records to those (``Fallback.check``, at each call), and the fallback is shut down.
 
 What it builds never blocks or breaks the application: spans leave through a
 ``BatchSpanProcessor`` (a bounded queue, a background thread) and metrics through a periodic
@@ -12,12 +16,17 @@ those timeouts; when an endpoint is already failing by then, what is still queue
 dropped (and said so) instead of each batch waiting out its own timeout. An exporter that
 fails is reported once per outage by llmmeter, with the reason and, when it recovers, what
 was dropped; the exporters' own repeated error lines are kept out of the application's log.
+The SDK's batch and export settings (``OTEL_BSP_*``, ``OTEL_METRIC_EXPORT_*``) are checked
+first, so a bad one is a :class:`~llmmeter.ConfigError` naming it, not the SDK's bare
+``ValueError`` half-way through.
 """
 
 from __future__ import annotations
 
 import atexit
+import inspect
 import logging
+import math
 import os
 import threading
 import uuid
@@ -26,6 +35,7 @@ from typing import Any, Final
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
+from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.trace import TracerProvider
 
 from .exceptions import ConfigError
@@ -263,7 +273,7 @@ def _endpoint(env: Mapping[str, str], signal: str, grpc: bool) -> str:
     return f"{(base or 'http://localhost:4318').rstrip('/')}/v1/{signal}"
 
 
-def _span_exporter(kind: str, env: Mapping[str, str], log: _ExporterLog) -> Any:
+def _span_exporter(kind: str, env: Mapping[str, str], log: _ExporterLog, meters: Any) -> Any:
     if kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -271,12 +281,14 @@ def _span_exporter(kind: str, env: Mapping[str, str], log: _ExporterLog) -> Any:
     if _protocol(env, "TRACES") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        return _reporting_span_exporter(OTLPSpanExporter(), _endpoint(env, "traces", True), log)
+        grpc = _with_meter(OTLPSpanExporter, meters)
+        return _reporting_span_exporter(grpc, _endpoint(env, "traces", True), log)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpSpanExporter,
     )
 
-    return _reporting_span_exporter(HttpSpanExporter(), _endpoint(env, "traces", False), log)
+    http = _with_meter(HttpSpanExporter, meters)
+    return _reporting_span_exporter(http, _endpoint(env, "traces", False), log)
 
 
 def _metric_reader(kind: str, env: Mapping[str, str], log: _ExporterLog) -> Any:
@@ -346,29 +358,141 @@ def _prometheus_address(env: Mapping[str, str]) -> tuple[str, int]:
     return host, port
 
 
-def _tracing_configured() -> bool:
+def tracing_configured() -> bool:
+    """The application (or a distro) set the global tracer provider."""
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
-def _metrics_configured() -> bool:
-    from opentelemetry.metrics import _internal
+def metrics_configured() -> bool:
+    """The application (or a distro) set the global meter provider."""
+    return not isinstance(metrics.get_meter_provider(), _ProxyMeterProvider)
 
-    return not isinstance(metrics.get_meter_provider(), _internal._ProxyMeterProvider)
+
+class Fallback:
+    """The providers llmmeter built because the application had none: never the globals.
+
+    :meth:`check` runs at each call while there is a fallback: once the application has set a
+    global provider, ``on_configured(tracing, metering)`` moves llmmeter onto it (the
+    registry's job) and the fallback of that signal is shut down in the background (its
+    last export must not hold the application's call)."""
+
+    __slots__ = ("_lock", "meter_provider", "on_configured", "tracer_provider")
+
+    def __init__(self, tracer_provider: Any, meter_provider: Any) -> None:
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        self.on_configured: Any = None
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        tracing = self.tracer_provider is not None and tracing_configured()
+        metering = self.meter_provider is not None and metrics_configured()
+        if not (tracing or metering):
+            return
+        with self._lock:
+            retired = []
+            if tracing and self.tracer_provider is not None:
+                retired.append(self.tracer_provider)
+                self.tracer_provider = None
+            else:
+                tracing = False
+            if metering and self.meter_provider is not None:
+                retired.append(self.meter_provider)
+                self.meter_provider = None
+            else:
+                metering = False
+        if not retired:
+            return  # another thread moved over first
+        if self.on_configured is not None:
+            self.on_configured(tracing, metering)
+        threading.Thread(
+            target=_shut_down, args=(retired,), name="llmmeter-fallback-shutdown", daemon=True
+        ).start()
+
+    @property
+    def active(self) -> bool:
+        return self.tracer_provider is not None or self.meter_provider is not None
+
+
+def _shut_down(providers: Sequence[Any]) -> None:
+    for provider in providers:
+        try:
+            provider.shutdown()
+        except Exception:  # pragma: no cover - the SDK logs its own failures
+            logger.debug("llmmeter: shutting the fallback provider down failed", exc_info=True)
+
+
+# The SDK's batch and export settings that it turns into a bare ValueError (or a logged
+# traceback) when they are bad: (variable, what it must be, its default).
+_POSITIVE_INTEGERS: Final = (
+    ("OTEL_BSP_SCHEDULE_DELAY", "a positive number of milliseconds", 5000),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "a positive integer", 2048),
+    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "a positive integer", 512),
+)
+_NON_NEGATIVE_INTEGERS: Final = (
+    ("OTEL_BSP_EXPORT_TIMEOUT", "a number of milliseconds, 0 or more", 30000),
+)
+_POSITIVE_NUMBERS: Final = (
+    ("OTEL_METRIC_EXPORT_INTERVAL", "a positive number of milliseconds", 60000.0),
+)
+_NON_NEGATIVE_NUMBERS: Final = (
+    ("OTEL_METRIC_EXPORT_TIMEOUT", "a number of milliseconds, 0 or more", 30000.0),
+)
+
+
+def _check_sdk_settings(env: Mapping[str, str], *, traces: bool, metrics_: bool) -> None:
+    """Refuse what the SDK would raise on (or log a traceback for) while building providers."""
+
+    def number(name: str, expected: str, default: float, *, whole: bool, low: float) -> float:
+        raw = env.get(name)
+        if raw is None or not raw.strip():
+            return default
+        try:
+            value = float(int(raw.strip())) if whole else float(raw.strip())
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value >= low):
+            raise ConfigError(f"environment variable {name}: expected {expected}; got {raw!r}")
+        return value
+
+    if traces:
+        queue = 0.0
+        for name, expected, default in _POSITIVE_INTEGERS:
+            value = number(name, expected, default, whole=True, low=1)
+            if name == "OTEL_BSP_MAX_QUEUE_SIZE":
+                queue = value
+            elif name == "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" and value > queue:
+                raw = env.get(name)
+                raise ConfigError(
+                    f"environment variable {name}: expected at most OTEL_BSP_MAX_QUEUE_SIZE "
+                    f"({int(queue)}); got {raw!r}"
+                )
+        for name, expected, default in _NON_NEGATIVE_INTEGERS:
+            number(name, expected, default, whole=True, low=0)
+    if metrics_:
+        for name, expected, fdefault in _POSITIVE_NUMBERS:
+            if number(name, expected, fdefault, whole=False, low=0) <= 0:
+                raise ConfigError(
+                    f"environment variable {name}: expected {expected}; got {env.get(name)!r}"
+                )
+        for name, expected, fdefault in _NON_NEGATIVE_NUMBERS:
+            number(name, expected, fdefault, whole=False, low=0)
 
 
 def resolve_providers(
     tracer_provider: TracerProvider | None,
     meter_provider: MeterProvider | None,
     environ: Mapping[str, str] | None = None,
-) -> tuple[TracerProvider | None, MeterProvider | None]:
-    """Given providers win; then configured globals (None = use them); else build and install.
+) -> tuple[TracerProvider | None, MeterProvider | None, Fallback | None]:
+    """Given providers win; then configured globals (None = use them); else llmmeter's own
+    :class:`Fallback`, built from ``OTEL_*`` and never installed as the globals.
 
-    Everything is validated before anything is built or installed, so a bad variable leaves
-    no half-configured globals behind.
+    Everything is validated before anything is built, so a bad variable is a ConfigError and
+    leaves nothing half-built behind.
     """
     env = os.environ if environ is None else environ
-    build_traces = tracer_provider is None and not _tracing_configured()
-    build_metrics = meter_provider is None and not _metrics_configured()
+    build_traces = tracer_provider is None and not tracing_configured()
+    build_metrics = meter_provider is None and not metrics_configured()
     trace_kinds = _exporter_names(env, "OTEL_TRACES_EXPORTER", _TRACE_EXPORTERS)
     metric_kinds = _exporter_names(env, "OTEL_METRICS_EXPORTER", _METRIC_EXPORTERS)
     if build_traces and "otlp" in trace_kinds:
@@ -377,34 +501,44 @@ def resolve_providers(
         _protocol(env, "METRICS")
     if build_metrics and "prometheus" in metric_kinds:
         _prometheus_address(env)
-    if build_traces or build_metrics:
-        from opentelemetry.sdk.resources import Resource
+    _check_sdk_settings(env, traces=build_traces, metrics_=build_metrics)
+    if not (build_traces or build_metrics):
+        return tracer_provider, meter_provider, None
+    from opentelemetry.sdk.resources import Resource
 
-        resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
-        if "service.instance.id" not in resource.attributes:
-            # Older SDKs set none: processes of one service would then share (and clobber)
-            # their counter series once a collector turns them into Prometheus metrics.
-            resource = resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
-        log = _ExporterLog()
+    resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+    if "service.instance.id" not in resource.attributes:
+        # Older SDKs set none: processes of one service would then share (and clobber)
+        # their counter series once a collector turns them into Prometheus metrics.
+        resource = resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
+    log = _ExporterLog()
+    fallback_meters = fallback_tracers = None
     if build_metrics:
         # First, so that the span exporter and batch processor built next report their own
         # health (OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED) through this provider.
         from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 
         readers = [_metric_reader(kind, env, log) for kind in metric_kinds]
-        sdk_meter_provider = SdkMeterProvider(resource=resource, metric_readers=readers)
-        metrics.set_meter_provider(sdk_meter_provider)
-        meter_provider = sdk_meter_provider
+        fallback_meters = SdkMeterProvider(resource=resource, metric_readers=readers)
+        meter_provider = fallback_meters
     if build_traces:
         from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        exporters = [_span_exporter(kind, env, log) for kind in trace_kinds]
-        sdk_tracer_provider = SdkTracerProvider(resource=resource)
+        exporters = [_span_exporter(kind, env, log, fallback_meters) for kind in trace_kinds]
+        fallback_tracers = SdkTracerProvider(resource=resource)
         for exporter in exporters:
-            sdk_tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
-        trace.set_tracer_provider(sdk_tracer_provider)
-        tracer_provider = sdk_tracer_provider
-    if build_traces or build_metrics:
-        atexit.register(log.exiting)  # after the providers' own: runs before their flush
-    return tracer_provider, meter_provider
+            processor = _with_meter(BatchSpanProcessor, fallback_meters, exporter)
+            fallback_tracers.add_span_processor(processor)
+        tracer_provider = fallback_tracers
+    atexit.register(log.exiting)  # after the providers' own: runs before their flush
+    return tracer_provider, meter_provider, Fallback(fallback_tracers, fallback_meters)
+
+
+def _with_meter(factory: Any, meter_provider: Any, *args: Any) -> Any:
+    """``factory(*args)``, with llmmeter's fallback meter provider for its own health metrics
+    (``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``) where this SDK's ``factory`` takes one:
+    else they would go to the global meter provider, which is the application's."""
+    if meter_provider is not None and "meter_provider" in inspect.signature(factory).parameters:
+        return factory(*args, meter_provider=meter_provider)
+    return factory(*args)

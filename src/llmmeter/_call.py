@@ -594,6 +594,9 @@ def open_call(
 ) -> Call | None:
     """Start a call's telemetry, or return None if that failed (the user's call goes on)."""
     with runtime.guard.site("call.open"):
+        fallback = runtime.fallback
+        if fallback is not None:  # llmmeter's own providers, until the application has some
+            fallback.check()
         call = Call(runtime, target, instance, args, kwargs)
         call.enter()
         return call

@@ -157,17 +157,21 @@ class Registry:
             return
         if settings is None:
             settings = resolve_settings()
-        # Under `opentelemetry-instrument` without a distro nothing configured the SDK: build
-        # providers from OTEL_* as the one-liner does (a no-op when globals are configured).
-        tracer_provider, meter_provider = resolve_providers(tracer_provider, meter_provider)
-        tracer = trace.get_tracer("llmmeter", __version__, tracer_provider, schema_url=_SCHEMA_URL)
-        meter = metrics.get_meter("llmmeter", __version__, meter_provider, schema_url=_SCHEMA_URL)
         # ConfigError on a bad file. The price data itself loads at the first priced call.
         prices = PriceTable.load(settings.prices_path)
         guard = Guard(strict=settings.strict)
-        instruments = Instruments.create(meter)
         # ConfigError on a bad policy; builds the spend poller, starts nothing yet.
-        router = Router.build(policy, settings, guard, instruments.spend_guard_errors)
+        router = Router.build(policy, settings, guard)
+        # Last, once everything else is valid: the application's providers when it has some,
+        # else llmmeter's own fallback from OTEL_* (never installed as the globals).
+        tracer_provider, meter_provider, fallback = resolve_providers(
+            tracer_provider, meter_provider
+        )
+        tracer = trace.get_tracer("llmmeter", __version__, tracer_provider, schema_url=_SCHEMA_URL)
+        meter = metrics.get_meter("llmmeter", __version__, meter_provider, schema_url=_SCHEMA_URL)
+        instruments = Instruments.create(meter)
+        if router is not None:
+            router.count_spend_errors(instruments.spend_guard_errors)
         with self._lock:
             if self._runtime is not None:  # another thread's instrument() won the race
                 logger.warning("llmmeter.instrument() called again; already instrumented, ignoring")
@@ -179,6 +183,9 @@ class Registry:
             runtime = self._runtime = Runtime(
                 tracer, instruments, settings, guard, prices, router=router
             )
+            if fallback is not None:
+                fallback.on_configured = self._on_app_configured
+                runtime.fallback = fallback
             if router is not None:
                 runtime.evaluator = self._evaluator = Evaluator(
                     instruments,
@@ -212,6 +219,36 @@ class Registry:
             self._applied.clear()
         if evaluator is not None:
             evaluator.close()  # outside the lock: waits for requests in flight
+
+    def _on_app_configured(self, tracing: bool, metering: bool) -> None:
+        """The application set global providers after ``instrument()`` built llmmeter's
+        fallback: record to the application's from now on (its pipeline gets llmmeter's
+        telemetry, as when it configures OpenTelemetry first)."""
+        with self._lock:
+            runtime = self._runtime
+            if runtime is None:
+                return
+            tracer_provider, meter_provider = self._providers
+            if tracing:
+                runtime.tracer = trace.get_tracer("llmmeter", __version__, schema_url=_SCHEMA_URL)
+                tracer_provider = None
+            if metering:
+                meter = metrics.get_meter("llmmeter", __version__, schema_url=_SCHEMA_URL)
+                runtime.instruments.rebind(meter)
+                if self._router is not None:
+                    self._router.count_spend_errors(runtime.instruments.spend_guard_errors)
+                    _observe_agreement_targets(meter)
+                meter_provider = None
+            self._providers = (tracer_provider, meter_provider)
+            fallback = runtime.fallback
+            if fallback is not None and not fallback.active:
+                runtime.fallback = None
+        signals = " and ".join(n for n, on in (("spans", tracing), ("metrics", metering)) if on)
+        logger.info(
+            "llmmeter: the application configured OpenTelemetry after llmmeter.instrument(); "
+            "llmmeter's %s now go to its providers",
+            signals,
+        )
 
     def _flush_targets(self) -> list[Any]:
         """The providers this instrumentation records to (given, else the globals)."""

@@ -16,9 +16,10 @@ TOKEN_BUCKETS: Final = tuple(4**i for i in range(14))
 """Tokens, 1 to 67108864, powers of 4: the GenAI conventions' advice."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Instruments:
-    """The instruments of one instrumentation, created once from its meter."""
+    """The instruments of one instrumentation, created from its meter; every part of llmmeter
+    that records holds this one object, so :meth:`rebind` moves them all at once."""
 
     duration: Histogram
     token_usage: Histogram
@@ -33,6 +34,13 @@ class Instruments:
     agreement: Counter
     evaluation_errors: Counter
     evaluation_dropped: Counter
+
+    def rebind(self, meter: Meter) -> None:
+        """Record to ``meter`` from now on: the application configured its own providers
+        after llmmeter started on its fallback ones."""
+        fresh = Instruments.create(meter)
+        for name in self.__slots__:
+            setattr(self, name, getattr(fresh, name))
 
     @classmethod
     def create(cls, meter: Meter) -> Instruments:

@@ -93,11 +93,10 @@ class Router:
         )
 
     @classmethod
-    def build(
-        cls, policy: Any, settings: Settings, guard: Guard, spend_errors: Counter
-    ) -> Router | None:
+    def build(cls, policy: Any, settings: Settings, guard: Guard) -> Router | None:
         """The router for ``instrument(policy=...)`` (else ``LLMMETER_POLICY``), or ``None``
-        when there is no policy. Starts nothing: see :meth:`start`.
+        when there is no policy. Starts nothing (see :meth:`start`) and records nothing until
+        :meth:`count_spend_errors` says where.
 
         Raises:
             ConfigError: a bad policy file or object, or a spend guard with no Prometheus.
@@ -116,11 +115,15 @@ class Router:
                 interval=settings.spend_poll_interval,
                 timeout=settings.spend_timeout,
                 guard=guard,
-                errors=spend_errors,
             )
         # The caller's object is never touched: instrument() runs a copy bound to the poller.
         bound = policy.bind_spend(spend)  # ConfigError: a spend guard and no Prometheus
         return cls(bound, guard, force_shadow=force_shadow, spend=spend)
+
+    def count_spend_errors(self, counter: Counter) -> None:
+        """Where the spend poller counts the polls that gave no figure."""
+        if self.spend is not None:
+            self.spend.errors = counter
 
     def start(self) -> None:
         """Poll the fleet's spend while some rule has a guard (a reload re-decides)."""

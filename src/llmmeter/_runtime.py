@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
     from opentelemetry.util.types import AttributeValue
 
+    from ._bootstrap import Fallback
     from ._config import Settings
     from ._evaluation import Evaluator
     from ._guard import Guard
@@ -54,6 +55,7 @@ class Runtime:
         "_servers",
         "_shapes",
         "evaluator",
+        "fallback",
         "guard",
         "instruments",
         "prices",
@@ -84,6 +86,9 @@ class Runtime:
         """The SDK's classes, once the application has imported openai."""
         self.evaluator: Evaluator | None = None
         """Shadow evaluation's workers; set by the registry when there is a policy."""
+        self.fallback: Fallback | None = None
+        """The providers llmmeter built because the application had none, while it has
+        none: each call checks whether it has configured its own since."""
         self._lock = threading.Lock()
         self._rejected: set[str] = set()
         self._counted: OrderedDict[str, None] = OrderedDict()

@@ -98,7 +98,9 @@ class SpendMonitor:
         self.timeout = timeout
         self.stale_after = STALE_POLLS * interval
         self._guard = guard
-        self._errors = errors
+        self.errors = errors
+        """Counts polls that gave no figure the guard trusts (re-pointed when the application
+        configures its own meter provider after ``instrument()``)."""
         self._clock = clock
         self._reading: Reading | None = None
         self._lock = threading.Lock()
@@ -208,8 +210,8 @@ class SpendMonitor:
             )
 
     def _count(self, reason: str) -> None:
-        if self._errors is not None:
-            self._errors.add(1, {sc.LLMMETER_SPEND_GUARD_REASON: reason})
+        if self.errors is not None:
+            self.errors.add(1, {sc.LLMMETER_SPEND_GUARD_REASON: reason})
 
     def fetch(self) -> float:
         """The query's value in USD from Prometheus; :class:`PollError` if there is none."""

@@ -451,3 +451,59 @@ def test_exit_gives_up_on_a_collector_that_already_failed_instead_of_waiting_per
     assert len([x for x in lines if "exiting while exporting spans" in x]) == 1, lines
     # At exit, one export at most: without the give-up every batch still queued is tried.
     assert traces() - before_exit <= 1
+
+
+CONFIGURES_LATER = """
+import logging, os, sys
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                    format="%(levelname)s %(name)s %(message)s")
+import llmmeter, openai
+llmmeter.instrument()  # nothing configured yet: llmmeter starts on its own providers
+
+# Then the application (or Logfire, or a distro) configures OpenTelemetry, as it may.
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+spans = InMemorySpanExporter()
+tracer_provider = TracerProvider()
+tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+trace.set_tracer_provider(tracer_provider)
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+client = openai.OpenAI(base_url=os.environ["FAKE_BASE_URL"], api_key="sk-test", max_retries=0)
+with trace.get_tracer("app").start_as_current_span("handler"):
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hello"}]
+    )
+by_name = {s.name: s for s in spans.get_finished_spans()}
+print("SPANS", sorted(by_name))
+print("PARENT-OK", by_name["chat gpt-4o-mini"].parent.span_id == by_name["handler"].context.span_id)
+names = {m.name for rm in reader.get_metrics_data().resource_metrics
+         for sm in rm.scope_metrics for m in sm.metrics}
+print("METRICS", "gen_ai.client.operation.duration" in names, "llmmeter.cost.usd" in names)
+"""
+
+
+def test_an_app_that_configures_opentelemetry_after_instrument_keeps_and_gets_everything(
+    fake: FakeOpenAI, collector: Collector
+) -> None:
+    """llmmeter never sets the global providers: the app's own configuration, later, still
+    takes (no "Overriding of current TracerProvider is not allowed"), its pipeline gets its
+    own spans and llmmeter's (nested under them) and llmmeter's metrics, and the collector
+    llmmeter would have used on its own gets nothing."""
+    done = _run(
+        fake,
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}"},
+        app=CONFIGURES_LATER,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Overriding" not in done.stderr
+    assert "SPANS ['chat gpt-4o-mini', 'handler']" in done.stdout
+    assert "PARENT-OK True" in done.stdout
+    assert "METRICS True True" in done.stdout
+    assert collector.received == []

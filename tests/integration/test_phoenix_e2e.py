@@ -1,11 +1,13 @@
 """End to end with a real trace backend: Arize Phoenix.
 
-An instrumented app runs in its own process and is configured only through ``OTEL_*`` and
-``LLMMETER_*`` variables, as a user would run it. It exports over OTLP (HTTP/protobuf, then
-gRPC) to a Phoenix that ``.ci/phoenix.sh`` installed and started, and exits without flushing:
-the SDK's exit-time shutdown must deliver every span. The test then reads the spans back
-through Phoenix's REST API (``GET /v1/projects/{project}/spans``) and checks what a user would
-look at there.
+An instrumented app runs in its own process, configured through ``OTEL_*`` and ``LLMMETER_*``
+variables, as a user would run it; it sets up its own OpenTelemetry tracing *after*
+``llmmeter.instrument()``, and llmmeter's spans must join its pipeline. It exports over OTLP
+(HTTP/protobuf, then gRPC) to a Phoenix that ``.ci/phoenix.sh`` installed and started, and
+exits without flushing: the SDK's exit-time shutdown must deliver every span. (The README's
+demo, exported by llmmeter's own providers built from ``OTEL_*``, is the second test.) The
+test then reads the spans back through Phoenix's REST API (``GET /v1/projects/{project}/spans``)
+and checks what a user would look at there.
 
 What Phoenix keeps of an OTLP span (seen in arize-phoenix 20.26): name, ids and parent id,
 times, status, events and the span attributes (returned flattened again, with dotted keys).
@@ -70,7 +72,21 @@ APP = textwrap.dedent(
 
     import llmmeter
 
-    llmmeter.instrument()  # providers, exporters and policy all come from the environment
+    llmmeter.instrument()  # the policy comes from the environment
+
+    # The app configures OpenTelemetry after llmmeter.instrument(), as many apps do (so do
+    # Logfire and the distros): its pipeline carries its own spans and llmmeter's.
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if os.environ["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    provider = TracerProvider(resource=Resource.create())  # OTEL_SERVICE_NAME and the rest
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))  # OTEL_EXPORTER_*
+    trace.set_tracer_provider(provider)
 
     tracer = trace.get_tracer("llmmeter-e2e-app")
     client = openai.OpenAI()  # OPENAI_BASE_URL and OPENAI_API_KEY: the fake server
@@ -195,6 +211,8 @@ def test_spans_reach_phoenix(
             f"openinference.project.name={project},service.instance.id={run_id}"
         ),
         "LLMMETER_POLICY": str(policy),
+        # The fake server sends stream usage only when asked, as OpenAI's API does.
+        "LLMMETER_INJECT_STREAM_USAGE": "always",
         "OPENAI_BASE_URL": server.base_url,
         "OPENAI_API_KEY": "sk-test",
         "APP_RUN_ID": run_id,

@@ -99,6 +99,15 @@ def test_config_error_is_a_value_error() -> None:
     [
         ({"OTEL_TRACES_EXPORTER": "jaeger"}, "OTEL_TRACES_EXPORTER: expected"),
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL: expected"),
+        # The SDK's own batch settings: a bare ValueError (or a logged traceback) otherwise.
+        ({"OTEL_BSP_SCHEDULE_DELAY": "-1"}, "OTEL_BSP_SCHEDULE_DELAY: expected a positive"),
+        ({"OTEL_BSP_SCHEDULE_DELAY": "soon"}, "OTEL_BSP_SCHEDULE_DELAY: expected a positive"),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "0"}, "OTEL_BSP_MAX_QUEUE_SIZE: expected a positive"),
+        (
+            {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5000"},
+            r"OTEL_BSP_MAX_EXPORT_BATCH_SIZE: expected at most OTEL_BSP_MAX_QUEUE_SIZE \(2048\)",
+        ),
+        ({"OTEL_BSP_EXPORT_TIMEOUT": "-5"}, "OTEL_BSP_EXPORT_TIMEOUT: expected a number"),
     ],
 )
 def test_bad_exporter_settings_raise_config_error(
@@ -111,9 +120,30 @@ def test_bad_exporter_settings_raise_config_error(
         resolve_providers(None, object(), environ=env)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OTEL_METRIC_EXPORT_INTERVAL": "-1"}, "OTEL_METRIC_EXPORT_INTERVAL: expected a positive"),
+        ({"OTEL_METRIC_EXPORT_INTERVAL": "0"}, "OTEL_METRIC_EXPORT_INTERVAL: expected a positive"),
+        ({"OTEL_METRIC_EXPORT_TIMEOUT": "-1"}, "OTEL_METRIC_EXPORT_TIMEOUT: expected a number"),
+    ],
+)
+def test_bad_metric_export_settings_raise_config_error(
+    env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry import metrics
+
+    from llmmeter import _bootstrap
+
+    monkeypatch.setattr(metrics, "get_meter_provider", _bootstrap._ProxyMeterProvider)
+    with pytest.raises(ConfigError, match=message):
+        resolve_providers(object(), None, environ=env)  # type: ignore[arg-type]
+
+
 def test_given_providers_are_used_as_is() -> None:
     tracer_provider, meter_provider = object(), object()
     assert resolve_providers(tracer_provider, meter_provider, environ={}) == (  # type: ignore[arg-type]
         tracer_provider,
         meter_provider,
+        None,
     )

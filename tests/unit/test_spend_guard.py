@@ -402,6 +402,7 @@ def test_polls_run_with_the_applications_http_instrumentation_suppressed(
     assert seen == [False]
     assert is_instrumentation_enabled()  # only for the poll
 
+
 def error_points(tel: Telemetry) -> dict[str, int]:
     return {
         point.attributes["llmmeter.spend_guard.reason"]: point.value

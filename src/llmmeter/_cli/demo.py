@@ -272,7 +272,7 @@ def _providers(memory: Any) -> tuple[Any, Any, bool]:
         from llmmeter._bootstrap import resolve_providers
 
         os.environ.setdefault("OTEL_SERVICE_NAME", "llmmeter-demo")
-        tracer_provider, meter_provider = resolve_providers(None, None)
+        tracer_provider, meter_provider, _ = resolve_providers(None, None)
         if isinstance(tracer_provider, TracerProvider):
             tracer_provider.add_span_processor(SimpleSpanProcessor(memory))
             return tracer_provider, meter_provider, True
