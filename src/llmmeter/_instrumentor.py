@@ -33,11 +33,13 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import sys
 import threading
 from collections.abc import Callable, Collection
 from typing import Any, Final
 
 import wrapt
+import wrapt.importer
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
@@ -107,8 +109,14 @@ class Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._runtime: Runtime | None = None
-        self._applied: list[tuple[type[Any], str, Any]] = []
+        self._applied: list[tuple[type[Any], str, Any, Any]] = []
+        """``(class, method, original, our wrapper)`` for every patch applied."""
         self._waiting: set[str] = set()
+        self._unfinished: set[str] = set()
+        """Modules whose patching an exception interrupted (Ctrl-C, a job timeout raised from
+        a signal handler): finished at the next SDK request, or at their import again."""
+        self._failed: set[tuple[type[Any], str]] = set()
+        """Methods whose patching raised: logged once, not tried again."""
         """Modules one of our post-import hooks waits for (wrapt cannot remove a hook)."""
         self._providers: tuple[TracerProvider | None, MeterProvider | None] = (None, None)
         self._child_flush: ChildFlush | None = None
@@ -211,7 +219,11 @@ class Registry:
                 self._router.close()
                 self._router = None
             evaluator, self._evaluator = self._evaluator, None
-            for cls, name, original in reversed(self._applied):
+            for cls, name, original, ours in reversed(self._applied):
+                if cls.__dict__.get(name) is not ours:
+                    # Another instrumentation wrapped over ours since: putting the original
+                    # back would remove its wrapper too. Ours stays inside it, inert.
+                    continue
                 if original is None:
                     delattr(cls, name)
                 else:
@@ -280,10 +292,55 @@ class Registry:
             # another thread is still importing: wait for that import to finish (in the
             # importing thread itself, this returns at once).
             module = importlib.import_module(name)
-        if name == "openai":
-            self._on_openai(module)
-        else:
-            self._patch(name, module)
+        try:
+            if name == "openai":
+                self._on_openai(module)
+            else:
+                self._patch(name, module)
+        except BaseException:
+            self._interrupted(name)
+            raise
+
+    def _interrupted(self, name: str) -> None:
+        """Patching module ``name`` was interrupted. Its import fails with that error and the
+        application may well import it again: the hook is re-armed for that (wrapt drops a
+        hook once it ran). Should the module stay imported, the next SDK request finishes the
+        patching instead (``Runtime.repair``, from the attempt hook every request passes)."""
+        with self._lock:
+            self._unfinished.add(name)
+            runtime = self._runtime
+            if runtime is not None:
+                runtime.repair = self._finish_patching
+        registry = getattr(wrapt.importer, "_post_import_hooks", None)
+        lock = getattr(wrapt.importer, "_post_import_hooks_lock", None)
+        if isinstance(registry, dict) and lock is not None:
+            with lock:  # not register_post_import_hook: the module is still in sys.modules
+                registry.setdefault(name, []).append(functools.partial(self._on_import, name))
+
+    def _finish_patching(self) -> None:
+        """Patch what an interrupted hook left unpatched, for modules imported by now."""
+        with self._lock:
+            pending = [n for n in self._unfinished if n in sys.modules]
+            # Not imported (any more): its import failed, and the re-armed hook will patch it
+            # when the application imports it again.
+            self._unfinished.intersection_update(pending)
+            runtime = self._runtime
+        for name in pending:
+            module = sys.modules.get(name)
+            if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+                continue  # being imported again: the re-armed hook will see to it
+            try:
+                if name == "openai":
+                    self._on_openai(module)
+                else:
+                    self._patch(name, module)
+            except Exception:
+                logger.warning("llmmeter: could not patch %s", name, exc_info=True)
+            with self._lock:
+                self._unfinished.discard(name)
+        with self._lock:
+            if runtime is not None and not self._unfinished:
+                runtime.repair = None
 
     def _on_openai(self, openai: Any) -> None:
         """openai is imported: check its version, read its types, hook each target module."""
@@ -320,18 +377,40 @@ class Registry:
                 logger.debug("llmmeter: %s.%s not in this openai version", name, qualname)
                 continue
             found.append((cls, method, make_wrapper))
+        # From here on an interrupt (Ctrl-C, a job timeout raised from a signal handler) waits
+        # the few microseconds patching takes: a half-patched module would stay so, since the
+        # classes live on in a submodule that the application's retry will not import again.
+        interrupt: BaseException | None = None
         with self._lock:
             if self._runtime is None:
                 return
             for cls, method, make_wrapper in found:
-                self._wrap(cls, method, make_wrapper(self.runtime))
+                if (cls, method) in self._failed:
+                    continue
+                try:
+                    self._wrap(cls, method, make_wrapper(self.runtime))
+                except Exception:  # the class is not what we expect: say so once, go on
+                    self._failed.add((cls, method))
+                    logger.warning(
+                        "llmmeter: could not patch %s.%s.%s; its calls are not instrumented",
+                        name,
+                        cls.__name__,
+                        method,
+                        exc_info=True,
+                    )
+                except BaseException as exc:
+                    if interrupt is None:
+                        interrupt = exc
+                    self._wrap(cls, method, make_wrapper(self.runtime))
+        if interrupt is not None:
+            raise interrupt
 
     def _wrap(self, cls: type[Any], method: str, wrapper: Any) -> None:
-        if any(c is cls and m == method for c, m, _ in self._applied):
+        if any(c is cls and m == method for c, m, _, _ in self._applied):
             return  # a class reached through two module paths: patch it once
         original = cls.__dict__.get(method)
         wrapt.wrap_function_wrapper(cls, method, wrapper)
-        self._applied.append((cls, method, original))
+        self._applied.append((cls, method, original, cls.__dict__.get(method)))
 
 
 def _observe_agreement_targets(meter: metrics.Meter) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _semconv as sc
@@ -59,6 +60,7 @@ class Runtime:
         "guard",
         "instruments",
         "prices",
+        "repair",
         "router",
         "sdk",
         "settings",
@@ -86,6 +88,8 @@ class Runtime:
         """The SDK's classes, once the application has imported openai."""
         self.evaluator: Evaluator | None = None
         """Shadow evaluation's workers; set by the registry when there is a policy."""
+        self.repair: Callable[[], None] | None = None
+        """Set while some module's patching was interrupted: finishes it (see the registry)."""
         self.fallback: Fallback | None = None
         """The providers llmmeter built because the application had none, while it has
         none: each call checks whether it has configured its own since."""

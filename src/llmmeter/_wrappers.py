@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
+
+from opentelemetry import context as otel_context
 
 from ._call import current_call, open_call
 from ._guard import Untraced
@@ -26,14 +28,26 @@ from ._targets import Target
 Wrapped = Callable[..., Any]
 RuntimeSource = Callable[[], Runtime | None]
 
+# The keys OpenTelemetry instrumentations honour to record nothing (the SDK's own exporters,
+# Logfire and others set them around work that must not be traced): the key object of
+# ``opentelemetry.context``, and the plain string some instrumentations use.
+_SUPPRESSED: Final = (otel_context._SUPPRESS_INSTRUMENTATION_KEY, "suppress_instrumentation")
+
+
+def suppressed() -> bool:
+    """The application asked OpenTelemetry instrumentation to record nothing here."""
+    current = otel_context.get_current()
+    return bool(current.get(_SUPPRESSED[0]) or current.get(_SUPPRESSED[1]))
+
 
 def sync_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., Any]:
     def wrapper(
         wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         runtime = runtime_of()
-        # Inert after uninstrument(); one span per logical request when SDK methods nest.
-        if runtime is None or current_call.get() is not None:
+        # Inert after uninstrument(); one span per logical request when SDK methods nest;
+        # nothing where the application suppressed instrumentation.
+        if runtime is None or current_call.get() is not None or suppressed():
             return wrapped(*args, **kwargs)
         call = open_call(runtime, target, instance, args, kwargs)
         if call is None:
@@ -68,7 +82,7 @@ def async_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., An
         wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         runtime = runtime_of()
-        if runtime is None or current_call.get() is not None:
+        if runtime is None or current_call.get() is not None or suppressed():
             return await wrapped(*args, **kwargs)
         call = open_call(runtime, target, instance, args, kwargs)
         if call is None:
@@ -107,6 +121,12 @@ def attempt_wrapper(runtime_of: RuntimeSource) -> Callable[..., Any]:
         call = current_call.get()
         if call is not None:
             call.on_attempt()
+        else:
+            # Every SDK request passes here, patched method or not: where patching a module
+            # was interrupted, it is finished now (for the calls after this one).
+            runtime = runtime_of()
+            if runtime is not None and runtime.repair is not None:
+                runtime.repair()
         return wrapped(*args, **kwargs)
 
     return wrapper

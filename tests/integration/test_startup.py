@@ -424,3 +424,91 @@ def test_entry_point_instrumentor_and_instrument_share_one_state(
         assert not REGISTRY.instrumented
     finally:
         llmmeter.uninstrument()
+
+
+# --- patching is never silently partial -------------------------------------------------
+
+INTERRUPT_ONCE = """
+import importlib.abc
+
+class InterruptOnce(importlib.abc.MetaPathFinder):
+    # Ctrl-C (or a job timeout raised from a signal handler) lands while openai imports the
+    # module WHERE on the application's first call.
+    armed = True
+    def find_spec(self, name, path=None, target=None):
+        if name == WHERE and InterruptOnce.armed:
+            InterruptOnce.armed = False
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, InterruptOnce())
+"""
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "openai.resources.chat.completions.completions",  # the module with the class
+        "openai.lib.streaming.chat._completions",  # a module it imports in turn
+        "openai.resources.chat.completions",  # the package llmmeter hooks
+    ],
+)
+def test_an_interrupt_during_the_first_calls_lazy_imports_leaves_nothing_unpatched(
+    fake: FakeOpenAI, where: str
+) -> None:
+    """The application catches the interrupt and calls again: that call, and every later
+    one, has its span (the interrupted import is retried by the application's own call, and
+    llmmeter's patching with it)."""
+    spans = _run(
+        f"WHERE = {where!r}\n"
+        + INTERRUPT_ONCE
+        + """
+import llmmeter, openai
+llmmeter.instrument(**PROVIDERS)
+client = openai.OpenAI(base_url="BASE_URL", api_key="k", max_retries=0)
+try:
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    interrupted = False
+except KeyboardInterrupt:
+    interrupted = True
+for _ in range(2):
+    client = openai.OpenAI(base_url="BASE_URL", api_key="k", max_retries=0)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+print(json.dumps({"interrupted": interrupted, "spans": len(attrs())}))
+""",
+        fake,
+        setup=True,
+    )
+    assert spans == {"interrupted": True, "spans": 2}
+
+
+def test_an_interrupt_while_llmmeter_wraps_a_class_still_wraps_it(fake: FakeOpenAI) -> None:
+    """The interrupt waits the microseconds patching takes: the class lives on in a module
+    that the application's retry will not import again."""
+    spans = _run(
+        """
+from llmmeter._instrumentor import Registry
+real_wrap = Registry._wrap
+armed = [True]
+def interrupted_wrap(self, cls, method, wrapper):
+    if armed[0] and cls.__name__ == "Completions" and ".chat." in cls.__module__:
+        armed[0] = False
+        raise KeyboardInterrupt
+    return real_wrap(self, cls, method, wrapper)
+Registry._wrap = interrupted_wrap
+import llmmeter, openai
+llmmeter.instrument(**PROVIDERS)
+client = openai.OpenAI(base_url="BASE_URL", api_key="k", max_retries=0)
+try:
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    interrupted = False
+except KeyboardInterrupt:
+    interrupted = True
+client = openai.OpenAI(base_url="BASE_URL", api_key="k", max_retries=0)
+client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+print(json.dumps({"interrupted": interrupted, "spans": len(attrs())}))
+""",
+        fake,
+        setup=True,
+    )
+    assert spans == {"interrupted": True, "spans": 1}

@@ -96,3 +96,77 @@ def test_a_stream_wrapped_by_another_instrumentation_below_stays_the_users_strea
     assert attrs["llmmeter.stream.end"] == "exhausted"
     assert attrs["gen_ai.usage.output_tokens"] > 0
     assert attrs["gen_ai.response.time_to_first_chunk"] > 0
+
+
+def test_uninstrument_leaves_a_wrapper_another_instrumentation_put_over_ours(
+    server: FakeOpenAI, openai_module: Any, completions: type[Any]
+) -> None:
+    """Putting the original method back would remove the other's wrapper as well: ours stays
+    underneath it, inert, and the other keeps working."""
+    seen: list[str] = []
+
+    def other(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        seen.append(kwargs["model"])
+        return wrapped(*args, **kwargs)
+
+    tel = make_telemetry()
+    tel.instrument()
+    wrapt.wrap_function_wrapper(completions, "create", other)  # after us: outer
+    llmmeter.uninstrument()
+    with openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
+        client.chat.completions.create(**CHAT)
+    assert seen == ["gpt-4o-mini"]  # the other's wrapper is still in place
+    assert tel.spans() == []  # and ours passes straight through
+
+
+def test_a_call_where_the_application_suppressed_instrumentation_records_nothing(
+    telemetry: Any, client: Any
+) -> None:
+    """OpenTelemetry's suppress_instrumentation (an exporter's own calls, Logfire's blocks):
+    the call goes out as written and llmmeter records no span and no metric point."""
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    with suppress_instrumentation():
+        reply = client.chat.completions.create(**CHAT)
+    assert reply.choices[0].message.content
+    assert telemetry.spans() == []
+    assert telemetry.points("gen_ai.client.operation.duration") == []
+    client.chat.completions.create(**CHAT)  # and outside it, as usual
+    assert len(telemetry.spans()) == 1
+
+
+def test_a_method_that_cannot_be_patched_is_logged_once_and_the_rest_are_patched(
+    telemetry: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import types
+
+    from llmmeter import _instrumentor
+
+    class Embeddings:
+        def create(self) -> str:
+            return "sync"
+
+    class AsyncEmbeddings:
+        async def create(self) -> str:
+            return "async"
+
+    module = types.SimpleNamespace(Embeddings=Embeddings, AsyncEmbeddings=AsyncEmbeddings)
+    real = _instrumentor.wrapt.wrap_function_wrapper
+
+    def failing(target: Any, name: str, wrapper: Any) -> Any:
+        if target is Embeddings:
+            raise TypeError("not a method we know")
+        return real(target, name, wrapper)
+
+    monkeypatch.setattr(_instrumentor.wrapt, "wrap_function_wrapper", failing)
+    with caplog.at_level(logging.WARNING, logger="llmmeter"):
+        for _ in range(2):
+            _instrumentor.REGISTRY._patch("openai.resources.embeddings", module)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "llmmeter: could not patch openai.resources.embeddings.Embeddings.create; its calls "
+        "are not instrumented"
+    ]
+    assert "create" in Embeddings.__dict__ and not hasattr(Embeddings.create, "__wrapped__")
+    assert hasattr(AsyncEmbeddings.__dict__["create"], "__wrapped__")  # the other one: patched
