@@ -333,11 +333,12 @@ def _env(variant: str, endpoint: str | None, args: argparse.Namespace) -> dict[s
             {
                 "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                "OTEL_EXPORTER_OTLP_TIMEOUT": f"{args.export_timeout:g}",
                 "OTEL_BSP_SCHEDULE_DELAY": str(args.schedule_delay),
                 "OTEL_METRIC_EXPORT_INTERVAL": str(args.metric_interval),
             }
         )
+        if args.export_timeout > 0:  # 0: the exporters' own default (10 s), as a new user has
+            env["OTEL_EXPORTER_OTLP_TIMEOUT"] = f"{args.export_timeout:g}"
     return env
 
 
@@ -579,7 +580,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--export-timeout", type=float, default=2.0, help="seconds")
+    parser.add_argument(
+        "--export-timeout",
+        type=float,
+        default=2.0,
+        help="OTEL_EXPORTER_OTLP_TIMEOUT, seconds; 0 leaves it unset (the exporters' 10 s)",
+    )
     parser.add_argument("--schedule-delay", type=int, default=200, help="OTEL_BSP_SCHEDULE_DELAY")
     parser.add_argument(
         "--metric-interval", type=int, default=500, help="OTEL_METRIC_EXPORT_INTERVAL"

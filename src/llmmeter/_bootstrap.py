@@ -29,8 +29,9 @@ import logging
 import math
 import os
 import threading
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from opentelemetry import metrics, trace
@@ -41,6 +42,11 @@ from opentelemetry.trace import TracerProvider
 from .exceptions import ConfigError
 
 logger = logging.getLogger("llmmeter")
+
+DEFAULT_EXIT_TIMEOUT: Final = 2.0
+"""Seconds exports at interpreter exit may take in all, by default (``LLMMETER_EXIT_TIMEOUT``)."""
+_EXIT_POLL: Final = 0.1
+"""Seconds between looks at the exit deadline while an export is in flight."""
 
 _TRACE_EXPORTERS: Final = ("otlp", "console", "none")
 _METRIC_EXPORTERS: Final = ("otlp", "prometheus", "console", "none")
@@ -88,13 +94,19 @@ class _ExporterLog(logging.Filter):
         self._first: dict[str, str] = {}
         self._lock = threading.Lock()
         self.reports: list[_Report] = []  # one per exporter built with this log
+        self.exit_timeout = DEFAULT_EXIT_TIMEOUT
+        """Seconds the exports at exit may take in all (``LLMMETER_EXIT_TIMEOUT``)."""
         for name in _EXPORTER_LOGGERS:
             logging.getLogger(name).addFilter(self)
 
     def exiting(self) -> None:
-        """Registered with ``atexit`` after the providers, so it runs before their flush."""
+        """Registered with ``atexit`` after the providers, so it runs before their flush (and
+        called by the child-exit flush): from now on exports share the exit budget."""
+        deadline = time.monotonic() + self.exit_timeout
         for report in self.reports:
-            report.exiting = True
+            if not report.exiting:
+                report.exiting = True
+                report.deadline = deadline
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
@@ -122,6 +134,8 @@ class _Report:
         self.where = where
         self.dropped = 0
         self.exiting = False
+        self.deadline = math.inf
+        """When exiting: the time by which exports give up (shared by every exporter)."""
         self._log = log
         self._loggers = loggers
         self._failing = False
@@ -147,6 +161,50 @@ class _Report:
                 self.where,
             )
         return True
+
+    def export(self, export: Callable[[], Any], count: int, failure: Any) -> Any:
+        """Run ``export()`` on a thread of its own and wait for it; once the process is
+        exiting, only until the exit deadline. An unreachable or hanging collector must not
+        hold the exit for the exporter's timeout and retries (10 s and more per signal by
+        default), whether the export began before the exit (the batch thread was already at
+        it) or during it. A reachable collector answers well within the deadline, so nothing
+        is lost there. Past it, the export is left to finish on its own (a daemon thread),
+        and what is still queued is dropped, said once."""
+        outcome: list[Any] = []
+        finished = threading.Event()
+
+        def run() -> None:
+            try:
+                outcome.append(export())
+            except Exception as exc:  # an exporter bug must not reach the batch thread
+                outcome.append(exc)
+            finally:
+                finished.set()
+
+        threading.Thread(target=run, name="llmmeter-export", daemon=True).start()
+        while not finished.wait(_EXIT_POLL):
+            if self.exiting and time.monotonic() >= self.deadline:
+                self._gave_up(count)
+                return failure
+        result = outcome[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _gave_up(self, count: int) -> None:
+        with self._lock:
+            self._failing = True
+            first = self._dropped_at_exit == 0
+            self._dropped_at_exit += count
+            self.dropped += count
+        if first:
+            logger.warning(
+                "llmmeter: exiting: exporting %s to %s did not finish within the %g s exit "
+                "waits; what is still queued is dropped (LLMMETER_EXIT_TIMEOUT sets the wait)",
+                self.what,
+                self.where,
+                self._log.exit_timeout,
+            )
 
     def failed(self, count: int, error: BaseException | None = None) -> None:
         with self._lock:
@@ -198,7 +256,9 @@ def _reporting_span_exporter(inner: Any, where: str, log: _ExporterLog) -> Any:
             if report.skip_at_exit(len(spans)):
                 return SpanExportResult.FAILURE
             try:
-                result = inner.export(spans)
+                result = report.export(
+                    lambda: inner.export(spans), len(spans), SpanExportResult.FAILURE
+                )
             except Exception as exc:  # an exporter bug must not reach the batch thread
                 report.failed(len(spans), exc)
                 return SpanExportResult.FAILURE
@@ -243,7 +303,11 @@ def _reporting_metric_exporter(inner: Any, where: str, log: _ExporterLog) -> Any
             if report.skip_at_exit(points):
                 return MetricExportResult.FAILURE
             try:
-                result = inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+                result = report.export(
+                    lambda: inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs),
+                    points,
+                    MetricExportResult.FAILURE,
+                )
             except Exception as exc:
                 report.failed(points, exc)
                 return MetricExportResult.FAILURE
@@ -376,13 +440,19 @@ class Fallback:
     registry's job) and the fallback of that signal is shut down in the background (its
     last export must not hold the application's call)."""
 
-    __slots__ = ("_lock", "meter_provider", "on_configured", "tracer_provider")
+    __slots__ = ("_lock", "_log", "meter_provider", "on_configured", "tracer_provider")
 
-    def __init__(self, tracer_provider: Any, meter_provider: Any) -> None:
+    def __init__(self, tracer_provider: Any, meter_provider: Any, log: _ExporterLog) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.on_configured: Any = None
+        self._log = log
         self._lock = threading.Lock()
+
+    def exiting(self) -> None:
+        """The process is ending (a multiprocessing child, which skips ``atexit``): from now
+        on the exports share the exit budget, as at interpreter exit."""
+        self._log.exiting()
 
     def check(self) -> None:
         tracing = self.tracer_provider is not None and tracing_configured()
@@ -483,6 +553,8 @@ def resolve_providers(
     tracer_provider: TracerProvider | None,
     meter_provider: MeterProvider | None,
     environ: Mapping[str, str] | None = None,
+    *,
+    exit_timeout: float = DEFAULT_EXIT_TIMEOUT,
 ) -> tuple[TracerProvider | None, MeterProvider | None, Fallback | None]:
     """Given providers win; then configured globals (None = use them); else llmmeter's own
     :class:`Fallback`, built from ``OTEL_*`` and never installed as the globals.
@@ -512,6 +584,7 @@ def resolve_providers(
         # their counter series once a collector turns them into Prometheus metrics.
         resource = resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
     log = _ExporterLog()
+    log.exit_timeout = exit_timeout
     fallback_meters = fallback_tracers = None
     if build_metrics:
         # First, so that the span exporter and batch processor built next report their own
@@ -532,7 +605,7 @@ def resolve_providers(
             fallback_tracers.add_span_processor(processor)
         tracer_provider = fallback_tracers
     atexit.register(log.exiting)  # after the providers' own: runs before their flush
-    return tracer_provider, meter_provider, Fallback(fallback_tracers, fallback_meters)
+    return tracer_provider, meter_provider, Fallback(fallback_tracers, fallback_meters, log)
 
 
 def _with_meter(factory: Any, meter_provider: Any, *args: Any) -> Any:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from ._bootstrap import DEFAULT_EXIT_TIMEOUT
 from ._content import Redactor
 from ._evaluation import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE
 from ._evaluation import DEFAULT_TIMEOUT as DEFAULT_EVALUATION_TIMEOUT
@@ -37,6 +38,12 @@ user did not, and hide the extra chunk. ``auto``: only where the server is OpenA
 OpenAI's own API, which sends that chunk only when asked (elsewhere the request goes as written
 and usage is taken when the server reports it unasked); ``true`` (``always``): on every server;
 ``false`` (``never``). Default: ``auto``."""
+
+LLMMETER_EXIT_TIMEOUT: Final = "LLMMETER_EXIT_TIMEOUT"
+"""Seconds that exporting what is still queued may hold the interpreter's exit, in all, when
+llmmeter built the providers itself (nothing configured): an unreachable or hanging collector
+then adds at most this to exit; a reachable one answers well within it. A number, 0 or more.
+Default: ``2``."""
 
 LLMMETER_STRICT: Final = "LLMMETER_STRICT"
 """Re-raise llmmeter's own internal errors instead of logging them; for llmmeter's test suite
@@ -123,6 +130,7 @@ class Settings:
     evaluation_concurrency: int = DEFAULT_CONCURRENCY
     evaluation_queue_size: int = DEFAULT_QUEUE_SIZE
     evaluation_timeout: float = DEFAULT_EVALUATION_TIMEOUT
+    exit_timeout: float = DEFAULT_EXIT_TIMEOUT
 
 
 def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -182,7 +190,9 @@ def _env_positive_int(environ: Mapping[str, str], name: str, default: int) -> in
     return value
 
 
-def _env_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+def _env_seconds(
+    environ: Mapping[str, str], name: str, default: float, *, zero: bool = False
+) -> float:
     raw = environ.get(name)
     if raw is None or not raw.strip():
         return default
@@ -190,10 +200,9 @@ def _env_seconds(environ: Mapping[str, str], name: str, default: float) -> float
         value = float(raw.strip())
     except ValueError:
         value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigError(
-            f"environment variable {name}: expected a positive number of seconds; got {raw!r}"
-        )
+    if not ((value >= 0 if zero else value > 0) and math.isfinite(value)):
+        what = "a number of seconds, 0 or more" if zero else "a positive number of seconds"
+        raise ConfigError(f"environment variable {name}: expected {what}; got {raw!r}")
     return value
 
 
@@ -268,4 +277,5 @@ def resolve_settings(
         evaluation_timeout=_env_seconds(
             env, LLMMETER_EVALUATION_TIMEOUT, DEFAULT_EVALUATION_TIMEOUT
         ),
+        exit_timeout=_env_seconds(env, LLMMETER_EXIT_TIMEOUT, DEFAULT_EXIT_TIMEOUT, zero=True),
     )

@@ -173,7 +173,7 @@ class Registry:
         # Last, once everything else is valid: the application's providers when it has some,
         # else llmmeter's own fallback from OTEL_* (never installed as the globals).
         tracer_provider, meter_provider, fallback = resolve_providers(
-            tracer_provider, meter_provider
+            tracer_provider, meter_provider, exit_timeout=settings.exit_timeout
         )
         tracer = trace.get_tracer("llmmeter", __version__, tracer_provider, schema_url=_SCHEMA_URL)
         meter = metrics.get_meter("llmmeter", __version__, meter_provider, schema_url=_SCHEMA_URL)
@@ -186,7 +186,7 @@ class Registry:
                 return
             self._providers = (tracer_provider, meter_provider)
             if self._child_flush is None:
-                self._child_flush = ChildFlush(self._flush_targets)
+                self._child_flush = ChildFlush(self._flush_targets, exiting=self._exiting)
             self._child_flush.install()
             runtime = self._runtime = Runtime(
                 tracer, instruments, settings, guard, prices, router=router
@@ -261,6 +261,13 @@ class Registry:
             "llmmeter's %s now go to its providers",
             signals,
         )
+
+    def _exiting(self) -> None:
+        """A multiprocessing child ends (no ``atexit`` there): the exit budget starts."""
+        runtime = self._runtime
+        fallback = runtime.fallback if runtime is not None else None
+        if fallback is not None:
+            fallback.exiting()
 
     def _flush_targets(self) -> list[Any]:
         """The providers this instrumentation records to (given, else the globals)."""

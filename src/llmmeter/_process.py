@@ -35,8 +35,11 @@ _EXIT_PRIORITY: Final = 10
 class ChildFlush:
     """Flushes ``providers()`` when a multiprocessing child process ends."""
 
-    def __init__(self, providers: Callable[[], Sequence[Any]]) -> None:
+    def __init__(
+        self, providers: Callable[[], Sequence[Any]], exiting: Callable[[], None] | None = None
+    ) -> None:
         self._providers = providers
+        self._exiting = exiting
         self._finalizer: Any = None
         self._lock = threading.Lock()
         self._installed = False
@@ -81,7 +84,13 @@ class ChildFlush:
             self._finalizer = util.Finalize(None, self.flush, exitpriority=_EXIT_PRIORITY)
 
     def flush(self) -> None:
-        """Push out what this process's providers hold, each within the timeout."""
+        """Push out what this process's providers hold, each within the timeout (and the
+        exit budget, for providers llmmeter built)."""
+        if self._exiting is not None:
+            try:
+                self._exiting()
+            except Exception as exc:  # the child is exiting: never turn that into a crash
+                logger.debug("llmmeter: starting the exit budget failed (%s)", exc)
         for provider in self._providers():
             force_flush = getattr(provider, "force_flush", None)
             if not callable(force_flush):

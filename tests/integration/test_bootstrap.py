@@ -507,3 +507,42 @@ def test_an_app_that_configures_opentelemetry_after_instrument_keeps_and_gets_ev
     assert "PARENT-OK True" in done.stdout
     assert "METRICS True True" in done.stdout
     assert collector.received == []
+
+
+def test_exit_waits_for_an_unanswering_collector_no_longer_than_the_exit_budget(
+    fake: FakeOpenAI, collector: Collector
+) -> None:
+    """A new user's first run with a collector that never answers: exports at exit give up
+    when the exit budget (LLMMETER_EXIT_TIMEOUT) is spent, said once per signal, instead of
+    the exporters' own timeouts and retries (10 s and more per signal by default)."""
+    collector.hang = 30
+    done = _run(
+        fake,
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
+            "LLMMETER_EXIT_TIMEOUT": "1",
+            "CALLS": "3",
+        },
+        timeout=25,  # without the budget: 10 s per signal, a hang of 30 s behind each
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    for signal in ("spans", "metrics"):
+        gave_up = [x for x in lines if f"exiting: exporting {signal} to" in x]
+        assert len(gave_up) == 1, lines
+        assert "LLMMETER_EXIT_TIMEOUT" in gave_up[0]
+    assert "CALLS-DONE" in done.stdout
+
+
+def test_a_bad_exit_budget_is_a_config_error_naming_it(fake: FakeOpenAI) -> None:
+    app = """
+    import llmmeter
+    try:
+        llmmeter.instrument()
+    except llmmeter.ConfigError as exc:
+        print("CONFIG-ERROR", exc)
+    """
+    done = _run(fake, {"LLMMETER_EXIT_TIMEOUT": "-2"}, app=app)
+    assert "CONFIG-ERROR environment variable LLMMETER_EXIT_TIMEOUT: expected a number of " in (
+        done.stdout
+    )
