@@ -16,6 +16,7 @@ from ._policy import Policy
 from ._pricing import Cost
 
 if TYPE_CHECKING:  # `import llmmeter` stays cheap: instrument() imports what it needs
+    from opentelemetry._logs import LoggerProvider
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
@@ -24,9 +25,10 @@ def instrument(
     *,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    logger_provider: LoggerProvider | None = None,
     policy: str | os.PathLike[str] | Policy | None = None,
     prices: str | os.PathLike[str] | None = None,
-    capture_content: bool | None = None,
+    capture_content: bool | str | None = None,
     redact: Callable[[str], str] | None = None,
     inject_stream_usage: bool | str | None = None,
     strict: bool | None = None,
@@ -42,6 +44,9 @@ def instrument(
         tracer_provider: where spans go. Default: the global provider if the application
             configured one, else an SDK provider exporting per the ``OTEL_*`` variables.
         meter_provider: where metrics go; same defaults as ``tracer_provider``.
+        logger_provider: where content events go when content is captured as events
+            (``EVENT_ONLY``, ``SPAN_AND_EVENT``). Default: the global logger provider (the
+            application's; llmmeter builds none).
         policy: route calls to other models: a TOML policy file (reloaded when it changes),
             a :class:`~llmmeter.RulePolicy`, or any object with ``decide(call) -> Route |
             None`` (env ``LLMMETER_POLICY`` for a file; ``LLMMETER_POLICY_MODE`` overrides
@@ -50,7 +55,9 @@ def instrument(
             daemon thread.
         prices: a TOML prices file whose rates and aliases win over the bundled price data
             (env ``LLMMETER_PRICES``; format in docs/pricing.md).
-        capture_content: record prompts and completions (off by default; env
+        capture_content: record prompts and completions: ``True`` (or ``"SPAN_ONLY"``) on
+            spans, ``"EVENT_ONLY"`` as ``gen_ai.client.inference.operation.details`` events,
+            ``"SPAN_AND_EVENT"`` both (off by default; env
             ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
         redact: ``redact(text) -> str``, applied to every captured content string (message
             texts, system instructions, completions, tool call arguments and responses)
@@ -88,6 +95,7 @@ def instrument(
     REGISTRY.instrument(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
+        logger_provider=logger_provider,
         settings=settings,
         policy=policy,
     )

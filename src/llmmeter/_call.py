@@ -30,6 +30,7 @@ from ._policy import ROUTABLE_ENDPOINTS
 from ._record import (
     capture_input,
     capture_output,
+    content_event,
     error_type,
     price,
     record_error,
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue
 
     from ._pricing import Cost
-    from ._runtime import Runtime
+    from ._runtime import Runtime, Shape
 
 StreamEnd = Literal["exhausted", "closed", "abandoned", "error"]
 
@@ -76,6 +77,7 @@ class Call:
         "attempts",
         "base_kwargs",
         "capture",
+        "content",
         "evaluation",
         "fallback_of",
         "finished",
@@ -119,7 +121,10 @@ class Call:
         self.attempts = 0
         self.injected = False
         self.outcome = Outcome()
-        self.capture = runtime.settings.capture_content
+        settings = runtime.settings
+        self.capture = settings.capture_content or settings.content_events
+        # The prompt, kept for the content event at the end (only when content goes there).
+        self.content: dict[str, AttributeValue] | None = None
         self.original_kwargs = kwargs
         # The user's plain result, kept for shadow evaluation (else None).
         self.result: Any = None
@@ -164,16 +169,24 @@ class Call:
         _span_attributes(target, args, kwargs, attrs)
 
         self.stream_key = ""
-        endpoint = target.endpoint
-        if kwargs.get("stream") is True and endpoint in (CHAT, COMPLETIONS):
-            self.stream_key = f"{shape.address}:{shape.port}/{endpoint}"
-            self._inject_stream_usage(attrs, first_party=shape.first_party)
-        if runtime.settings.capture_content:
-            capture_input(endpoint, kwargs, attrs, runtime.settings)
+        if kwargs.get("stream") is True:
+            self._inject_stream_usage(attrs, shape)
+        if self.capture:
+            self._capture_prompt(kwargs, attrs)
 
         self.span: Span = runtime.tracer.start_span(
             shape.name, context=self.parent, kind=SpanKind.CLIENT, attributes=attrs, links=links
         )
+
+    def _capture_prompt(self, kwargs: dict[str, Any], attrs: dict[str, AttributeValue]) -> None:
+        """The prompt, opted in: on the span, and kept for the content event at the end."""
+        settings = self.runtime.settings
+        endpoint = self.target.endpoint
+        if settings.capture_content:
+            capture_input(endpoint, kwargs, attrs, settings)
+        if settings.content_events:
+            self.content = {}
+            capture_input(endpoint, kwargs, self.content, settings)
 
     def _decide(self, client: Any, model: str | None, *, azure: bool) -> Routing | None:
         """The routing in force: the routed call's for its fallback; else the policy's
@@ -233,13 +246,18 @@ class Call:
         self.runtime.instruments.decisions.add(1, decision)
         return [Link(evaluation.link)]
 
-    def _inject_stream_usage(self, attrs: dict[str, AttributeValue], *, first_party: bool) -> None:
-        """Ask for stream usage the user did not ask for (hidden again chunk by chunk): by
-        default only where the server sends that chunk only when asked (see docs/streams.md)."""
+    def _inject_stream_usage(self, attrs: dict[str, AttributeValue], shape: Shape) -> None:
+        """Ask a chat or completions stream for the usage the user did not ask for (hidden
+        again chunk by chunk): by default only where the server sends that chunk only when
+        asked (see docs/streams.md)."""
+        endpoint = self.target.endpoint
+        if endpoint not in (CHAT, COMPLETIONS):
+            return
+        self.stream_key = f"{shape.address}:{shape.port}/{endpoint}"
         kwargs = self.original_kwargs
         mode = self.runtime.settings.inject_stream_usage
         if (
-            (mode == INJECT_ALWAYS or (mode == INJECT_AUTO and first_party))
+            (mode == INJECT_ALWAYS or (mode == INJECT_AUTO and shape.first_party))
             and not asks_stream_options(kwargs)
             and not is_raw_request(kwargs)
             and not self.runtime.rejects_stream_options(self.stream_key)
@@ -486,6 +504,16 @@ class Call:
             attrs[sc.ERROR_TYPE] = kind
             metric_attrs = {**metric_attrs, sc.ERROR_TYPE: kind}
             record_error(span, error)
+        if self.content is not None and runtime.event_logger is not None:
+            with runtime.guard.site("call.content_event"):
+                content_event(
+                    runtime.event_logger,
+                    span,
+                    attrs={**self.metric_attrs, **attrs},
+                    content=self.content,
+                    outcome=outcome,
+                    settings=runtime.settings,
+                )
         if self.evaluation is not None:
             with runtime.guard.site("evaluation.judge"):
                 self.evaluation.finish(

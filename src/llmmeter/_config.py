@@ -7,6 +7,7 @@ llmmeter reads is declared here with its values and default; invalid values rais
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -21,12 +22,17 @@ from ._prometheus import PrometheusURL
 from ._spend import DEFAULT_POLL_INTERVAL, DEFAULT_QUERY, DEFAULT_TIMEOUT
 from .exceptions import ConfigError
 
+logger = logging.getLogger("llmmeter")
+
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 )
-"""Record prompts and completions on spans. ``true``/``false`` (also ``1``/``0``, ``yes``/``no``,
-and the GenAI utility values ``SPAN_ONLY``/``SPAN_AND_EVENT`` = true, ``NO_CONTENT``/
-``EVENT_ONLY`` = false). Default: ``false``."""
+"""Record prompts and completions; shared by every GenAI instrumentation in the process, so
+llmmeter takes every value the GenAI utilities define and does what each means:
+``SPAN_ONLY`` (or ``true``, ``1``, ``yes``, ``on``) on spans; ``EVENT_ONLY`` as a
+``gen_ai.client.inference.operation.details`` event (the OpenTelemetry logs API); ``SPAN_AND_EVENT``
+both; ``NO_CONTENT`` (or ``false``, ``0``, ``no``, ``off``) neither. Any other value is logged
+once and records nothing: another instrumentation may know it. Default: ``NO_CONTENT``."""
 
 LLMMETER_CONTENT_MAX_LENGTH: Final = "LLMMETER_CONTENT_MAX_LENGTH"
 """Longest content attribute, in characters, when content capture is on; longer JSON is cut and
@@ -102,8 +108,20 @@ INJECT_MODES: Final = (INJECT_AUTO, INJECT_ALWAYS, INJECT_NEVER)
 
 DEFAULT_CONTENT_MAX_LENGTH: Final = 16384
 
-_TRUE = frozenset({"1", "true", "yes", "on", "span_only", "span_and_event"})
-_FALSE = frozenset({"0", "false", "no", "off", "", "no_content", "event_only"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+CONTENT_MODES: Final = {
+    **dict.fromkeys(_TRUE, (True, False)),
+    **dict.fromkeys(_FALSE, (False, False)),
+    "span_only": (True, False),
+    "event_only": (False, True),
+    "span_and_event": (True, True),
+    "no_content": (False, False),
+}
+"""``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (lower-cased) to (on spans, as
+events)."""
+_WARNED: set[str] = set()
+"""Unknown values of that variable already logged (once per process)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +129,9 @@ class Settings:
     """What one ``instrument()`` call decided; immutable for the life of the instrumentation."""
 
     capture_content: bool = False
+    """Prompts and completions on spans."""
+    content_events: bool = False
+    """Prompts and completions as ``gen_ai.client.inference.operation.details`` events."""
     content_max_length: int = DEFAULT_CONTENT_MAX_LENGTH
     inject_stream_usage: str = INJECT_AUTO
     """``auto``, ``always`` or ``never`` (see :data:`LLMMETER_INJECT_STREAM_USAGE`)."""
@@ -145,6 +166,37 @@ def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(
         f"environment variable {name}: expected one of true, false, 1, 0, yes, no; got {raw!r}"
     )
+
+
+def _content_modes(environ: Mapping[str, str], arg: bool | str | None) -> tuple[bool, bool]:
+    """(on spans, as events): the argument (a bool, or a GenAI utility value), else the shared
+    environment variable, whose unknown values are logged once and record nothing."""
+    if arg is not None:
+        if isinstance(arg, bool):
+            return arg, False
+        modes = CONTENT_MODES.get(arg.strip().lower()) if isinstance(arg, str) else None
+        if modes is None:
+            raise ConfigError(
+                "argument capture_content: expected True, False, 'SPAN_ONLY', 'EVENT_ONLY', "
+                f"'SPAN_AND_EVENT' or 'NO_CONTENT'; got {arg!r}"
+            )
+        return modes
+    raw = environ.get(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT)
+    if raw is None:
+        return False, False
+    modes = CONTENT_MODES.get(raw.strip().lower())
+    if modes is None:
+        if raw in _WARNED:
+            return False, False
+        _WARNED.add(raw)
+        logger.warning(
+            "llmmeter: environment variable %s: %r is none of NO_CONTENT, SPAN_ONLY, "
+            "EVENT_ONLY, SPAN_AND_EVENT, true or false; llmmeter records no content",
+            OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT,
+            raw,
+        )
+        return False, False
+    return modes
 
 
 def _inject_mode(environ: Mapping[str, str], arg: bool | str | None) -> str:
@@ -221,7 +273,7 @@ def _env_prometheus(environ: Mapping[str, str]) -> PrometheusURL | None:
 
 def resolve_settings(
     *,
-    capture_content: bool | None = None,
+    capture_content: bool | str | None = None,
     inject_stream_usage: bool | str | None = None,
     strict: bool | None = None,
     prices: str | os.PathLike[str] | None = None,
@@ -236,12 +288,8 @@ def resolve_settings(
             f"environment variable {LLMMETER_POLICY_MODE}: expected one of "
             f"{', '.join(POLICY_MODES)}; got {env[LLMMETER_POLICY_MODE]!r}"
         )
-    for name, arg in (
-        ("capture_content", capture_content),
-        ("strict", strict),
-    ):
-        if arg is not None and not isinstance(arg, bool):
-            raise ConfigError(f"argument {name}: expected a bool or None; got {arg!r}")
+    if strict is not None and not isinstance(strict, bool):
+        raise ConfigError(f"argument strict: expected a bool or None; got {strict!r}")
     if prices is not None and not isinstance(prices, (str, os.PathLike)):
         raise ConfigError(f"argument prices: expected a path to a TOML file; got {prices!r}")
     if redact is not None and not callable(redact):
@@ -249,15 +297,13 @@ def resolve_settings(
             f"argument redact: expected a callable redact(text: str) -> str or None; got {redact!r}"
         )
     prices_path = os.fspath(prices) if prices is not None else env.get(LLMMETER_PRICES) or None
+    on_spans, as_events = _content_modes(env, capture_content)
     return Settings(
         prices_path=prices_path,
         policy_path=env.get(LLMMETER_POLICY) or None,
         policy_mode=policy_mode,
-        capture_content=(
-            capture_content
-            if capture_content is not None
-            else _env_bool(env, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, False)
-        ),
+        capture_content=on_spans,
+        content_events=as_events,
         content_max_length=_env_positive_int(
             env, LLMMETER_CONTENT_MAX_LENGTH, DEFAULT_CONTENT_MAX_LENGTH
         ),

@@ -153,6 +153,7 @@ class Registry:
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        logger_provider: Any = None,
         settings: Settings | None = None,
         policy: Any = None,
     ) -> None:
@@ -194,6 +195,12 @@ class Registry:
             if fallback is not None:
                 fallback.on_configured = self._on_app_configured
                 runtime.fallback = fallback
+            if settings.content_events:
+                from opentelemetry._logs import get_logger
+
+                runtime.event_logger = get_logger(
+                    "llmmeter", __version__, logger_provider, schema_url=_SCHEMA_URL
+                )
             if router is not None:
                 runtime.evaluator = self._evaluator = Evaluator(
                     instruments,
@@ -488,6 +495,7 @@ def _instrumentor_class() -> type[Any]:
             REGISTRY.instrument(
                 tracer_provider=kwargs.get("tracer_provider"),
                 meter_provider=kwargs.get("meter_provider"),
+                logger_provider=kwargs.get("logger_provider"),
                 settings=settings if isinstance(settings, Settings) else None,
                 policy=kwargs.get("policy"),
             )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import traceback
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry.trace import Span, Status, StatusCode
 
@@ -126,6 +127,50 @@ def capture_output(outcome: Outcome, attrs: dict[str, AttributeValue], settings:
     attrs[sc.GEN_AI_OUTPUT_MESSAGES] = content_json(
         output_messages(outcome), settings.content_max_length, settings.redact
     )
+
+
+def content_event(
+    logger: Any,
+    span: Span,
+    *,
+    attrs: Mapping[str, AttributeValue],
+    content: dict[str, AttributeValue],
+    outcome: Outcome,
+    settings: Settings,
+) -> None:
+    """The ``gen_ai.client.inference.operation.details`` event of a call whose content goes to
+    events (``EVENT_ONLY``, ``SPAN_AND_EVENT``), in the call's span context: what identifies
+    the call, then its prompt (captured at open) and answer."""
+    from opentelemetry import trace
+    from opentelemetry._logs import LogRecord
+
+    event: dict[str, AttributeValue] = {
+        key: value for key, value in attrs.items() if key in _EVENT_KEYS
+    }
+    event.update(content)
+    if outcome.output:
+        capture_output(outcome, event, settings)
+    logger.emit(
+        LogRecord(
+            event_name=sc.EVENT_INFERENCE_DETAILS,
+            attributes=event,
+            context=trace.set_span_in_context(span),
+        )
+    )
+
+
+_EVENT_KEYS: Final = frozenset(
+    {
+        sc.GEN_AI_OPERATION_NAME,
+        sc.GEN_AI_PROVIDER_NAME,
+        sc.GEN_AI_REQUEST_MODEL,
+        sc.GEN_AI_RESPONSE_MODEL,
+        sc.GEN_AI_RESPONSE_ID,
+        sc.GEN_AI_RESPONSE_FINISH_REASONS,
+        sc.ERROR_TYPE,
+    }
+)
+"""The span attributes an event repeats, so that it reads on its own in a logs backend."""
 
 
 def record_metrics(

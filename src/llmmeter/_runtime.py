@@ -56,6 +56,7 @@ class Runtime:
         "_servers",
         "_shapes",
         "evaluator",
+        "event_logger",
         "fallback",
         "guard",
         "instruments",
@@ -88,6 +89,8 @@ class Runtime:
         """The SDK's classes, once the application has imported openai."""
         self.evaluator: Evaluator | None = None
         """Shadow evaluation's workers; set by the registry when there is a policy."""
+        self.event_logger: Any = None
+        """Where content events go (the logs API's logger), when content goes to events."""
         self.repair: Callable[[], None] | None = None
         """Set while some module's patching was interrupted: finishes it (see the registry)."""
         self.fallback: Fallback | None = None

@@ -61,6 +61,9 @@ GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
 GEN_AI_SYSTEM_INSTRUCTIONS: Final = "gen_ai.system_instructions"
 
+EVENT_INFERENCE_DETAILS: Final = "gen_ai.client.inference.operation.details"
+"""The GenAI event carrying an inference's content when content goes to events."""
+
 # --- errors and transport --------------------------------------------------------------
 ERROR_TYPE: Final = "error.type"
 HTTP_REQUEST_RESEND_COUNT: Final = "http.request.resend_count"

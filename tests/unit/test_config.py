@@ -77,17 +77,55 @@ def test_bad_environment_value_raises_config_error_naming_it(
 
 
 def test_bad_environment_fails_instrument_early(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "perhaps")
-    with pytest.raises(ConfigError, match="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"):
+    monkeypatch.setenv("LLMMETER_CONTENT_MAX_LENGTH", "many")
+    with pytest.raises(ConfigError, match="LLMMETER_CONTENT_MAX_LENGTH"):
         llmmeter.instrument()
     from llmmeter._instrumentor import LLMMeterInstrumentor
 
     assert not LLMMeterInstrumentor().is_instrumented_by_opentelemetry
 
 
+@pytest.mark.parametrize(
+    ("value", "spans", "events"),
+    [
+        ("SPAN_ONLY", True, False),
+        ("EVENT_ONLY", False, True),
+        ("SPAN_AND_EVENT", True, True),
+        ("NO_CONTENT", False, False),
+        ("true", True, False),
+        ("False", False, False),
+    ],
+)
+def test_every_genai_content_capture_value_does_what_it_means(
+    value: str, spans: bool, events: bool
+) -> None:
+    env = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": value}
+    settings = resolve_settings(environ=env)
+    assert (settings.capture_content, settings.content_events) == (spans, events)
+
+
+def test_an_unknown_shared_content_capture_value_is_logged_once_and_records_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The variable is every GenAI instrumentation's: a value only another one knows must
+    not stop the application."""
+    import logging
+
+    env = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_AND_LOGS_SOMEDAY"}
+    with caplog.at_level(logging.WARNING, logger="llmmeter"):
+        for _ in range(2):
+            settings = resolve_settings(environ=env)
+    assert (settings.capture_content, settings.content_events) == (False, False)
+    warned = [r.getMessage() for r in caplog.records if "SPAN_AND_LOGS_SOMEDAY" in r.getMessage()]
+    assert len(warned) == 1
+    assert "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT" in warned[0]
+
+
 def test_bad_argument_type_raises_config_error() -> None:
-    with pytest.raises(ConfigError, match="argument capture_content: expected a bool"):
-        llmmeter.instrument(capture_content="yes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="argument capture_content: expected True, False"):
+        llmmeter.instrument(capture_content="perhaps")
+    with pytest.raises(ConfigError, match="argument strict: expected a bool"):
+        llmmeter.instrument(strict="yes")  # type: ignore[arg-type]
 
 
 def test_config_error_is_a_value_error() -> None:

@@ -145,3 +145,46 @@ def test_responses_input_and_instructions_are_recorded_when_opted_in(
     ]
     output = json.loads(attrs["gen_ai.output.messages"])
     assert output[0]["parts"] == [{"type": "text", "content": result.output_text}]
+
+
+@pytest.mark.parametrize(
+    ("mode", "on_span", "as_event"),
+    [("EVENT_ONLY", False, True), ("SPAN_AND_EVENT", True, True), ("SPAN_ONLY", True, False)],
+)
+def test_content_goes_where_the_genai_capture_mode_says(
+    client: Any, monkeypatch: pytest.MonkeyPatch, mode: str, on_span: bool, as_event: bool
+) -> None:
+    """EVENT_ONLY puts prompt and answer on a gen_ai.client.inference.operation.details event
+    (the OpenTelemetry logs API), in the span's context, and not on the span."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", mode)
+    events = InMemoryLogRecordExporter()
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(events))
+    tel = make_telemetry()
+    tel.instrument(logger_provider=logger_provider)
+    try:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hello"}]
+        )
+    finally:
+        llmmeter.uninstrument()
+    span = tel.span()
+    attrs = span.attributes or {}
+    assert ("gen_ai.input.messages" in attrs) is on_span
+    assert ("gen_ai.output.messages" in attrs) is on_span
+    records = [r.log_record for r in events.get_finished_logs()]
+    if not as_event:
+        assert records == []
+        return
+    (record,) = records
+    assert record.event_name == "gen_ai.client.inference.operation.details"
+    assert record.span_id == span.context.span_id
+    assert record.trace_id == span.context.trace_id
+    event = dict(record.attributes or {})
+    assert json.loads(event["gen_ai.input.messages"])[0]["parts"][0]["content"] == "Say hello"
+    assert json.loads(event["gen_ai.output.messages"])[0]["role"] == "assistant"
+    assert event["gen_ai.request.model"] == "gpt-4o-mini"
+    assert event["gen_ai.operation.name"] == "chat"
