@@ -23,6 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 
 from . import _semconv as sc
+from ._coexist import handing_http_back, suppressing
 from ._config import INJECT_ALWAYS, INJECT_AUTO
 from ._evaluation import Evaluation, current_evaluation
 from ._guard import UNTRACED, Untraced
@@ -45,6 +46,7 @@ from ._task import current_task
 from ._usage import (
     CHAT,
     COMPLETIONS,
+    EMBEDDINGS,
     RESPONSES,
     Outcome,
     Usage,
@@ -269,8 +271,16 @@ class Call:
     # --- while the SDK method runs -----------------------------------------------------
 
     def enter(self) -> None:
-        """Make our span current for the SDK call, so HTTP-level spans nest under it."""
-        self._ctx_token = otel_context.attach(trace.set_span_in_context(self.span))
+        """Make our span current for the SDK call, so HTTP-level spans nest under it; and,
+        unless told to keep them, tell other OpenAI instrumentations that this call is
+        recorded (see ``_coexist.py``)."""
+        context = trace.set_span_in_context(self.span)
+        if self.runtime.settings.suppress_others:
+            target = self.target
+            context = suppressing(
+                context, embeddings=target.endpoint == EMBEDDINGS, fetch=target.retrieve
+            )
+        self._ctx_token = otel_context.attach(context)
         self._call_token = current_call.set(self)
 
     def leave(self) -> None:
@@ -284,8 +294,11 @@ class Call:
                 self._ctx_token = None
 
     def on_attempt(self) -> None:
-        """One HTTP attempt was built inside the SDK (its retries included)."""
+        """One HTTP attempt was built inside the SDK (its retries included): past the other
+        instrumentations' wrappers, so the HTTP request gets instrumentation back."""
         self.attempts += 1
+        if self.runtime.settings.suppress_others:
+            otel_context.attach(handing_http_back(otel_context.get_current()))  # reset at leave()
 
     def retry_without_injection(self, exc: BaseException) -> bool:
         """True when our own ``stream_options`` caused this error and the call must be re-sent.

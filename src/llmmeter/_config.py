@@ -51,6 +51,13 @@ llmmeter built the providers itself (nothing configured): an unreachable or hang
 then adds at most this to exit; a reachable one answers well within it. A number, 0 or more.
 Default: ``2``."""
 
+LLMMETER_OTHER_INSTRUMENTATIONS: Final = "LLMMETER_OTHER_INSTRUMENTATIONS"
+"""What llmmeter does about other OpenAI instrumentations in the process (openai-v2,
+genai-openai, OpenLLMetry, OpenInference, OpenLIT, Logfire): ``suppress`` keeps llmmeter's
+span and metrics as the call's one set and tells the others to record nothing where they
+listen (the ones that cannot be told are named once in the log, with their off switch);
+``keep`` leaves them alone, and both record. Default: ``suppress``."""
+
 LLMMETER_STRICT: Final = "LLMMETER_STRICT"
 """Re-raise llmmeter's own internal errors instead of logging them; for llmmeter's test suite
 and for users' CI. Never set it in production. ``true``/``false``. Default: ``false``."""
@@ -105,6 +112,7 @@ INJECT_AUTO: Final = "auto"
 INJECT_ALWAYS: Final = "always"
 INJECT_NEVER: Final = "never"
 INJECT_MODES: Final = (INJECT_AUTO, INJECT_ALWAYS, INJECT_NEVER)
+OTHERS_MODES: Final = ("suppress", "keep")
 
 DEFAULT_CONTENT_MAX_LENGTH: Final = 16384
 
@@ -152,6 +160,8 @@ class Settings:
     evaluation_queue_size: int = DEFAULT_QUEUE_SIZE
     evaluation_timeout: float = DEFAULT_EVALUATION_TIMEOUT
     exit_timeout: float = DEFAULT_EXIT_TIMEOUT
+    suppress_others: bool = True
+    """``LLMMETER_OTHER_INSTRUMENTATIONS=suppress``."""
 
 
 def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -227,6 +237,19 @@ def _inject_mode(environ: Mapping[str, str], arg: bool | str | None) -> str:
         f"environment variable {LLMMETER_INJECT_STREAM_USAGE}: expected auto, always (or true), "
         f"never (or false); got {raw!r}"
     )
+
+
+def _env_choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first is the default), case-insensitive."""
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return choices[0]
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(
+            f"environment variable {name}: expected one of {', '.join(choices)}; got {raw!r}"
+        )
+    return value
 
 
 def _env_positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -324,4 +347,6 @@ def resolve_settings(
             env, LLMMETER_EVALUATION_TIMEOUT, DEFAULT_EVALUATION_TIMEOUT
         ),
         exit_timeout=_env_seconds(env, LLMMETER_EXIT_TIMEOUT, DEFAULT_EXIT_TIMEOUT, zero=True),
+        suppress_others=_env_choice(env, LLMMETER_OTHER_INSTRUMENTATIONS, OTHERS_MODES)
+        == "suppress",
     )

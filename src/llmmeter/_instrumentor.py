@@ -44,6 +44,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from . import _coexist as coexist
 from . import _sdk
 from . import _semconv as sc
 from ._bootstrap import resolve_providers
@@ -69,6 +70,8 @@ from ._wrappers import (
 logger = logging.getLogger("llmmeter")
 
 _SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+_MAX_RESTACKS: Final = 3
+"""Times llmmeter wraps one method again over a later wrapper, before it stops trying."""
 
 Patch = tuple[str, Callable[[RuntimeSource], Any]]
 """``("Class.method", make_wrapper)``: one method to patch and how to build its wrapper."""
@@ -116,6 +119,9 @@ class Registry:
         """Modules whose patching an exception interrupted (Ctrl-C, a job timeout raised from
         a signal handler): finished at the next SDK request, or at their import again."""
         self._failed: set[tuple[type[Any], str]] = set()
+        self._restacked: dict[tuple[type[Any], str], int] = {}
+        self._reported: set[str] = set()
+        """Other instrumentations already named in the log."""
         """Methods whose patching raised: logged once, not tried again."""
         """Modules one of our post-import hooks waits for (wrapt cannot remove a hook)."""
         self._providers: tuple[TracerProvider | None, MeterProvider | None] = (None, None)
@@ -195,6 +201,8 @@ class Registry:
             if fallback is not None:
                 fallback.on_configured = self._on_app_configured
                 runtime.fallback = fallback
+            if settings.suppress_others:
+                runtime.restack = self.restack
             if settings.content_events:
                 from opentelemetry._logs import get_logger
 
@@ -217,6 +225,7 @@ class Registry:
                 router.start()  # polls only while some rule has a spend guard
         # Runs now if openai is already imported, else at the end of the application's import.
         self._when_imported("openai")
+        self.restack_all()
 
     def uninstrument(self) -> None:
         """Put every original method back; wrappers still held somewhere pass through."""
@@ -402,7 +411,7 @@ class Registry:
                 if (cls, method) in self._failed:
                     continue
                 try:
-                    self._wrap(cls, method, make_wrapper(self.runtime))
+                    self._wrap(cls, method, make_wrapper)
                 except Exception:  # the class is not what we expect: say so once, go on
                     self._failed.add((cls, method))
                     logger.warning(
@@ -415,16 +424,100 @@ class Registry:
                 except BaseException as exc:
                     if interrupt is None:
                         interrupt = exc
-                    self._wrap(cls, method, make_wrapper(self.runtime))
+                    self._wrap(cls, method, make_wrapper)
         if interrupt is not None:
             raise interrupt
 
-    def _wrap(self, cls: type[Any], method: str, wrapper: Any) -> None:
-        if any(c is cls and m == method for c, m, _, _ in self._applied):
-            return  # a class reached through two module paths: patch it once
+    def _wrap(self, cls: type[Any], method: str, make_wrapper: Any, *, again: bool = False) -> None:
+        """Wrap ``cls.method`` (once per class: a class reached through two module paths is
+        patched once), or, ``again``, once more over what is there now."""
+        if not again and any(c is cls and m == method for c, m, _, _ in self._applied):
+            return
         original = cls.__dict__.get(method)
+        wrapper = make_wrapper(self.runtime)
         wrapt.wrap_function_wrapper(cls, method, wrapper)
-        self._applied.append((cls, method, original, cls.__dict__.get(method)))
+        installed = cls.__dict__.get(method)
+        wrapper.installed_at = (cls, method, installed, make_wrapper)
+        self._applied.append((cls, method, original, installed))
+        if original is not None and not again:
+            self._report_others(coexist.others_on(original))
+
+    def restack(self, wrapper: Any) -> None:
+        """Each call, while other instrumentations are told to stand back: if one wrapped
+        this method over llmmeter's since, wrap it once more on top, so that llmmeter's span
+        is the call's outermost (the one the others defer to). The call that notices may
+        carry both spans, once."""
+        site = getattr(wrapper, "installed_at", None)
+        if site is None:
+            return
+        cls, method, installed, make_wrapper = site
+        if cls.__dict__.get(method) is installed:
+            return
+        with self._lock:
+            current = cls.__dict__.get(method)
+            if current is installed or self._runtime is None:
+                return
+            count = self._restacked.get((cls, method), 0)
+            if count >= _MAX_RESTACKS:
+                return  # another layer re-wraps itself too: stop rather than pile up
+            self._restacked[(cls, method)] = count + 1
+            others = coexist.others_on(current, down_to=installed)
+            self._wrap(cls, method, make_wrapper, again=True)
+        names = ", ".join(o.name for o in others) or "another wrapper"
+        logger.info(
+            "llmmeter: %s wrapped %s.%s over llmmeter's wrapper; llmmeter wrapped it again on "
+            "top, so that each call is recorded once",
+            names,
+            cls.__qualname__,
+            method,
+        )
+        self._report_others(others)
+
+    def restack_all(self) -> None:
+        """Check every patched method (``instrument()``, and after the other instrumentations
+        ``opentelemetry-instrument`` loads), and the clients' ``request`` for the
+        instrumentations that patch there (OpenInference, Logfire)."""
+        with self._lock:
+            if self._runtime is None or self._runtime.restack is None:
+                return
+            latest = {(cls, method): ours for cls, method, _, ours in self._applied}
+        for ours in latest.values():
+            wrapper = getattr(ours, "_self_wrapper", None)
+            if wrapper is not None:
+                self.restack(wrapper)
+        openai = sys.modules.get("openai")
+        if openai is not None:
+            self._report_others(coexist.request_level(openai))
+
+    def _report_others(self, others: list[coexist.Other]) -> None:
+        """Say once per instrumentation what llmmeter does about it."""
+        runtime = self._runtime
+        if runtime is None:
+            return
+        for other in others:
+            if other.name in self._reported:
+                continue
+            self._reported.add(other.name)
+            if not runtime.settings.suppress_others:
+                logger.info(
+                    "llmmeter: %s also instruments openai; both record each call "
+                    "(LLMMETER_OTHER_INSTRUMENTATIONS=keep)",
+                    other.name,
+                )
+            elif other.silenced:
+                logger.info(
+                    "llmmeter: %s also instruments openai; llmmeter records each call and "
+                    "tells it to record nothing (LLMMETER_OTHER_INSTRUMENTATIONS=keep keeps both)",
+                    other.name,
+                )
+            else:
+                logger.warning(
+                    "llmmeter: %s also instruments openai and cannot be told to stand back: "
+                    "each call gets its span and gen_ai.client.* metrics too (llmmeter's "
+                    "dashboard and rules count only llmmeter's); turn it off with %s",
+                    other.name,
+                    other.switch,
+                )
 
 
 def _observe_agreement_targets(meter: metrics.Meter) -> None:
@@ -458,6 +551,13 @@ def _observe_agreement_targets(meter: metrics.Meter) -> None:
 
 REGISTRY: Final = Registry()
 """The one registry of applied patches."""
+
+
+def after_auto_instrumentation() -> None:
+    """``opentelemetry-instrument`` runs this (the ``opentelemetry_post_instrument`` entry
+    point) once every instrumentor has run, in whatever order it found them: llmmeter's
+    wrappers end up outermost, over any OpenAI instrumentation loaded after it."""
+    REGISTRY.restack_all()
 
 
 @functools.cache

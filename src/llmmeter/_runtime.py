@@ -62,6 +62,7 @@ class Runtime:
         "instruments",
         "prices",
         "repair",
+        "restack",
         "router",
         "sdk",
         "settings",
@@ -91,6 +92,9 @@ class Runtime:
         """Shadow evaluation's workers; set by the registry when there is a policy."""
         self.event_logger: Any = None
         """Where content events go (the logs API's logger), when content goes to events."""
+        self.restack: Callable[[Any], None] | None = None
+        """Set while other OpenAI instrumentations are told to stand back: each call checks
+        that llmmeter's wrapper is still the outermost (see ``_coexist.py``)."""
         self.repair: Callable[[], None] | None = None
         """Set while some module's patching was interrupted: finishes it (see the registry)."""
         self.fallback: Fallback | None = None

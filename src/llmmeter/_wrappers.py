@@ -49,6 +49,8 @@ def sync_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., Any
         # nothing where the application suppressed instrumentation.
         if runtime is None or current_call.get() is not None or suppressed():
             return wrapped(*args, **kwargs)
+        if runtime.restack is not None:
+            runtime.restack(wrapper)  # another instrumentation wrapped over ours since?
         call = open_call(runtime, target, instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
@@ -84,6 +86,8 @@ def async_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., An
         runtime = runtime_of()
         if runtime is None or current_call.get() is not None or suppressed():
             return await wrapped(*args, **kwargs)
+        if runtime.restack is not None:
+            runtime.restack(wrapper)
         call = open_call(runtime, target, instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)

@@ -67,6 +67,10 @@ def test_argument_beats_environment() -> None:
         ({"LLMMETER_STRICT": "maybe"}, "LLMMETER_STRICT: expected one of true, false"),
         ({"LLMMETER_CONTENT_MAX_LENGTH": "-3"}, "LLMMETER_CONTENT_MAX_LENGTH: expected a positive"),
         ({"LLMMETER_INJECT_STREAM_USAGE": "sometimes"}, "got 'sometimes'"),
+        (
+            {"LLMMETER_OTHER_INSTRUMENTATIONS": "fight"},
+            "LLMMETER_OTHER_INSTRUMENTATIONS: expected one of suppress, keep; got 'fight'",
+        ),
     ],
 )
 def test_bad_environment_value_raises_config_error_naming_it(

@@ -170,3 +170,139 @@ def test_a_method_that_cannot_be_patched_is_logged_once_and_the_rest_are_patched
     ]
     assert "create" in Embeddings.__dict__ and not hasattr(Embeddings.create, "__wrapped__")
     assert hasattr(AsyncEmbeddings.__dict__["create"], "__wrapped__")  # the other one: patched
+
+
+# --- another OpenAI instrumentation beside llmmeter ----------------------------------------
+
+
+def _stand_in(module: str, seen: list[str], *, listens: bool) -> Any:
+    """A wrapper as another OpenAI instrumentation defines one (in ``module``): it records
+    the call unless, ``listens``, the context says an outer layer records it."""
+    from opentelemetry import context
+
+    def other(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if not (
+            listens
+            and (
+                context.get_value("suppress_language_model_instrumentation")
+                or context.get_value(context._SUPPRESS_INSTRUMENTATION_KEY)
+            )
+        ):
+            seen.append("recorded")
+        return wrapped(*args, **kwargs)
+
+    other.__module__ = module
+    return other
+
+
+def test_an_instrumentation_wrapped_over_llmmeter_later_ends_up_inside_it_and_silent(
+    server: FakeOpenAI, openai_module: Any, completions: type[Any], caplog: Any
+) -> None:
+    """llmmeter first, the other after (its wrapper outermost): the call that notices wraps
+    llmmeter's again on top; from the next call on, one llmmeter span and the other, which
+    honours suppress_language_model_instrumentation, records nothing."""
+    import logging
+
+    seen: list[str] = []
+    tel = make_telemetry()
+    tel.instrument()
+    wrapt.wrap_function_wrapper(
+        completions,
+        "create",
+        _stand_in("opentelemetry.instrumentation.openai.v1.x", seen, listens=True),
+    )
+    with (
+        caplog.at_level(logging.INFO, logger="llmmeter"),
+        openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client,
+    ):
+        client.chat.completions.create(**CHAT)  # noticed here: both record, once
+        assert seen == ["recorded"]
+        for _ in range(3):
+            client.chat.completions.create(**CHAT)
+    assert seen == ["recorded"]
+    assert len(tel.spans()) == 4
+    (point,) = tel.points("gen_ai.client.operation.duration")
+    assert point.count == 4
+    said = [r.getMessage() for r in caplog.records if "OpenLLMetry" in r.getMessage()]
+    assert any("wrapped it again on top" in m for m in said)
+    assert any("tells it to record nothing" in m for m in said)
+
+
+def test_an_instrumentation_that_cannot_be_silenced_is_named_once_with_its_off_switch(
+    server: FakeOpenAI, openai_module: Any, completions: type[Any], caplog: Any
+) -> None:
+    import logging
+
+    seen: list[str] = []
+    wrapt.wrap_function_wrapper(
+        completions,
+        "create",
+        _stand_in("openlit.instrumentation.openai.openai", seen, listens=False),
+    )
+    tel = make_telemetry()
+    with caplog.at_level(logging.INFO, logger="llmmeter"):
+        tel.instrument()
+        with openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as c:
+            for _ in range(2):
+                c.chat.completions.create(**CHAT)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "openlit also instruments openai and cannot be told to stand back" in warnings[0]
+    assert "OPENLIT_DISABLED_INSTRUMENTORS=openai" in warnings[0]
+    assert seen == ["recorded", "recorded"] and len(tel.spans()) == 2
+
+
+def test_a_request_level_instrumentation_is_silenced_and_http_instrumentation_is_not(
+    server: FakeOpenAI, openai_module: Any, telemetry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenInference and Logfire wrap the clients' request(), below llmmeter: told to record
+    nothing by suppress_instrumentation, which llmmeter hands back before the HTTP request
+    goes out (an HTTP instrumentation, here an event hook, still sees it enabled)."""
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    seen: list[str] = []
+    request_level = _stand_in("openinference.instrumentation.openai._request", seen, listens=True)
+    wrapt.wrap_function_wrapper(openai_module.OpenAI, "request", request_level)
+    http: list[tuple[bool, bool]] = []
+
+    def on_request(request: Any) -> None:
+        current = trace.get_current_span().get_span_context()
+        http.append((is_instrumentation_enabled(), current.is_valid))
+
+    try:
+        http_client = openai_module.DefaultHttpxClient(event_hooks={"request": [on_request]})
+    except (AttributeError, TypeError):
+        http_client = openai_module.DefaultHttpx2Client(event_hooks={"request": [on_request]})
+    try:
+        with openai_module.OpenAI(
+            base_url=server.base_url, api_key="k", max_retries=0, http_client=http_client
+        ) as client:
+            client.chat.completions.create(**CHAT)
+    finally:
+        del openai_module.OpenAI.request  # the stand-in's patch, undone
+    assert seen == []
+    assert http == [(True, True)]  # instrumentation on, and llmmeter's span is the parent
+    assert len(telemetry.spans()) == 1
+
+
+def test_with_keep_both_record(
+    server: FakeOpenAI,
+    openai_module: Any,
+    completions: type[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+    tel = make_telemetry()
+    monkeypatch.setenv("LLMMETER_OTHER_INSTRUMENTATIONS", "keep")
+    tel.instrument()
+    wrapt.wrap_function_wrapper(
+        completions,
+        "create",
+        _stand_in("opentelemetry.instrumentation.genai.openai", seen, listens=True),
+    )
+    with openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
+        for _ in range(2):
+            client.chat.completions.create(**CHAT)
+    assert seen == ["recorded", "recorded"]
+    assert len(tel.spans()) == 2
