@@ -516,6 +516,116 @@ def test_dashboard_datasource_check_catches_unprovisioned_references() -> None:
     ]
 
 
+# -- only llmmeter's series ------------------------------------------------------------------
+#
+# Another OpenAI instrumentation in the same process (contrib openai-v2, genai-openai,
+# OpenLLMetry, OpenLIT) records the GenAI metrics under the same names as llmmeter
+# (gen_ai_client_operation_duration_seconds_*, gen_ai_client_token_usage_*, ...). Only the
+# instrumentation scope, which the exporters add as the otel_scope_name label, tells the
+# series apart, so every gen_ai_* selector of the dashboard and the rules names llmmeter's.
+
+RULE_FILES = sorted((KIT / "prometheus" / "rules").glob("*.yml"))
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_LABEL_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_LABEL_VALUES_LABEL = re.compile(r"(\blabel_values\s*\((?:[^,(){}]|\{[^{}]*\})*,)([^()]*)")
+_GEN_AI_NAME = re.compile(r"(?<![\w:])gen_ai_\w+")
+_LLMMETER_SCOPE = re.compile(r'\s*otel_scope_name\s*=\s*"llmmeter"\s*')
+
+
+def _gen_ai_selectors(expr: str) -> list[tuple[str, bool]]:
+    """Each selector of a gen_ai_* metric in the PromQL `expr`, and whether it has the
+    matcher otel_scope_name="llmmeter"."""
+
+    def blank(match: re.Match[str]) -> str:
+        return " " * len(match[0])
+
+    # Blank what is not a metric name, keeping every offset: quoted strings (inside their
+    # quotes), the label lists of by/on/ignoring/group_left, label_values()'s label argument.
+    # A gen_ai_* name left outside braces is then a metric, and its matchers (if any) are
+    # the braces that follow it.
+    masked = _STRING.sub(lambda m: '"' + " " * (len(m[0]) - 2) + '"', expr)
+    masked = _LABEL_LIST.sub(blank, masked)
+    masked = _LABEL_VALUES_LABEL.sub(lambda m: m[1] + " " * len(m[2]), masked)
+    found = []
+    for name in _GEN_AI_NAME.finditer(masked):
+        before = masked[: name.start()]
+        if before.count("{") != before.count("}"):
+            continue  # a label name inside another selector's braces
+        start = name.end() + len(masked[name.end() :]) - len(masked[name.end() :].lstrip())
+        if not masked.startswith("{", start):
+            found.append((name[0], False))
+            continue
+        end = masked.index("}", start)
+        matchers, offset = [], start + 1
+        for piece in masked[start + 1 : end].split(","):  # commas in strings are blanked
+            matchers.append(expr[offset : offset + len(piece)])
+            offset += len(piece) + 1
+        scoped = any(_LLMMETER_SCOPE.fullmatch(matcher) for matcher in matchers)
+        found.append((expr[name.start() : end + 1], scoped))
+    return found
+
+
+def _kit_queries() -> list[tuple[str, str]]:
+    """(where, PromQL) of every rule, every dashboard panel query and every query variable."""
+    queries = [
+        (f"{path.name}: {rule.get('alert') or rule['record']}", rule["expr"])
+        for path in RULE_FILES
+        for group in _load(path)["groups"]
+        for rule in group["rules"]
+    ]
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        for panel in _panels(dashboard.get("panels", [])):
+            for target in panel.get("targets", []):
+                where = f"{path.name}: panel {panel.get('title')!r} [{target.get('refId')}]"
+                queries.append((where, target.get("expr", "")))
+        for variable in dashboard.get("templating", {}).get("list", []):
+            if variable.get("type") != "query":
+                continue
+            query = variable.get("query")
+            texts = [query.get("query", "") if isinstance(query, dict) else query or ""]
+            texts.append(variable.get("definition", ""))
+            queries += [(f"{path.name}: variable {variable['name']}", text) for text in texts]
+    return queries
+
+
+def test_every_gen_ai_selector_counts_only_llmmeters_series() -> None:
+    """Every selector of a gen_ai_* metric in the rules and the dashboard (panels and
+    variables) has otel_scope_name="llmmeter". llmmeter_* metrics are llmmeter's alone and
+    are read without it, so that spend keeps being counted where scope labels are lost."""
+    selectors = [
+        (where, selector, scoped)
+        for where, expr in _kit_queries()
+        for selector, scoped in _gen_ai_selectors(expr)
+    ]
+    assert len({where for where, _, _ in selectors}) >= 10  # the check sees the kit's queries
+    assert [f"{where}: {selector}" for where, selector, scoped in selectors if not scoped] == []
+
+
+def test_the_scope_check_tells_metrics_from_labels_and_finds_missing_scopes() -> None:
+    expr = (
+        'sum by (gen_ai_request_model) (rate(gen_ai_client_token_usage_sum{gen_ai_token_type="a,'
+        ' otel_scope_name=\\"llmmeter\\""}[5m]))'
+        " / on (gen_ai_request_model) group_left sum(rate(gen_ai_client_token_usage_count[5m]))"
+        ' / gen_ai_client_operation_duration_seconds_count{otel_scope_name="llmmeter-2",'
+        ' otel_scope_version="llmmeter"}'
+        ' / gen_ai_client_operation_duration_seconds_count{otel_scope_name=~"llmmeter"}'
+        ' / gen_ai_client_operation_duration_seconds_count{ otel_scope_name = "llmmeter" ,'
+        ' gen_ai_request_model=~"gpt-.*"}'
+        ' / llmmeter_cost_usd_total{gen_ai_request_model="gen_ai_client_token_usage_sum"}'
+    )
+    assert [scoped for _, scoped in _gen_ai_selectors(expr)] == [False, False, False, False, True]
+    ttfc = 'gen_ai_client_operation_time_to_first_chunk_seconds_bucket{otel_scope_name="llmmeter"}'
+    relabelled = f'label_replace({ttfc}, "gen_ai_x", "$1", "gen_ai_request_model", "(.*)")'
+    assert _gen_ai_selectors(relabelled) == [(ttfc, True)]
+    count = "gen_ai_client_operation_duration_seconds_count"
+    variable = f"label_values({count}, gen_ai_request_model)"
+    assert _gen_ai_selectors(variable) == [(count, False)]
+    scoped = f'{count}{{error_type="", otel_scope_name="llmmeter"}}'
+    assert _gen_ai_selectors(f"label_values({scoped}, gen_ai_request_model)") == [(scoped, True)]
+
+
 # -- README ----------------------------------------------------------------------------------
 
 
