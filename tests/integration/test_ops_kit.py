@@ -190,6 +190,8 @@ def test_collector_listens_on_all_interfaces_and_exports_where_promised() -> Non
     prometheus = config["exporters"]["prometheus"]
     assert prometheus["endpoint"] == "0.0.0.0:8889"
     assert prometheus["resource_to_telemetry_conversion"] == {"enabled": False}
+    # The scope labels tell llmmeter's gen_ai_* series from another instrumentation's.
+    assert prometheus.get("without_scope_info", False) is False
     assert config["extensions"]["health_check"]["endpoint"] == "0.0.0.0:13133"
     reader = config["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]
     assert reader["prometheus"]["host"] == "0.0.0.0"
@@ -216,6 +218,15 @@ def test_compose_starts_the_four_services_with_pinned_images() -> None:
     for name, image in images.items():
         tag = image.rpartition(":")[2]
         assert tag != "latest" and re.search(r"\d", tag), f"{name}: {image} is not pinned"
+
+
+def test_the_collector_labels_series_with_their_instrumentation_scope() -> None:
+    """The dashboard and the rules select gen_ai_* series by otel_scope_name. The contrib
+    prometheus exporter of 0.114.0 added no scope labels; 0.141.0's release notes add
+    `without_scope_info` (default false) to turn them off, so it has them."""
+    image = _services()["otel-collector"]["image"]
+    version = tuple(int(part) for part in image.rpartition(":")[2].split("."))
+    assert version >= (0, 141, 0), image
 
 
 def test_compose_bind_mounts_exist_in_the_kit_and_named_volumes_are_declared() -> None:
@@ -317,14 +328,17 @@ def test_the_commented_direct_scrape_example_is_a_valid_job(tmp_path: Path) -> N
 
 COLLECTOR_PAGE = b"""\
 # TYPE llmmeter_cost_usd_total counter
-llmmeter_cost_usd_total{job="shop/checkout",instance="a1",gen_ai_request_model="gpt-4o"} 1.5
-llmmeter_cost_usd_total{job="search",gen_ai_request_model="gpt-4o-mini"} 0.25
+llmmeter_cost_usd_total{job="shop/checkout",instance="a1",gen_ai_request_model="gpt-4o",\
+otel_scope_name="llmmeter",otel_scope_version="0.1.0",otel_scope_schema_url=""} 1.5
+llmmeter_cost_usd_total{job="search",gen_ai_request_model="gpt-4o-mini",\
+otel_scope_name="llmmeter",otel_scope_version="0.1.0",otel_scope_schema_url=""} 0.25
 # TYPE target_info gauge
 target_info{job="shop/checkout",instance="a1",host_name="h1"} 1
 target_info{job="search",host_name="h2"} 1
 """
 """What the collector's prometheus exporter serves for two apps: service.namespace/name in
 `job`, service.instance.id in `instance` (absent when the app set none), and neither on
+target_info; the instrumentation scope in otel_scope_* labels on every series but
 target_info."""
 
 
@@ -416,6 +430,7 @@ def test_the_collector_job_keeps_each_apps_labels_and_its_service_name(tmp_path:
         ("search", "search", "0.25"),
     }, log
     assert {r["metric"]["instance"] for r in series} == {"a1", page}
+    assert {r["metric"]["otel_scope_name"] for r in series} == {"llmmeter"}
 
 
 # -- Grafana ---------------------------------------------------------------------------------
