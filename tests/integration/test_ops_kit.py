@@ -190,6 +190,8 @@ def test_collector_listens_on_all_interfaces_and_exports_where_promised() -> Non
     prometheus = config["exporters"]["prometheus"]
     assert prometheus["endpoint"] == "0.0.0.0:8889"
     assert prometheus["resource_to_telemetry_conversion"] == {"enabled": False}
+    # The scope labels tell llmmeter's gen_ai_* series from another instrumentation's.
+    assert prometheus.get("without_scope_info", False) is False
     assert config["extensions"]["health_check"]["endpoint"] == "0.0.0.0:13133"
     reader = config["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]
     assert reader["prometheus"]["host"] == "0.0.0.0"
@@ -216,6 +218,15 @@ def test_compose_starts_the_four_services_with_pinned_images() -> None:
     for name, image in images.items():
         tag = image.rpartition(":")[2]
         assert tag != "latest" and re.search(r"\d", tag), f"{name}: {image} is not pinned"
+
+
+def test_the_collector_labels_series_with_their_instrumentation_scope() -> None:
+    """The dashboard and the rules select gen_ai_* series by otel_scope_name. The contrib
+    prometheus exporter of 0.114.0 added no scope labels; 0.141.0's release notes add
+    `without_scope_info` (default false) to turn them off, so it has them."""
+    image = _services()["otel-collector"]["image"]
+    version = tuple(int(part) for part in image.rpartition(":")[2].split("."))
+    assert version >= (0, 141, 0), image
 
 
 def test_compose_bind_mounts_exist_in_the_kit_and_named_volumes_are_declared() -> None:
@@ -317,14 +328,17 @@ def test_the_commented_direct_scrape_example_is_a_valid_job(tmp_path: Path) -> N
 
 COLLECTOR_PAGE = b"""\
 # TYPE llmmeter_cost_usd_total counter
-llmmeter_cost_usd_total{job="shop/checkout",instance="a1",gen_ai_request_model="gpt-4o"} 1.5
-llmmeter_cost_usd_total{job="search",gen_ai_request_model="gpt-4o-mini"} 0.25
+llmmeter_cost_usd_total{job="shop/checkout",instance="a1",gen_ai_request_model="gpt-4o",\
+otel_scope_name="llmmeter",otel_scope_version="0.1.0",otel_scope_schema_url=""} 1.5
+llmmeter_cost_usd_total{job="search",gen_ai_request_model="gpt-4o-mini",\
+otel_scope_name="llmmeter",otel_scope_version="0.1.0",otel_scope_schema_url=""} 0.25
 # TYPE target_info gauge
 target_info{job="shop/checkout",instance="a1",host_name="h1"} 1
 target_info{job="search",host_name="h2"} 1
 """
 """What the collector's prometheus exporter serves for two apps: service.namespace/name in
 `job`, service.instance.id in `instance` (absent when the app set none), and neither on
+target_info; the instrumentation scope in otel_scope_* labels on every series but
 target_info."""
 
 
@@ -416,6 +430,7 @@ def test_the_collector_job_keeps_each_apps_labels_and_its_service_name(tmp_path:
         ("search", "search", "0.25"),
     }, log
     assert {r["metric"]["instance"] for r in series} == {"a1", page}
+    assert {r["metric"]["otel_scope_name"] for r in series} == {"llmmeter"}
 
 
 # -- Grafana ---------------------------------------------------------------------------------
@@ -514,6 +529,116 @@ def test_dashboard_datasource_check_catches_unprovisioned_references() -> None:
         "panel 'type': datasource 'prometheus' is a prometheus, not loki",
         "panel 'var': $nope is not a datasource variable",
     ]
+
+
+# -- only llmmeter's series ------------------------------------------------------------------
+#
+# Another OpenAI instrumentation in the same process (contrib openai-v2, genai-openai,
+# OpenLLMetry, OpenLIT) records the GenAI metrics under the same names as llmmeter
+# (gen_ai_client_operation_duration_seconds_*, gen_ai_client_token_usage_*, ...). Only the
+# instrumentation scope, which the exporters add as the otel_scope_name label, tells the
+# series apart, so every gen_ai_* selector of the dashboard and the rules names llmmeter's.
+
+RULE_FILES = sorted((KIT / "prometheus" / "rules").glob("*.yml"))
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_LABEL_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_LABEL_VALUES_LABEL = re.compile(r"(\blabel_values\s*\((?:[^,(){}]|\{[^{}]*\})*,)([^()]*)")
+_GEN_AI_NAME = re.compile(r"(?<![\w:])gen_ai_\w+")
+_LLMMETER_SCOPE = re.compile(r'\s*otel_scope_name\s*=\s*"llmmeter"\s*')
+
+
+def _gen_ai_selectors(expr: str) -> list[tuple[str, bool]]:
+    """Each selector of a gen_ai_* metric in the PromQL `expr`, and whether it has the
+    matcher otel_scope_name="llmmeter"."""
+
+    def blank(match: re.Match[str]) -> str:
+        return " " * len(match[0])
+
+    # Blank what is not a metric name, keeping every offset: quoted strings (inside their
+    # quotes), the label lists of by/on/ignoring/group_left, label_values()'s label argument.
+    # A gen_ai_* name left outside braces is then a metric, and its matchers (if any) are
+    # the braces that follow it.
+    masked = _STRING.sub(lambda m: '"' + " " * (len(m[0]) - 2) + '"', expr)
+    masked = _LABEL_LIST.sub(blank, masked)
+    masked = _LABEL_VALUES_LABEL.sub(lambda m: m[1] + " " * len(m[2]), masked)
+    found = []
+    for name in _GEN_AI_NAME.finditer(masked):
+        before = masked[: name.start()]
+        if before.count("{") != before.count("}"):
+            continue  # a label name inside another selector's braces
+        start = name.end() + len(masked[name.end() :]) - len(masked[name.end() :].lstrip())
+        if not masked.startswith("{", start):
+            found.append((name[0], False))
+            continue
+        end = masked.index("}", start)
+        matchers, offset = [], start + 1
+        for piece in masked[start + 1 : end].split(","):  # commas in strings are blanked
+            matchers.append(expr[offset : offset + len(piece)])
+            offset += len(piece) + 1
+        scoped = any(_LLMMETER_SCOPE.fullmatch(matcher) for matcher in matchers)
+        found.append((expr[name.start() : end + 1], scoped))
+    return found
+
+
+def _kit_queries() -> list[tuple[str, str]]:
+    """(where, PromQL) of every rule, every dashboard panel query and every query variable."""
+    queries = [
+        (f"{path.name}: {rule.get('alert') or rule['record']}", rule["expr"])
+        for path in RULE_FILES
+        for group in _load(path)["groups"]
+        for rule in group["rules"]
+    ]
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        for panel in _panels(dashboard.get("panels", [])):
+            for target in panel.get("targets", []):
+                where = f"{path.name}: panel {panel.get('title')!r} [{target.get('refId')}]"
+                queries.append((where, target.get("expr", "")))
+        for variable in dashboard.get("templating", {}).get("list", []):
+            if variable.get("type") != "query":
+                continue
+            query = variable.get("query")
+            texts = [query.get("query", "") if isinstance(query, dict) else query or ""]
+            texts.append(variable.get("definition", ""))
+            queries += [(f"{path.name}: variable {variable['name']}", text) for text in texts]
+    return queries
+
+
+def test_every_gen_ai_selector_counts_only_llmmeters_series() -> None:
+    """Every selector of a gen_ai_* metric in the rules and the dashboard (panels and
+    variables) has otel_scope_name="llmmeter". llmmeter_* metrics are llmmeter's alone and
+    are read without it, so that spend keeps being counted where scope labels are lost."""
+    selectors = [
+        (where, selector, scoped)
+        for where, expr in _kit_queries()
+        for selector, scoped in _gen_ai_selectors(expr)
+    ]
+    assert len({where for where, _, _ in selectors}) >= 10  # the check sees the kit's queries
+    assert [f"{where}: {selector}" for where, selector, scoped in selectors if not scoped] == []
+
+
+def test_the_scope_check_tells_metrics_from_labels_and_finds_missing_scopes() -> None:
+    expr = (
+        'sum by (gen_ai_request_model) (rate(gen_ai_client_token_usage_sum{gen_ai_token_type="a,'
+        ' otel_scope_name=\\"llmmeter\\""}[5m]))'
+        " / on (gen_ai_request_model) group_left sum(rate(gen_ai_client_token_usage_count[5m]))"
+        ' / gen_ai_client_operation_duration_seconds_count{otel_scope_name="llmmeter-2",'
+        ' otel_scope_version="llmmeter"}'
+        ' / gen_ai_client_operation_duration_seconds_count{otel_scope_name=~"llmmeter"}'
+        ' / gen_ai_client_operation_duration_seconds_count{ otel_scope_name = "llmmeter" ,'
+        ' gen_ai_request_model=~"gpt-.*"}'
+        ' / llmmeter_cost_usd_total{gen_ai_request_model="gen_ai_client_token_usage_sum"}'
+    )
+    assert [scoped for _, scoped in _gen_ai_selectors(expr)] == [False, False, False, False, True]
+    ttfc = 'gen_ai_client_operation_time_to_first_chunk_seconds_bucket{otel_scope_name="llmmeter"}'
+    relabelled = f'label_replace({ttfc}, "gen_ai_x", "$1", "gen_ai_request_model", "(.*)")'
+    assert _gen_ai_selectors(relabelled) == [(ttfc, True)]
+    count = "gen_ai_client_operation_duration_seconds_count"
+    variable = f"label_values({count}, gen_ai_request_model)"
+    assert _gen_ai_selectors(variable) == [(count, False)]
+    scoped = f'{count}{{error_type="", otel_scope_name="llmmeter"}}'
+    assert _gen_ai_selectors(f"label_values({scoped}, gen_ai_request_model)") == [(scoped, True)]
 
 
 # -- README ----------------------------------------------------------------------------------

@@ -11,8 +11,9 @@
   second. Then, through Prometheus's HTTP API:
 
   - the cost, token, duration, time-to-first-chunk, policy, savings, unpriced and evaluation
-    series exist with the expected labels, and no series has a label outside the documented
-    set;
+    series exist with the expected labels, every one carries llmmeter's instrumentation scope
+    (``otel_scope_name="llmmeter"``, which the dashboard and rules select ``gen_ai_*`` series
+    by), and no series has a label outside the documented set;
   - every query of every dashboard panel (Grafana variables substituted: ``$service``,
     ``$model``, ``$task`` and ``$rule`` by ``.*``, then ``$service`` by the app's service name;
     ``$__rate_interval`` by ``1m``) returns at least one series with a number, because a
@@ -544,6 +545,10 @@ def test_prometheus_scrapes_the_workload_and_evaluates_the_whole_kit(
             every = api.series(f'{{__name__=~"llmmeter_.+|gen_ai_.+", job="{JOB}"}}')
             labels = {name for sample in every for name in sample["metric"]}
             assert labels <= ALLOWED_LABELS, labels - ALLOWED_LABELS
+            # Every series names llmmeter's instrumentation scope: the dashboard and the rules
+            # tell llmmeter's gen_ai_* series from another instrumentation's by it.
+            scopes = {sample["metric"].get("otel_scope_name") for sample in every}
+            assert scopes == {"llmmeter"}, scopes
             names = {sample["metric"]["__name__"] for sample in every}
             assert {
                 "llmmeter_cost_usd_total",
