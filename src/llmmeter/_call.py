@@ -19,11 +19,10 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 
 from . import _semconv as sc
-from ._coexist import handing_http_back, suppressing
+from ._coexist import Window, entering, handing_http_back
 from ._config import INJECT_ALWAYS, INJECT_AUTO
 from ._evaluation import Evaluation, current_evaluation
 from ._guard import UNTRACED, Untraced
@@ -75,6 +74,7 @@ class Call:
     __slots__ = (
         "_call_token",
         "_ctx_token",
+        "_window",
         "args",
         "attempts",
         "base_kwargs",
@@ -123,8 +123,7 @@ class Call:
         self.attempts = 0
         self.injected = False
         self.outcome = Outcome()
-        settings = runtime.settings
-        self.capture = settings.capture_content or settings.content_events
+        self.capture = runtime.settings.content_wanted
         # The prompt, kept for the content event at the end (only when content goes there).
         self.content: dict[str, AttributeValue] | None = None
         self.original_kwargs = kwargs
@@ -139,6 +138,7 @@ class Call:
         # The accept check turned this routed answer down: it was paid for, then replaced.
         self.turned_down = False
         self._ctx_token: Token[Any] | None = None
+        self._window: Window | None = None
         self._call_token: Token[Call | None] | None = None
 
         # Where the span hangs and what it is labelled: a fallback re-sent while the user
@@ -274,17 +274,24 @@ class Call:
         """Make our span current for the SDK call, so HTTP-level spans nest under it; and,
         unless told to keep them, tell other OpenAI instrumentations that this call is
         recorded (see ``_coexist.py``)."""
-        context = trace.set_span_in_context(self.span)
-        if self.runtime.settings.suppress_others:
-            target = self.target
-            context = suppressing(
-                context, embeddings=target.endpoint == EMBEDDINGS, fetch=target.retrieve
-            )
+        target = self.target
+        self._window = window = Window()
+        context = entering(
+            self.span,
+            window,
+            suppress=self.runtime.settings.suppress_others,
+            embeddings=target.endpoint == EMBEDDINGS,
+            fetch=target.retrieve,
+        )
         self._ctx_token = otel_context.attach(context)
         self._call_token = current_call.set(self)
 
     def leave(self) -> None:
-        """Undo :meth:`enter`: the span is never left current while the user holds a stream."""
+        """Undo :meth:`enter`: the span is never left current while the user holds a stream
+        (nor after, should another instrumentation restore our context late)."""
+        window = self._window
+        if window is not None:
+            window.open = False
         with self.runtime.guard.site("call.leave"):
             if self._call_token is not None:
                 current_call.reset(self._call_token)

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 logger = logging.getLogger("llmmeter")
 
@@ -146,12 +147,92 @@ def request_level(openai: Any) -> list[Other]:
     return list(dict.fromkeys(found))
 
 
-def suppressing(context: otel_context.Context, *, embeddings: bool, fetch: bool) -> Any:
-    """``context`` saying that llmmeter records this inference (see the module docstring)."""
+class Window:
+    """A call's SDK window, open while the SDK method runs: what llmmeter puts in the context
+    in place of ``True``. Another instrumentation may attach a context of its own inside the
+    window and detach it after the window closed (openai-v2 does, at a stream's end); that
+    detach restores llmmeter's context, which then says nothing any more: the window is
+    closed, so its flags are false and its span is the one that was current before."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = True
+
+    def __bool__(self) -> bool:
+        return self.open
+
+
+class WindowSpan(trace.Span):
+    """llmmeter's span as the current span while the call's window is open; afterwards the
+    span that was current before it (see :class:`Window`), so that nothing started from a
+    context restored late becomes a child of a call that has ended."""
+
+    __slots__ = ("_outer", "_span", "_window")
+
+    def __init__(self, span: trace.Span, outer: trace.Span, window: Window) -> None:
+        self._span = span
+        self._outer = outer
+        self._window = window
+
+    def _target(self) -> trace.Span:
+        return self._span if self._window.open else self._outer
+
+    def get_span_context(self) -> trace.SpanContext:
+        return self._target().get_span_context()
+
+    def is_recording(self) -> bool:
+        return self._target().is_recording()
+
+    def end(self, end_time: int | None = None) -> None:
+        self._target().end(end_time)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        self._target().set_attributes(attributes)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self._target().set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        self._target().add_event(name, attributes, timestamp)
+
+    def update_name(self, name: str) -> None:
+        self._target().update_name(name)
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        self._target().set_status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Any = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        self._target().record_exception(exception, attributes, timestamp, escaped)
+
+
+def entering(
+    span: trace.Span, window: Window, *, suppress: bool, embeddings: bool, fetch: bool
+) -> Any:
+    """The context a call attaches while its SDK method runs: its span current (through the
+    window), and, ``suppress``, the flags that tell other instrumentations it is recorded."""
+    current = otel_context.get_current()
+    context = trace.set_span_in_context(
+        WindowSpan(span, trace.get_current_span(current), window), current
+    )
+    if not suppress:
+        return context
+    return suppressing(context, window, embeddings=embeddings, fetch=fetch)
+
+
+def suppressing(context: otel_context.Context, flag: Any, *, embeddings: bool, fetch: bool) -> Any:
+    """``context`` saying that llmmeter records this inference (see the module docstring),
+    with ``flag`` (a :class:`Window`) as the flags' value."""
     values: dict[str, Any] = {
-        LM_KEY: True,
-        _SUPPRESS_KEY: True,
-        _SUPPRESS_PLAIN: True,
+        LM_KEY: flag,
+        _SUPPRESS_KEY: flag,
+        _SUPPRESS_PLAIN: flag,
     }
     genai = sys.modules.get(UTIL_GENAI)
     if genai is not None:

@@ -140,6 +140,12 @@ class Settings:
     """Prompts and completions on spans."""
     content_events: bool = False
     """Prompts and completions as ``gen_ai.client.inference.operation.details`` events."""
+
+    @property
+    def content_wanted(self) -> bool:
+        """Prompts and completions are recorded somewhere (on spans, as events or both)."""
+        return self.capture_content or self.content_events
+
     content_max_length: int = DEFAULT_CONTENT_MAX_LENGTH
     inject_stream_usage: str = INJECT_AUTO
     """``auto``, ``always`` or ``never`` (see :data:`LLMMETER_INJECT_STREAM_USAGE`)."""

@@ -306,3 +306,42 @@ def test_with_keep_both_record(
             client.chat.completions.create(**CHAT)
     assert seen == ["recorded", "recorded"]
     assert len(tel.spans()) == 2
+
+
+def test_an_instrumentation_that_detaches_its_context_late_leaves_nothing_of_ours_behind(
+    server: FakeOpenAI, openai_module: Any, completions: type[Any]
+) -> None:
+    """openai-v2 attaches its span's context when a stream call starts and detaches it when
+    the stream ends, after llmmeter's call left: the detach restores the context llmmeter
+    attached. That context says nothing any more: later calls are recorded (not suppressed)
+    and later spans are not children of the ended call."""
+    from opentelemetry import context, trace
+
+    def late(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        token = context.attach(context.set_value("other.span", "x"))
+        stream = wrapped(*args, **kwargs)
+
+        def chunks() -> Iterator[Any]:
+            try:
+                yield from stream
+            finally:
+                context.detach(token)  # out of order: after llmmeter's leave()
+
+        return PlainStream(chunks())
+
+    wrapt.wrap_function_wrapper(completions, "create", late)
+    tel = make_telemetry()
+    tel.instrument()
+    tracer = tel.tracer_provider.get_tracer("app")
+    with (
+        tracer.start_as_current_span("handler") as handler,
+        openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client,
+    ):
+        list(client.chat.completions.create(**CHAT, stream=True))
+        assert trace.get_current_span().get_span_context() == handler.get_span_context()
+        with tracer.start_as_current_span("after") as after:
+            assert after.parent is not None
+            assert after.parent.span_id == handler.get_span_context().span_id
+        client.chat.completions.create(**CHAT)  # recorded: nothing suppressed any more
+    names = [s.name for s in tel.spans() if s.name.startswith("chat")]
+    assert names == ["chat gpt-4o-mini", "chat gpt-4o-mini"]
