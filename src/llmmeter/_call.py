@@ -474,6 +474,9 @@ class Call:
     def end_stream(self, how: StreamEnd, error: BaseException | None = None) -> None:
         """A stream or raw response finished one of its four ways (or raised)."""
         with self.runtime.guard.site("stream.end"):
+            window = self._window
+            if window is not None and how != "abandoned":  # not from the collector's thread
+                window.give_back()
             if not self.finished:
                 self.span.set_attribute(sc.LLMMETER_STREAM_END, how)
                 self.finish(error=error, ended=how)

@@ -154,13 +154,24 @@ class Window:
     detach restores llmmeter's context, which then says nothing any more: the window is
     closed, so its flags are false and its span is the one that was current before."""
 
-    __slots__ = ("open",)
+    __slots__ = ("entered", "open", "outer")
 
     def __init__(self) -> None:
         self.open = True
+        self.outer: Any = None
+        """The context current before the call entered (the application's)."""
+        self.entered: Any = None
+        """The context the call attached."""
 
     def __bool__(self) -> bool:
         return self.open
+
+    def give_back(self) -> None:
+        """Called as a stream ends in the application's flow: if another instrumentation's
+        late detach has just put the call's context back (see above), the application's own
+        is current again, as it would be without llmmeter."""
+        if self.entered is not None and otel_context.get_current() is self.entered:
+            otel_context.attach(self.outer)  # never detached: it restores the outer value
 
 
 class WindowSpan(trace.Span):
@@ -217,13 +228,14 @@ def entering(
 ) -> Any:
     """The context a call attaches while its SDK method runs: its span current (through the
     window), and, ``suppress``, the flags that tell other instrumentations it is recorded."""
-    current = otel_context.get_current()
+    current = window.outer = otel_context.get_current()
     context = trace.set_span_in_context(
         WindowSpan(span, trace.get_current_span(current), window), current
     )
-    if not suppress:
-        return context
-    return suppressing(context, window, embeddings=embeddings, fetch=fetch)
+    if suppress:
+        context = suppressing(context, window, embeddings=embeddings, fetch=fetch)
+    window.entered = context
+    return context
 
 
 def suppressing(context: otel_context.Context, flag: Any, *, embeddings: bool, fetch: bool) -> Any:

@@ -337,7 +337,9 @@ def test_an_instrumentation_that_detaches_its_context_late_leaves_nothing_of_our
         tracer.start_as_current_span("handler") as handler,
         openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client,
     ):
+        outer = context.get_current()
         list(client.chat.completions.create(**CHAT, stream=True))
+        assert context.get_current() == outer  # the application's context, as it was
         assert trace.get_current_span().get_span_context() == handler.get_span_context()
         with tracer.start_as_current_span("after") as after:
             assert after.parent is not None
