@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OPENAI_1 ?= 1.109.1
 OPENAI_2 ?= 2.54.0
 
-.PHONY: demo test unit lint typecheck pytest compat bench bench-micro bench-compare bench-outage bench-soak clean
+.PHONY: demo test unit lint typecheck pytest compat coexist-venvs bench bench-micro bench-compare bench-outage bench-soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ compat: .venv-openai1/.installed .venv-openai2/.installed
 	.venv-openai1/bin/python -m pytest -q
 	.venv-openai2/bin/python -m pytest -q
 
+# The other OpenAI instrumentations, each in its own virtualenv under build/coexist/ (pinned in
+# tests/coexist/requirements/), for tests/integration/test_other_instrumentations.py.
+coexist-venvs:
+	bash tests/coexist/setup.sh
+
 # The full benchmark (docs/performance.md): prints the tables and records them in the docs.
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/bench.py --write-docs docs/performance.md
@@ -69,4 +74,4 @@ bench-soak: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/soak.py
 
 clean:
-	rm -rf $(VENV) .venv-openai1 .venv-openai2 build/bench-compare .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-openai1 .venv-openai2 build/bench-compare build/coexist .mypy_cache .pytest_cache .ruff_cache
