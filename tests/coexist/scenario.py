@@ -25,31 +25,35 @@ ancestors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import json
 import os
 import sys
 import tempfile
 import time
+from importlib import metadata
 from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 OTHER, ORDER = sys.argv[1], sys.argv[2]
 HTTPX = "--httpx" in sys.argv
 BASE_URL = os.environ["LLMMETER_TEST_BASE_URL"]
 WITH_LLMMETER = ORDER != "other-only"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
-VOLATILE = frozenset({"id", "created", "created_at"})
+VOLATILE = frozenset({"id", "created", "created_at", "completed_at", "obfuscation"})
 """Fields the fake server makes anew for each request: left out of what the user got."""
 
+# No message content anywhere (each library's own switch), read when each instruments.
 os.environ.setdefault("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "NO_CONTENT")
 os.environ.setdefault("TRACELOOP_TRACE_CONTENT", "false")
-
-from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 exporter = InMemorySpanExporter()
 reader = InMemoryMetricReader()
@@ -125,20 +129,8 @@ def instrument_llmmeter() -> None:
     llmmeter.instrument()
 
 
-if ORDER == "auto":
-    configure_opentelemetry()
-else:
-    configure_opentelemetry()
-    steps = {
-        "other-only": [instrument_other],
-        "llmmeter-first": [instrument_llmmeter, instrument_other],
-        "other-first": [instrument_other, instrument_llmmeter],
-    }[ORDER]
-    for step in steps:
-        step()
-import openai
-
-if HTTPX:  # openai 2.x sends through httpx, 3.x through httpx2
+def instrument_http(openai: Any) -> None:
+    """The SDK's HTTP client: httpx on openai 2.x, httpx2 on 3.x."""
     from opentelemetry.instrumentation import httpx as httpx_instrumentation
 
     if openai.__version__.startswith("2."):
@@ -146,13 +138,11 @@ if HTTPX:  # openai 2.x sends through httpx, 3.x through httpx2
     else:
         httpx_instrumentation.HTTPX2ClientInstrumentor().instrument()
 
+
 # --- what each call left behind ------------------------------------------------------------
 
-_seen_spans = 0
-_last_points: dict[tuple[str, str, str], float] = {}
 
-
-def _points() -> dict[tuple[str, str, str], float]:
+def metric_points() -> dict[tuple[str, str, str], float]:
     """Every metric data point now: (scope, metric, attributes) -> its count or value."""
     found: dict[tuple[str, str, str], float] = {}
     data = reader.get_metrics_data()
@@ -185,58 +175,19 @@ def stack(method: Any) -> list[str]:
     return modules
 
 
-def record(label: str, method: tuple[type[Any], str], got: Any, before: list[str]) -> None:
-    """What happened during the call just made."""
-    global _seen_spans, _last_points
-    spans = exporter.get_finished_spans()
-    new, _seen_spans = spans[_seen_spans:], len(spans)
-    by_id = {s.context.span_id: s for s in spans}
-    points = _points()
-    changed: dict[str, dict[str, float]] = {}
-    for key, value in points.items():
-        delta = value - _last_points.get(key, 0.0)
-        if delta:
-            scope, name, _ = key
-            per_scope = changed.setdefault(scope, {})
-            # A histogram's or counter's increase; a gauge that moved counts once.
-            per_scope[name] = per_scope.get(name, 0) + (delta if delta > 0 else 1)
-    _last_points = points
-    cls, name = method
-    CALLS.append(
-        {
-            "label": label,
-            "method": f"{cls.__name__}.{name}",
-            "stack_before": before,
-            "stack_after": stack(cls.__dict__.get(name)),
-            "spans": [
-                {
-                    "name": s.name,
-                    "scope": s.instrumentation_scope.name if s.instrumentation_scope else "",
-                    "ancestors": _ancestors(s, by_id),
-                }
-                for s in new
-            ],
-            "points": changed,
-            "context_after": sorted(str(key) for key in otel_context.get_current()),
-            "got": got,
-        }
-    )
-
-
-def _ancestors(span: Any, by_id: dict[int, Any]) -> list[str]:
+def ancestors(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> list[str]:
     """The scopes of the span's ancestors, nearest first."""
     found = []
     parent = span.parent
     while parent is not None and parent.span_id in by_id:
         ancestor = by_id[parent.span_id]
-        found.append(ancestor.instrumentation_scope.name)
+        found.append(ancestor.instrumentation_scope.name if ancestor.instrumentation_scope else "")
         parent = ancestor.parent
     return found
 
 
 def dump(obj: Any) -> Any:
     """What the user got, without what the server makes anew for each request."""
-    data = obj.model_dump(mode="json")
 
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
@@ -245,79 +196,128 @@ def dump(obj: Any) -> Any:
             return [strip(v) for v in value]
         return value
 
-    return {"type": f"{type(obj).__module__}.{type(obj).__qualname__}", "data": strip(data)}
+    return {
+        "type": f"{type(obj).__module__}.{type(obj).__qualname__}",
+        "data": strip(obj.model_dump(mode="json")),
+    }
 
 
-CALLS: list[dict[str, Any]] = []
+class Recorder:
+    """Runs each call and notes what it left behind."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self._spans_seen = 0
+        self._points = metric_points()
+
+    def call(self, label: str, method: tuple[type[Any], str], run: Any) -> None:
+        cls, name = method
+        before = stack(cls.__dict__.get(name))
+        got = run()
+        spans = exporter.get_finished_spans()
+        new, self._spans_seen = spans[self._spans_seen :], len(spans)
+        by_id = {s.context.span_id: s for s in spans if s.context is not None}
+        points = metric_points()
+        changed: dict[str, dict[str, float]] = {}
+        for key, value in points.items():
+            delta = value - self._points.get(key, 0.0)
+            if delta:
+                scope, metric, _ = key
+                per_scope = changed.setdefault(scope, {})
+                # A histogram's or counter's increase; a gauge that moved counts once.
+                per_scope[metric] = per_scope.get(metric, 0) + (delta if delta > 0 else 1)
+        self._points = points
+        self.calls.append(
+            {
+                "label": label,
+                "method": f"{cls.__name__}.{name}",
+                "stack_before": before,
+                "stack_after": stack(cls.__dict__.get(name)),
+                "spans": [
+                    {
+                        "name": s.name,
+                        "scope": s.instrumentation_scope.name if s.instrumentation_scope else "",
+                        "ancestors": ancestors(s, by_id),
+                    }
+                    for s in new
+                ],
+                "points": changed,
+                "context_after": sorted(str(key) for key in otel_context.get_current()),
+                "got": got,
+            }
+        )
 
 
-def call(label: str, method: tuple[type[Any], str], run: Any) -> None:
-    cls, name = method
-    before = stack(cls.__dict__.get(name))
-    record(label, method, run(), before)
+def main() -> None:
+    configure_opentelemetry()
+    steps = {
+        "auto": [],  # opentelemetry-instrument did it
+        "other-only": [instrument_other],
+        "llmmeter-first": [instrument_llmmeter, instrument_other],
+        "other-first": [instrument_other, instrument_llmmeter],
+    }[ORDER]
+    for step in steps:
+        step()
+    openai = importlib.import_module("openai")
+    if HTTPX:
+        instrument_http(openai)
 
+    client = openai.OpenAI(base_url=BASE_URL, api_key="sk-test", max_retries=0)
+    chat = (type(client.chat.completions), "create")
 
-client = openai.OpenAI(base_url=BASE_URL, api_key="sk-test", max_retries=0)
-chat_method = (type(client.chat.completions), "create")
+    def chat_call() -> Any:
+        return dump(client.chat.completions.create(**CHAT))
 
+    def stream_chunks() -> list[Any]:
+        stream = client.chat.completions.create(**CHAT, stream=True)
+        return [dump(chunk) for chunk in stream]
 
-def stream_chunks() -> list[Any]:
-    stream = client.chat.completions.create(**CHAT, stream=True)
-    return [dump(chunk) for chunk in stream]
+    def async_chat() -> Any:
+        async def run() -> Any:
+            async with openai.AsyncOpenAI(base_url=BASE_URL, api_key="k", max_retries=0) as ac:
+                return dump(await ac.chat.completions.create(**CHAT))
 
+        return asyncio.run(run())
 
-def async_chat() -> Any:
-    async def main() -> Any:
-        async with openai.AsyncOpenAI(base_url=BASE_URL, api_key="sk-test", max_retries=0) as ac:
-            return dump(await ac.chat.completions.create(**CHAT))
+    def embeddings_call() -> Any:
+        return dump(client.embeddings.create(model="text-embedding-3-small", input="hello"))
 
-    return asyncio.run(main())
+    def responses_call() -> Any:
+        return dump(client.responses.create(model="gpt-4o-mini", input="Say hello"))
 
-
-started = time.perf_counter()
-for n in (1, 2, 3):
-    call(f"chat-{n}", chat_method, lambda: dump(client.chat.completions.create(**CHAT)))
-call("stream", chat_method, stream_chunks)
-call("async-chat", (openai.resources.chat.completions.AsyncCompletions, "create"), async_chat)
-embeddings = (type(client.embeddings), "create")
-call(
-    "embeddings",
-    embeddings,
-    lambda: dump(client.embeddings.create(model="text-embedding-3-small", input="hello")),
-)
-responses = (type(client.responses), "create")
-for n in (1, 2):
-    call(
-        f"responses-{n}",
-        responses,
-        lambda: dump(client.responses.create(model="gpt-4o-mini", input="Say hello")),
+    recorder = Recorder()
+    started = time.perf_counter()
+    for n in (1, 2, 3):
+        recorder.call(f"chat-{n}", chat, chat_call)
+    recorder.call("stream", chat, stream_chunks)
+    recorder.call(
+        "async-chat", (openai.resources.chat.completions.AsyncCompletions, "create"), async_chat
     )
-if WITH_LLMMETER:
-    import llmmeter
+    recorder.call("embeddings", (type(client.embeddings), "create"), embeddings_call)
+    for n in (1, 2):
+        recorder.call(f"responses-{n}", (type(client.responses), "create"), responses_call)
+    if WITH_LLMMETER:
+        import llmmeter
 
-    llmmeter.uninstrument()
-    call("after-uninstrument-chat", chat_method, lambda: dump(client.chat.completions.create(**CHAT)))
-    call("after-uninstrument-stream", chat_method, stream_chunks)
-elapsed = time.perf_counter() - started
-client.close()
+        llmmeter.uninstrument()
+        recorder.call("after-uninstrument-chat", chat, chat_call)
+        recorder.call("after-uninstrument-stream", chat, stream_chunks)
+    elapsed = time.perf_counter() - started
+    client.close()
 
-versions = {}
-for package in ("openai", "opentelemetry-sdk", "httpx", "httpx2"):
-    from importlib import metadata
+    versions = {}
+    for package in ("openai", "opentelemetry-sdk", "httpx", "httpx2"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    result = {
+        "other": OTHER,
+        "order": ORDER,
+        "versions": versions,
+        "calls": recorder.calls,
+        "seconds": round(elapsed, 3),
+    }
+    print("SCENARIO-RESULT " + json.dumps(result))
 
-    try:
-        versions[package] = metadata.version(package)
-    except metadata.PackageNotFoundError:
-        pass
-print(
-    "SCENARIO-RESULT "
-    + json.dumps(
-        {
-            "other": OTHER,
-            "order": ORDER,
-            "versions": versions,
-            "calls": CALLS,
-            "seconds": round(elapsed, 3),
-        }
-    )
-)
+
+if __name__ == "__main__":
+    main()
