@@ -212,11 +212,11 @@ def ours_outermost(stack: list[str]) -> bool:
 
 
 def measured(found: Run) -> str:
-    """Per call: spans and metric points by scope (for assertion messages)."""
+    """Per call: spans, and metrics with points, by scope (for assertion messages)."""
     rows = []
     for call in found.calls:
-        points = {s: sum(p.values()) for s, p in call["points"].items()}
-        rows.append(f"  {call['label']}: spans {dict(spans_by_scope(call))}, points {points}")
+        points = {s: len(p) for s, p in call["points"].items()}
+        rows.append(f"  {call['label']}: spans {dict(spans_by_scope(call))}, metrics {points}")
     return "\n".join(rows)
 
 
