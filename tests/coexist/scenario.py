@@ -272,10 +272,18 @@ def main() -> None:
         stream = client.chat.completions.create(**CHAT, stream=True)
         return [dump(chunk) for chunk in stream]
 
-    def async_chat() -> Any:
+    def async_chat_call() -> Any:
         async def run() -> Any:
             async with openai.AsyncOpenAI(base_url=BASE_URL, api_key="k", max_retries=0) as ac:
                 return dump(await ac.chat.completions.create(**CHAT))
+
+        return asyncio.run(run())
+
+    def async_stream_chunks() -> list[Any]:
+        async def run() -> list[Any]:
+            async with openai.AsyncOpenAI(base_url=BASE_URL, api_key="k", max_retries=0) as ac:
+                stream = await ac.chat.completions.create(**CHAT, stream=True)
+                return [dump(chunk) async for chunk in stream]
 
         return asyncio.run(run())
 
@@ -289,10 +297,10 @@ def main() -> None:
     started = time.perf_counter()
     for n in (1, 2, 3):
         recorder.call(f"chat-{n}", chat, chat_call)
+    async_chat = (openai.resources.chat.completions.AsyncCompletions, "create")
+    recorder.call("async-chat", async_chat, async_chat_call)
+    recorder.call("async-stream", async_chat, async_stream_chunks)
     recorder.call("stream", chat, stream_chunks)
-    recorder.call(
-        "async-chat", (openai.resources.chat.completions.AsyncCompletions, "create"), async_chat
-    )
     recorder.call("embeddings", (type(client.embeddings), "create"), embeddings_call)
     for n in (1, 2):
         recorder.call(f"responses-{n}", (type(client.responses), "create"), responses_call)

@@ -227,7 +227,7 @@ def measured(found: Run) -> str:
 def test_the_other_records_alone(other: Other, fake: FakeOpenAI) -> None:
     """The baseline is real: alone, the instrumentation records the chat calls and stream."""
     alone = run(other, "other-only", fake)
-    for label in ("chat-1", "stream", "async-chat", "embeddings"):
+    for label in ("chat-1", "stream", "async-chat", "async-stream", "embeddings"):
         assert others_spans(alone.call(label)), f"{other.name} recorded nothing for {label}"
     assert "llmmeter" not in {s for c in alone.calls for s in spans_by_scope(c)}
 
@@ -240,7 +240,7 @@ def test_the_user_gets_what_the_sdk_gives(other: Other, order: str, fake: FakeOp
     for call in both.calls:
         baseline = alone.call(BASELINE_OF.get(call["label"], call["label"]))
         assert call["got"] == baseline["got"], f"{call['label']}: the user got something else"
-    assert len(both.call("stream")["got"]) == 24
+    assert len(both.call("stream")["got"]) == len(both.call("async-stream")["got"]) == 24
     assert "Traceback" not in both.stderr
     assert "llmmeter internal error" not in both.stderr, both.stderr
 
