@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OPENAI_1 ?= 1.109.1
 OPENAI_2 ?= 2.54.0
 
-.PHONY: demo test unit lint typecheck pytest compat bench bench-micro bench-compare bench-outage bench-soak clean
+.PHONY: demo test unit lint typecheck pytest compat coexist-venvs bench bench-micro bench-compare bench-outage bench-soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +42,18 @@ unit: $(VENV)/.dev-installed
 	.venv-openai$*/bin/python -m pip install -q -e ".[dev]" "openai==$(OPENAI_$*)"
 	touch $@
 
+# (The coexistence test runs in build/coexist/'s own virtualenvs whatever runs pytest: once,
+# in `make test`, is enough.)
+COMPAT_PYTEST := -m pytest -q --ignore=tests/integration/test_other_instrumentations.py
+
 compat: .venv-openai1/.installed .venv-openai2/.installed
-	.venv-openai1/bin/python -m pytest -q
-	.venv-openai2/bin/python -m pytest -q
+	.venv-openai1/bin/python $(COMPAT_PYTEST)
+	.venv-openai2/bin/python $(COMPAT_PYTEST)
+
+# The other OpenAI instrumentations, each in its own virtualenv under build/coexist/ (pinned in
+# tests/coexist/requirements/), for tests/integration/test_other_instrumentations.py.
+coexist-venvs:
+	bash tests/coexist/setup.sh
 
 # The full benchmark (docs/performance.md): prints the tables and records them in the docs.
 bench: $(VENV)/.dev-installed
@@ -69,4 +78,4 @@ bench-soak: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/soak.py
 
 clean:
-	rm -rf $(VENV) .venv-openai1 .venv-openai2 build/bench-compare .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-openai1 .venv-openai2 build/bench-compare build/coexist .mypy_cache .pytest_cache .ruff_cache
