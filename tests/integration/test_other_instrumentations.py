@@ -65,14 +65,6 @@ class Other:
     """Checks that fail with this instrumentation today (check name -> reason): strict xfail."""
 
 
-OPENAI_V2_CONTEXT = (
-    "openai-v2 2.4b0 (util-genai 1.1b0) attaches its span's context when a stream call starts "
-    "and detaches it when the stream ends, after llmmeter's Call.leave() has reset its own "
-    "token: the detach restores llmmeter's call context (its span, suppress_instrumentation "
-    "and the LM key) for good, so every later call in that context is suppressed for "
-    "llmmeter (no span, no metrics) and for every instrumentation that honours suppression"
-)
-
 OTHERS = (
     Other("genai-openai", "opentelemetry-instrumentation-genai-openai", True, True),
     Other("openllmetry", "opentelemetry-instrumentation-openai (OpenLLMetry)", True, True),
@@ -84,7 +76,6 @@ OTHERS = (
         False,
         True,
         switch="OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai",
-        known_failures={"one_span": OPENAI_V2_CONTEXT, "context": OPENAI_V2_CONTEXT},
     ),
     Other(
         "openlit",
