@@ -208,16 +208,21 @@ def install_requirements(tree: Path, version: str, cache: Path) -> list[str]:
     constraints.write_text("".join(f"{name}=={ver}\n" for name, ver in sorted(installed.items())))
     logfile = cache / "pip.log"
     base = ("install", "-q", "-c", str(constraints))
-    if pip(*base, *map(str, wanted), logfile=logfile):
-        missing: list[str] = []
-    else:
-        missing = []
-        by_name: dict[str, list[Requirement]] = {}
-        for requirement in wanted:
-            by_name.setdefault(canonicalize_name(requirement.name), []).append(requirement)
+    by_name: dict[str, list[Requirement]] = {}
+    for requirement in wanted:
+        by_name.setdefault(canonicalize_name(requirement.name), []).append(requirement)
+    relaxed = {name: relax(name, group) for name, group in by_name.items()}
+    missing: list[str] = []
+    if not pip(*base, *map(str, wanted), logfile=logfile) and not pip(
+        *base, *relaxed.values(), logfile=logfile
+    ):
+        # One name at a time, to install all but what cannot be had without changing
+        # something installed.
         for name, group in by_name.items():
-            tries = [[str(r) for r in group], [relax(name, group)]]
-            if not any(pip(*base, *attempt, logfile=logfile) for attempt in tries):
+            if not any(
+                pip(*base, *attempt, logfile=logfile)
+                for attempt in ([str(r) for r in group], [relaxed[name]])
+            ):
                 missing.append(name)
     after = importlib.metadata.version("openai")
     if after != version:
@@ -353,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(runs) - set(RUNS):
         parser.error(f"unknown runs {sorted(unknown)}; choose from {', '.join(RUNS)}")
 
+    # A shell without job control starts background jobs with SIGINT and SIGQUIT ignored,
+    # and children inherit that: the suite's Ctrl-C tests would then fail in every run.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     version = importlib.metadata.version("openai")
     cache: Path = args.cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
