@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OPENAI_1 ?= 1.109.1
 OPENAI_2 ?= 2.54.0
 
-.PHONY: demo test unit lint typecheck pytest compat coexist-venvs bench bench-micro bench-compare bench-outage bench-soak clean
+.PHONY: demo test unit lint typecheck pytest compat coexist-venvs sdk-suite sdk-suite-compat bench bench-micro bench-compare bench-outage bench-soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,17 @@ compat: .venv-openai1/.installed .venv-openai2/.installed
 coexist-venvs:
 	bash tests/coexist/setup.sh
 
+# The openai SDK's own test suite, from the installed version's sdist, run plain, with llmmeter
+# instrumented, and strict; fails if a test passes plain and not instrumented (docs/reliability.md).
+# SDK_SUITE_ARGS passes options to tests/sdk_suite/run.py, e.g. "-n 0" or "-- tests/test_client.py".
+sdk-suite: $(VENV)/.dev-installed
+	$(BIN)/python tests/sdk_suite/run.py $(SDK_SUITE_ARGS)
+
+# The same against the newest openai 1.x and 2.x, in the compatibility virtualenvs.
+sdk-suite-compat: .venv-openai1/.installed .venv-openai2/.installed
+	.venv-openai1/bin/python tests/sdk_suite/run.py $(SDK_SUITE_ARGS)
+	.venv-openai2/bin/python tests/sdk_suite/run.py $(SDK_SUITE_ARGS)
+
 # The full benchmark (docs/performance.md): prints the tables and records them in the docs.
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/bench.py --write-docs docs/performance.md
@@ -78,4 +89,4 @@ bench-soak: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/soak.py
 
 clean:
-	rm -rf $(VENV) .venv-openai1 .venv-openai2 build/bench-compare build/coexist .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-openai1 .venv-openai2 build/bench-compare build/coexist build/sdk-suite .mypy_cache .pytest_cache .ruff_cache

@@ -239,14 +239,14 @@ def relax(name: str, group: list[Requirement]) -> str:
     return name + (f"[{','.join(extras)}]" if extras else "") + ",".join(specs)
 
 
-def parse_junit(path: Path) -> dict[str, str]:
+def parse_junit(path: Path, tree: Path) -> dict[str, str]:
     """Outcome per pytest node id: passed, failed, error or skipped (xfail counts as
     skipped, as pytest's JUnit writer records it)."""
     outcomes: dict[str, str] = {}
     if not path.exists():
         return outcomes
     for case in ET.parse(path).getroot().iter("testcase"):
-        outcomes[node_id(case.attrib)] = _outcome(case)
+        outcomes[node_id(case.attrib, tree)] = _outcome(case)
     return outcomes
 
 
@@ -261,21 +261,23 @@ def _outcome(case: ET.Element) -> str:
     return "passed"
 
 
-def node_id(attrib: dict[str, str]) -> str:
-    """pytest's node id back from xunit1 attributes: ``file``, the dotted ``classname``
-    (module, then classes) and ``name``."""
+def node_id(attrib: dict[str, str], tree: Path) -> str:
+    """pytest's node id back from JUnit's dotted ``classname`` (the node id's module path,
+    then its classes) and ``name``: the longest dotted prefix that is a file of the suite is
+    the module. (The ``file`` attribute names where a test is defined, which is another
+    module for tests a module imports from a shared one.)"""
     name = attrib.get("name", "")
-    classname = attrib.get("classname", "")
-    file = attrib.get("file")
-    if not file:
-        return f"{classname}::{name}" if classname else name
-    module = file.removesuffix(".py").replace("/", ".")
-    classes = classname.removeprefix(module).strip(".")
-    return "::".join([file, *classes.split(".")] if classes else [file]) + f"::{name}"
+    parts = attrib.get("classname", "").split(".")
+    for end in range(len(parts), 0, -1):
+        module = "/".join(parts[:end]) + ".py"
+        if (tree / module).is_file():
+            return "::".join([module, *parts[end:], name])
+    return "::".join([*filter(None, parts), name])
 
 
 def run_pytest(
     name: str,
+    mode: str,
     tree: Path,
     out: Path,
     *,
@@ -286,7 +288,8 @@ def run_pytest(
     rules_file: Path,
     quiet: bool = False,
 ) -> RunResult:
-    """One run of the suite; its output goes to ``out/<name>.log``."""
+    """One run of the suite in ``mode`` (plain, instrumented or strict); its output goes to
+    ``out/<name>.log``."""
     result = RunResult(name)
     xml = out / f"{name}.xml"
     report_dir = out / f"{name}-report"
@@ -305,11 +308,11 @@ def run_pytest(
     env["LLMMETER_SDK_SUITE_DESELECT"] = str(rules_file)
     args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "llmmeter_sdk_select"]
     args += ["-o", "junit_family=xunit1", f"--junitxml={xml}", "-q", "--durations=10"]
-    args += ["-n", str(workers)] if workers > 0 else ["-p", "no:xdist"]
-    if name != "plain":
+    args += ["-n", str(workers)]  # 0: no workers (the suite's addopts name -n, so keep xdist)
+    if mode != "plain":
         args += ["-p", "llmmeter_sdk_suite"]
         env["LLMMETER_SDK_SUITE_REPORT"] = str(report_dir)
-        if name.startswith("strict"):
+        if mode == "strict":
             env["LLMMETER_SDK_SUITE_STRICT"] = "1"
     args += [f"--ignore={path}" for path in ignores] + extra
     logfile = out / f"{name}.log"
@@ -327,7 +330,7 @@ def run_pytest(
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     result.seconds = time.monotonic() - started
-    result.outcomes = parse_junit(xml)
+    result.outcomes = parse_junit(xml, tree)
     if report_dir.is_dir():
         result.reports = [json.loads(p.read_text()) for p in sorted(report_dir.glob("*.json"))]
     if not quiet:
@@ -337,8 +340,9 @@ def run_pytest(
     return result
 
 
-def deselected_ids(rules_file: Path, run: str) -> dict[str, list[str]]:
-    """The ids the selection plugin dropped per rule, as one worker of ``run`` saw them."""
+def deselected_ids(rules_file: Path) -> dict[str, list[str]]:
+    """The ids the selection plugin dropped per rule, as the first worker saw them (every
+    worker collects the same tests)."""
     for path in sorted(rules_file.parent.glob(f"{rules_file.name}.*.out.json")):
         return dict(json.loads(path.read_text()))
     return {}
@@ -385,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout = max(remaining / (len(runs) - index), 60.0)
         results[name] = run_pytest(
             name,
+            name,
             tree,
             out,
             workers=args.workers,
@@ -421,9 +426,10 @@ def confirm(
     ignores: list[str],
     rules_file: Path,
 ) -> dict[str, dict[str, str]]:
-    """Run the tests that passed plain and not instrumented again, alone, plain and in each
-    failing mode: a difference that does not hold (a timing test under load) is flaky, not a
-    failure. Past 200 tests, every difference counts."""
+    """Run the tests that passed plain and not instrumented again, without xdist, plain and in
+    each failing mode: a difference that does not hold (a timing test under load, a test that
+    fails plain too when run alone) is reported, not failed on. Past 200 tests, or when a
+    re-run cannot run, every difference counts."""
     if not differing or len(differing) > 200:
         return differing
     log(f"== re-running the {len(differing)} test(s) that differ, without xdist")
@@ -431,6 +437,7 @@ def confirm(
     confirmed: dict[str, dict[str, str]] = {}
     plain = run_pytest(
         "rerun-plain",
+        "plain",
         tree,
         out,
         workers=0,
@@ -443,6 +450,7 @@ def confirm(
     again = {
         mode: run_pytest(
             f"rerun-{mode}",
+            mode,
             tree,
             out,
             workers=0,
@@ -453,9 +461,12 @@ def confirm(
         )
         for mode in modes
     }
+    if plain.returncode not in (0, 1) or any(again[m].returncode not in (0, 1) for m in modes):
+        log("   the re-run did not run (see its log): every difference counts")
+        return differing
     for test, failed in differing.items():
-        if plain.outcomes.get(test) != "passed":
-            continue  # fails (or is not found) plain when run alone: not llmmeter's doing
+        if plain.outcomes.get(test) in ("failed", "error", "skipped"):
+            continue  # does not pass plain either when run alone: not llmmeter's doing
         held = {mode: again[mode].outcomes.get(test, "missing") for mode in failed}
         held = {mode: outcome for mode, outcome in held.items() if outcome != "passed"}
         if held:
@@ -472,12 +483,12 @@ def summarize(
     rules_file: Path,
     missing: list[str],
 ) -> dict[str, Any]:
-    dropped = deselected_ids(rules_file, next(iter(results), "plain"))
+    dropped = deselected_ids(rules_file)
     deselected = [
         {"rule": rule.kind, "target": rule.target, "reason": rule.reason}
         | ({"tests": len(dropped.get(rule.target, []))} if rule.kind != "path" else {})
         for rule in DESELECTED
-        if rule.kind != "path" or rule.target in ignores
+        if rule.target in ignores or dropped.get(rule.target)
     ]
     return {
         "openai": version,
