@@ -415,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(summary, out)
     if any(result.timed_out for result in results.values()):
         return 2
+    if unloaded := [name for name, r in results.items() if name != "plain" and not r.reports]:
+        log(f"   FAIL: the llmmeter plugin reported nothing in {', '.join(unloaded)}: not loaded?")
+        return 2
     return 1 if confirmed else 0
 
 
@@ -435,17 +438,6 @@ def confirm(
     log(f"== re-running the {len(differing)} test(s) that differ, without xdist")
     ids = sorted(differing)
     confirmed: dict[str, dict[str, str]] = {}
-    plain = run_pytest(
-        "rerun-plain",
-        "plain",
-        tree,
-        out,
-        workers=0,
-        timeout=600,
-        ignores=ignores,
-        extra=ids,
-        rules_file=rules_file,
-    )
     modes = sorted({mode for modes in differing.values() for mode in modes})
     again = {
         mode: run_pytest(
@@ -459,13 +451,13 @@ def confirm(
             extra=ids,
             rules_file=rules_file,
         )
-        for mode in modes
+        for mode in ["plain", *modes]
     }
-    if plain.returncode not in (0, 1) or any(again[m].returncode not in (0, 1) for m in modes):
+    if any(result.returncode not in (0, 1) for result in again.values()):
         log("   the re-run did not run (see its log): every difference counts")
         return differing
     for test, failed in differing.items():
-        if plain.outcomes.get(test) in ("failed", "error", "skipped"):
+        if again["plain"].outcomes.get(test) in ("failed", "error", "skipped"):
             continue  # does not pass plain either when run alone: not llmmeter's doing
         held = {mode: again[mode].outcomes.get(test, "missing") for mode in failed}
         held = {mode: outcome for mode, outcome in held.items() if outcome != "passed"}
