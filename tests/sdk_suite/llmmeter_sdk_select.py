@@ -2,14 +2,15 @@
 
 Loaded by ``tests/sdk_suite/run.py`` in every run, plain and instrumented alike, so that all
 runs select the same tests; it never imports llmmeter. Whole folders are left out with
-``--ignore`` by the runner; this plugin handles what a path cannot name exactly: tests whose
-code uses a given global name (``external``, inline-snapshot's recorded files), and single
-test ids with all their parameters (``--deselect`` matches by prefix, so ``test_a`` would
-also drop ``test_ab``).
+``--ignore`` by the runner; this plugin handles what a path cannot name exactly: the tests of
+a folder that call the SDK's mock server (those that mock HTTP themselves, with the suite's
+``respx`` fixture, run), tests whose code uses a given global name (``external``,
+inline-snapshot's recorded files), and single test ids with all their parameters
+(``--deselect`` matches by prefix, so ``test_a`` would also drop ``test_ab``).
 
 The rules come as JSON from the file named by ``LLMMETER_SDK_SUITE_DESELECT``: a list of
-``{"kind": "uses" | "id", "target": ..., "reason": ...}``. The ids each rule dropped go to
-``<that file>.<worker>.out.json``, for the runner's summary.
+``{"kind": "server" | "uses" | "id", "target": ..., "reason": ...}``. The ids each rule
+dropped go to ``<that file>.<worker>.out.json``, for the runner's summary.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def _names(code: CodeType) -> set[str]:
 def _matches(item: pytest.Item, rule: dict[str, Any]) -> bool:
     if rule["kind"] == "id":
         return bool(item.nodeid.split("[", 1)[0] == rule["target"])
+    if rule["kind"] == "server":
+        under = item.nodeid.startswith(rule["target"])
+        fixtures = getattr(item, "fixturenames", ())
+        return under and not any(name.startswith("respx") for name in fixtures)
     if rule["kind"] == "uses":
         function = getattr(item, "function", None)
         code = getattr(function, "__code__", None)

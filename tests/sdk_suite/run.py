@@ -55,8 +55,9 @@ LINT_ONLY = frozenset({"ty", "ruff", "mypy", "pyright", "nox", "pandas-stubs"})
 @dataclass(frozen=True)
 class Rule:
     """Tests deselected in every run: ``path`` (a folder or file, left out with
-    ``--ignore``), ``uses`` (tests whose code uses a global name) or ``id`` (one test, with
-    all its parameters)."""
+    ``--ignore``), ``server`` (the tests under a path that call the SDK's mock server, i.e.
+    do not mock HTTP themselves with the suite's respx fixture), ``uses`` (tests whose code
+    uses a global name) or ``id`` (one test, with all its parameters)."""
 
     kind: str
     target: str
@@ -64,9 +65,10 @@ class Rule:
 
 
 MOCK_SERVER = (
-    "need the SDK's mock server: scripts/mock runs Steady (npm @stdy/cli) on the OpenAPI spec "
-    "the SDK is generated from, which the sdist does not ship (its address is in a hidden "
-    "stats file the sdist leaves out) and no registry reachable here carries"
+    "call the SDK's mock server (its tests that mock HTTP themselves run): scripts/mock runs "
+    "Steady (npm @stdy/cli) on the OpenAPI spec the SDK is generated from, which the sdist "
+    "does not ship (its address is in a hidden stats file the sdist leaves out) and no "
+    "registry reachable here carries"
 )
 RECORDED_STREAMS = (
     "compare against recorded API streams kept as inline-snapshot external files "
@@ -80,8 +82,8 @@ HIDDEN_GITHUB = (
 _UV_WORKFLOWS = "tests/test_uv_workflows.py::"
 
 DESELECTED: tuple[Rule, ...] = (
-    Rule("path", "tests/api_resources", MOCK_SERVER),
-    Rule("path", "tests/lib/test_fine_tuning_positional_arguments.py", MOCK_SERVER),
+    Rule("server", "tests/api_resources/", MOCK_SERVER),
+    Rule("server", "tests/lib/test_fine_tuning_positional_arguments.py", MOCK_SERVER),
     Rule("uses", "external", RECORDED_STREAMS),
     *(
         Rule("id", _UV_WORKFLOWS + test, HIDDEN_GITHUB.format(".github/workflows/ci.yml"))
