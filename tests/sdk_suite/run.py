@@ -372,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     cache: Path = args.cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
     log(f"== the openai {version} SDK's own test suite, plain and with llmmeter instrumented")
+    began = time.monotonic()
     tree = fetch_sdist(version, cache)
     missing = install_requirements(tree, version, cache)
     out = cache / f"results-{version}"
@@ -413,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     confirmed = confirm(differing, tree, out, ignores=ignores, rules_file=rules_file)
 
     summary = summarize(version, results, differing, confirmed, ignores, rules_file, missing)
+    summary["seconds"] = round(time.monotonic() - began, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print_summary(summary, out)
     if any(result.timed_out for result in results.values()):
@@ -533,7 +535,9 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
             log(f"   {name}: llmmeter reported internal errors at: {sites}")
         if run["openai_imported_before_instrument"]:
             log(f"   {name}: openai was imported before the plugin instrumented")
-    log("   deselected in every run:")
+    log(
+        "   deselected in every run:" + ("" if summary["deselected"] else " none of this selection")
+    )
     for rule in summary["deselected"]:
         count = f" ({rule['tests']} tests)" if "tests" in rule else ""
         log(f"     {rule['target']}{count}: {rule['reason']}")
@@ -550,7 +554,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
             log(f"     {test}: " + ", ".join(f"{m} {o}" for m, o in sorted(modes.items())))
     else:
         log("   every test that passes plain passes instrumented")
-    log(f"   details: {out}")
+    log(f"   {summary['seconds']:.0f} s in all (download, install, runs); details: {out}")
 
 
 if __name__ == "__main__":
