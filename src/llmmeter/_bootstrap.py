@@ -39,6 +39,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.trace import TracerProvider
 
+from ._scrub import scrub, scrub_record
 from .exceptions import ConfigError
 
 logger = logging.getLogger("llmmeter")
@@ -60,6 +61,34 @@ _EXPORTER_LOGGERS: Final = (
     "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
 )
 """Where the OTLP exporters log each failed export; llmmeter reports the failure itself."""
+_TRANSPORT_LOGGERS: Final = (
+    "urllib3.connectionpool",
+    "urllib3.connection",
+    "urllib3.poolmanager",
+    "urllib3.response",
+    "urllib3.util.retry",
+)
+"""Where the exporters' HTTP client logs requests, with the endpoint's path and query."""
+_EXPORTING = threading.local()
+"""``active`` on the threads that run llmmeter's own exports (:meth:`_Report.export`)."""
+
+
+def _exporting() -> bool:
+    return bool(getattr(_EXPORTING, "active", False))
+
+
+class _ExportThreadScrub(logging.Filter):
+    """Scrubs what the exporters' HTTP client logs while it sends llmmeter's telemetry (the
+    endpoint's query may carry a token), and nothing else: the application's own requests,
+    on its own threads, are logged as the application configured."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _exporting():
+            scrub_record(record)
+        return True
+
+
+_TRANSPORT_SCRUB: Final = _ExportThreadScrub()
 
 
 def _exporter_names(env: Mapping[str, str], name: str, allowed: Sequence[str]) -> list[str]:
@@ -98,6 +127,8 @@ class _ExporterLog(logging.Filter):
         """Seconds the exports at exit may take in all (``LLMMETER_EXIT_TIMEOUT``)."""
         for name in _EXPORTER_LOGGERS:
             logging.getLogger(name).addFilter(self)
+        for name in _TRANSPORT_LOGGERS:
+            logging.getLogger(name).addFilter(_TRANSPORT_SCRUB)  # once: filters are a set
 
     def exiting(self) -> None:
         """Registered with ``atexit`` after the providers, so it runs before their flush (and
@@ -110,9 +141,15 @@ class _ExporterLog(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
+            if _exporting():  # debug lines name the endpoint, userinfo included
+                scrub_record(record)
             return True
         with self._lock:
-            self._first.setdefault(record.name, record.getMessage())
+            first = record.name not in self._first
+        if first:
+            scrub_record(record)  # before it is cut short: a cut secret is no longer its shape
+            with self._lock:
+                self._first.setdefault(record.name, record.getMessage())
         return False
 
     def take(self, names: Sequence[str]) -> str:
@@ -131,7 +168,8 @@ class _Report:
 
     def __init__(self, what: str, where: str, log: _ExporterLog, loggers: Sequence[str]) -> None:
         self.what = what
-        self.where = where
+        self.where = scrub(where)
+        """The endpoint as logs show it: no password, token or signature."""
         self.dropped = 0
         self.exiting = False
         self.deadline = math.inf
@@ -174,6 +212,7 @@ class _Report:
         finished = threading.Event()
 
         def run() -> None:
+            _EXPORTING.active = True
             try:
                 outcome.append(export())
             except Exception as exc:  # an exporter bug must not reach the batch thread

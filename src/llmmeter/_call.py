@@ -526,7 +526,7 @@ class Call:
             kind = error_type(error, runtime.sdk)
             attrs[sc.ERROR_TYPE] = kind
             metric_attrs = {**metric_attrs, sc.ERROR_TYPE: kind}
-            record_error(span, error)
+            record_error(span, error, runtime.sdk, content=runtime.settings.capture_content)
         if self.content is not None and runtime.event_logger is not None:
             with runtime.guard.site("call.content_event"):
                 content_event(

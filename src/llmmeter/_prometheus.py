@@ -20,6 +20,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Final
 
+from ._scrub import scrub
+
 _MAX_BODY: Final = 1 << 20
 """Bytes read from Prometheus at most: a one-number answer is a few hundred."""
 _MAX_SHOWN: Final = 200
@@ -50,11 +52,11 @@ class PrometheusURL:
             host = parts.hostname
             port = parts.port  # ValueError for a port that is not a number in range
         except ValueError:
-            raise ValueError(f"got {redact(raw)!r}, which is not a URL") from None
+            raise ValueError(f"got {scrub(raw)!r}, which is not a URL") from None
         if parts.scheme not in ("http", "https") or not host:
-            raise ValueError(f"got {redact(raw)!r}")
+            raise ValueError(f"got {scrub(raw)!r}")
         if parts.query or parts.fragment:
-            raise ValueError(f"got {redact(raw)!r}, with a query or fragment")
+            raise ValueError(f"got {scrub(raw)!r}, with a query or fragment")
         netloc = f"[{host}]" if ":" in host else host
         if port is not None:
             netloc += f":{port}"
@@ -68,18 +70,6 @@ class PrometheusURL:
             authorization = f"Basic {token}"
             shown = f"{parts.scheme}://{parts.username or ''}:***@{base.split('://', 1)[1]}"
         return cls(base=base, shown=shown, authorization=authorization)
-
-
-def redact(raw: str) -> str:
-    """``raw`` with any password in it replaced by ``***``."""
-    scheme, sep, rest = raw.partition("://")
-    if not sep:
-        return raw
-    userinfo, at, host = rest.rpartition("@")
-    if not at:
-        return raw
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 class PollError(Exception):

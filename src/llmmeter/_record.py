@@ -9,9 +9,8 @@ error texts go on spans, never on metrics).
 
 from __future__ import annotations
 
-import re
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry.trace import Span, Status, StatusCode
@@ -19,6 +18,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from . import _semconv as sc
 from ._content import content_json, input_messages, system_instructions
 from ._pricing import UNKNOWN_REF, Cost, PriceTable
+from ._scrub import scrub
 from ._sdk import SdkTypes, status_code
 from ._usage import Outcome, Usage, output_messages
 
@@ -28,13 +28,12 @@ if TYPE_CHECKING:
     from ._config import Settings
     from ._metrics import Instruments
 
-_SECRET = re.compile(r"\b(sk-[A-Za-z0-9_*\-]{4,}|Bearer\s+[A-Za-z0-9._\-]+)")
-_ERROR_MESSAGE_LIMIT = 1024
-
-
-def scrub(text: str) -> str:
-    """Remove API keys and bearer tokens (the API echoes masked keys in 401 messages)."""
-    return _SECRET.sub("[REDACTED]", text)
+_ERROR_MESSAGE_LIMIT: Final = 1024
+WITHHELD: Final = "message withheld: content capture is off"
+"""Stands for an error text that may quote the request or the answer (see :func:`error_text`)."""
+_TRANSPORT_PACKAGES: Final = frozenset({"httpx", "httpcore", "httpx2", "httpcore2"})
+_CAUSE: Final = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT: Final = "\nDuring handling of the above exception, another exception occurred:\n\n"
 
 
 def error_type(error: BaseException, sdk: SdkTypes | None) -> str:
@@ -43,15 +42,82 @@ def error_type(error: BaseException, sdk: SdkTypes | None) -> str:
     return str(code) if code is not None else type(error).__qualname__
 
 
-def record_error(span: Span, error: BaseException) -> None:
-    """The exception event and the span's error status, with keys scrubbed from both."""
-    message = scrub(str(error))[:_ERROR_MESSAGE_LIMIT]
-    # The traceback ends with the message too: both are scrubbed of keys.
-    stacktrace = scrub("".join(traceback.format_exception(error)))
+def record_error(
+    span: Span, error: BaseException, sdk: SdkTypes | None, *, content: bool
+) -> None:
+    """The exception event and the span's error status: texts as :func:`error_text` allows
+    (``content``: content capture on spans is on), every one scrubbed of credentials."""
+    message = scrub(error_text(error, sdk, content=content))[:_ERROR_MESSAGE_LIMIT]
+    # The traceback ends with the message too: it is written by the same rule, then scrubbed.
+    if content:
+        stacktrace = "".join(traceback.format_exception(error))
+    else:
+        stacktrace = _stacktrace(error, lambda exc: error_text(exc, sdk, content=False))
     span.record_exception(
-        error, attributes={"exception.message": message, "exception.stacktrace": stacktrace}
+        error, attributes={"exception.message": message, "exception.stacktrace": scrub(stacktrace)}
     )
     span.set_status(Status(StatusCode.ERROR, message))
+
+
+def error_text(error: BaseException, sdk: SdkTypes | None, *, content: bool) -> str:
+    """What an exception may say on a span. Servers quote prompts and answers in their error
+    messages, and so do other exceptions (a validation error quotes the answer it refused), so
+    with content capture off only texts written by the network stack are kept (a connection
+    refused, a timeout); for an error the server answered, its status and the error's
+    ``code``, ``type`` and ``param``; for anything else, that a message was withheld."""
+    text = str(error)
+    if content or not text or _from_the_network(error, sdk):
+        return text
+    parts = []
+    if sdk is not None and isinstance(error, sdk.api_error):
+        status = status_code(error, sdk)
+        if status is not None:
+            parts.append(f"HTTP {status}")
+        for name in ("code", "type", "param"):
+            value = getattr(error, name, None)
+            if isinstance(value, str) and value:
+                parts.append(f"{name} {value[:64]}")
+    return f"{', '.join(parts)} [{WITHHELD}]" if parts else f"[{WITHHELD}]"
+
+
+def _from_the_network(error: BaseException, sdk: SdkTypes | None) -> bool:
+    """The text was written by the client's network stack, which never quotes content."""
+    if isinstance(error, OSError):  # refused, reset, DNS, TLS, timeouts
+        return True
+    if sdk is not None and isinstance(error, sdk.connection_error):
+        return True
+    return type(error).__module__.partition(".")[0] in _TRANSPORT_PACKAGES
+
+
+def _stacktrace(error: BaseException, describe: Callable[[BaseException], str]) -> str:
+    """The traceback as Python prints it (chained exceptions included), each exception's
+    message given by ``describe``: the frames say where it failed, never what was sent."""
+    chain: list[tuple[BaseException, str]] = []  # each with how it led to the one before
+    seen: set[int] = set()
+    exc: BaseException | None = error
+    link = ""
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append((exc, link))
+        if exc.__cause__ is not None:
+            exc, link = exc.__cause__, _CAUSE
+        elif exc.__context__ is not None and not exc.__suppress_context__:
+            exc, link = exc.__context__, _CONTEXT
+        else:
+            exc = None
+    lines: list[str] = []
+    for exc, link in reversed(chain):
+        if exc.__traceback__ is not None:
+            lines.append("Traceback (most recent call last):\n")
+            lines.extend(traceback.format_tb(exc.__traceback__))
+        kind = type(exc)
+        name = kind.__qualname__
+        if kind.__module__ not in ("builtins", "__main__"):
+            name = f"{kind.__module__}.{name}"
+        text = describe(exc)
+        lines.append(f"{name}: {text}\n" if text else f"{name}\n")
+        lines.append(link)
+    return "".join(lines)
 
 
 def response_attributes(outcome: Outcome) -> dict[str, AttributeValue]:

@@ -28,6 +28,10 @@ class SdkTypes:
     """``with_streaming_response`` results (sync): body not read until the user reads it."""
     async_api_response: type[Any]
     status_error: type[Any]
+    api_error: type[Any]
+    """``APIError``: every error about a request the SDK sent, the server's answers included."""
+    connection_error: type[Any]
+    """``APIConnectionError`` (and its ``APITimeoutError``): no answer; the SDK's own text."""
     streams: tuple[type[Any], ...] = ()
     """``stream`` and ``async_stream``, for one ``isinstance``."""
     raw_responses: tuple[type[Any], ...] = ()
@@ -61,6 +65,8 @@ def load() -> SdkTypes:
         api_response=_response.APIResponse,
         async_api_response=_response.AsyncAPIResponse,
         status_error=openai.APIStatusError,
+        api_error=openai.APIError,
+        connection_error=openai.APIConnectionError,
     )
 
 

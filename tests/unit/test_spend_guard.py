@@ -290,7 +290,7 @@ def test_settings_read_the_url_query_interval_and_timeout() -> None:
             "LLMMETER_PROMETHEUS_URL",
             "http://prom:9090/?token=1",
             "expected the http(s) base URL of Prometheus, such as http://prometheus:9090; "
-            "got 'http://prom:9090/?token=1', with a query or fragment",
+            "got 'http://prom:9090/?token=[REDACTED]', with a query or fragment",
         ),
         ("LLMMETER_SPEND_POLL_INTERVAL", "0", "expected a positive number of seconds; got '0'"),
         ("LLMMETER_SPEND_TIMEOUT", "soon", "expected a positive number of seconds; got 'soon'"),

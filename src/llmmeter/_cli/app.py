@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from llmmeter._package import __version__
+from llmmeter._scrub import scrub
 
 from .common import Parser, UsageError
 from .demo import add_demo_parser
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, listed, [*getattr(args, listed), *extras])
         code: int = args.handler(args, print)
     except UsageError as exc:
-        message = " ".join(str(exc).split())
+        message = " ".join(scrub(str(exc)).split())  # may quote a URL or a server's error
         print(f"llmmeter: error: {message}", file=sys.stderr)
         return 2
     return code

@@ -1,0 +1,153 @@
+"""Keeping credentials out of what llmmeter writes: one scrubber for every text that came from
+configuration, URLs, headers or a server.
+
+llmmeter writes texts it did not compose: an exception's message and traceback, an
+exporter's reason for a failed export, a collector's or Prometheus's URL from a variable, a
+server's error. Any of them may hold a credential: the key the API echoes (masked) in a 401,
+a password in a URL's userinfo, a signed query (``?sig=``), an ``Authorization`` header quoted
+back. :func:`scrub` replaces every credential shape in :data:`SHAPES` wherever it sits in a
+text; :func:`scrub_record` does it to a log record (message, arguments, traceback); and the
+filter on the ``llmmeter`` logger, attached when this module is imported, does it to every
+record llmmeter logs. It runs on error paths, warnings and at configuration, never on a
+successful call's path.
+
+Shapes, not values: llmmeter never holds the application's API key (the SDK sends it), and a
+server may echo a key that is not the client's, so the scrubber recognises what credentials
+look like. A rare harmless token of the same look (a long mixed-case id) is lost with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+REDACTED: Final = "[REDACTED]"
+"""What a credential is replaced with (a URL's password becomes ``***``: ``user:***@host``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """One kind of credential: how it looks in text, and what replaces it."""
+
+    name: str
+    pattern: re.Pattern[str]
+    replace: str | Callable[[re.Match[str]], str]
+
+
+def _userinfo(match: re.Match[str]) -> str:
+    # With a password, the part before it is a user name, kept; alone, it may be a token.
+    user, colon, _ = match["userinfo"].partition(":")
+    return f"{match['scheme']}{user}:***@" if colon else f"{match['scheme']}***@"
+
+
+_NAMES: Final = (
+    r"(?:[\w-]*?[-_])?"  # x-api-key, access_token, client_secret, x-amz-signature...
+    r"(?:api[-_]?key|apikey|key|token|secret|password|passwd|pwd|sig|signature"
+    r"|credentials?|authorization|auth)"
+)
+_VALUE_END: Final = r"\s&\"',;#()\[\]{}<>"
+
+SHAPES: Final = (
+    Shape(
+        "URL userinfo (http://user:password@host, https://token@host)",
+        re.compile(r"(?P<scheme>(?<![\w+.-])[a-zA-Z][a-zA-Z0-9+.\-]{0,31}://)(?P<userinfo>[^\s/?#]*)@"),
+        _userinfo,
+    ),
+    Shape(
+        "userinfo without a scheme (user:password@host, as gRPC endpoints are written)",
+        re.compile(r"(?<![\w/:@.%*~-])(?P<user>[\w.%~-]+):[^\s/@]{1,256}@(?=[\w\[])"),
+        r"\g<user>:***@",
+    ),
+    Shape(
+        "bearer token (Authorization: Bearer ...)",
+        re.compile(r"(?i)\b(?P<scheme>bearer)\s+[\w.~+/=-]+"),
+        rf"\g<scheme> {REDACTED}",
+    ),
+    Shape(
+        "basic credentials (Authorization: Basic base64)",
+        re.compile(r"(?i)\b(?P<scheme>basic)\s+(?=[A-Za-z0-9+/]*[0-9+/=])[A-Za-z0-9+/]{6,}=*"),
+        rf"\g<scheme> {REDACTED}",
+    ),
+    Shape(
+        "a named credential (api-key=, ?token=, &sig=, 'password': ..., x-api-key: ...)",
+        re.compile(
+            rf"(?i)(?<![\w-])(?P<name>{_NAMES})(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
+            rf"(?:(?:bearer|basic)\s+)?[^{_VALUE_END}]+"
+        ),
+        rf"\g<name>\g<sep>{REDACTED}",
+    ),
+    Shape(
+        "a masked key, as APIs echo them (ak-************9QRS, sk-proj-****abcd)",
+        re.compile(r"(?<![\w*-])(?=[\w*-]*[A-Za-z0-9])[\w-]*\*{4,}[\w*-]*"),
+        REDACTED,
+    ),
+    Shape(
+        "an OpenAI-style secret key (sk-..., sk-proj-..., sk_live_...)",
+        re.compile(r"\bsk[-_][\w*-]{4,}"),
+        REDACTED,
+    ),
+    Shape(
+        "a hexadecimal key of 32 digits or more (Azure OpenAI keys)",
+        re.compile(r"(?<![\w-])[0-9a-fA-F]{32,}(?![\w-])"),
+        REDACTED,
+    ),
+    Shape(
+        "a random-looking token: 20+ letters and digits, with two or more each of capitals, "
+        "small letters and digits (keys of other providers, session tokens)",
+        re.compile(
+            r"(?<![\w-])(?=(?:[\w-]*?[A-Z]){2})(?=(?:[\w-]*?[a-z]){2})(?=(?:[\w-]*?[0-9]){2})"
+            r"[\w-]{20,}(?![\w-])"
+        ),
+        REDACTED,
+    ),
+)
+"""Every credential shape llmmeter removes, in the order they apply."""
+
+
+def scrub(text: str) -> str:
+    """``text`` with every credential of :data:`SHAPES` replaced."""
+    for shape in SHAPES:
+        text = shape.pattern.sub(shape.replace, text)
+    return text
+
+
+_UNFORMATTABLE: Final = "(llmmeter: a log message whose arguments did not format) "
+
+
+def scrub_record(record: logging.LogRecord) -> None:
+    """Scrub a log record in place: the message with its arguments merged in, the traceback
+    (kept as text in ``exc_text``, so ``exc_info`` no longer holds the exception, whose
+    message and frames a handler could show unscrubbed) and the stack."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format must not take the log call down with it
+        message = _UNFORMATTABLE + str(record.msg)
+    record.msg = scrub(message)
+    record.args = ()
+    if record.exc_info:
+        if not record.exc_text and record.exc_info[0] is not None:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.exc_info = None
+    if record.exc_text:
+        record.exc_text = scrub(record.exc_text)
+    if record.stack_info:
+        record.stack_info = scrub(record.stack_info)
+
+
+class LogScrubber(logging.Filter):
+    """The filter on the ``llmmeter`` logger: no record llmmeter logs carries a credential."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        scrub_record(record)
+        return True
+
+
+def _attach(logger: logging.Logger) -> None:
+    if not any(isinstance(f, LogScrubber) for f in logger.filters):
+        logger.addFilter(LogScrubber())
+
+
+_attach(logging.getLogger("llmmeter"))
