@@ -62,6 +62,14 @@ SHAPES: Final = (
         r"\g<user>:***@",
     ),
     Shape(
+        "a named credential (api-key=, ?token=, &sig=, 'password': ..., x-api-key: ...)",
+        re.compile(
+            rf"(?i)(?<![\w-])(?P<name>{_NAMES})(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
+            rf"(?:(?:bearer|basic)\s+)?[^{_VALUE_END}]+"
+        ),
+        rf"\g<name>\g<sep>{REDACTED}",
+    ),
+    Shape(
         "bearer token (Authorization: Bearer ...)",
         re.compile(r"(?i)\b(?P<scheme>bearer)\s+[\w.~+/=-]+"),
         rf"\g<scheme> {REDACTED}",
@@ -70,14 +78,6 @@ SHAPES: Final = (
         "basic credentials (Authorization: Basic base64)",
         re.compile(r"(?i)\b(?P<scheme>basic)\s+(?=[A-Za-z0-9+/]*[0-9+/=])[A-Za-z0-9+/]{6,}=*"),
         rf"\g<scheme> {REDACTED}",
-    ),
-    Shape(
-        "a named credential (api-key=, ?token=, &sig=, 'password': ..., x-api-key: ...)",
-        re.compile(
-            rf"(?i)(?<![\w-])(?P<name>{_NAMES})(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
-            rf"(?:(?:bearer|basic)\s+)?[^{_VALUE_END}]+"
-        ),
-        rf"\g<name>\g<sep>{REDACTED}",
     ),
     Shape(
         "a masked key, as APIs echo them (ak-************9QRS, sk-proj-****abcd)",

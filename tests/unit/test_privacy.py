@@ -29,6 +29,18 @@ from llmmeter import ConfigError
 from llmmeter._content import REDACTION_FAILED
 from llmmeter.testing import FakeOpenAI
 from tests.conftest import Telemetry, make_telemetry
+from tests.credentials import (
+    AZURE_KEY,
+    CORPUS,
+    ECHO,
+    KEYS,
+    OPENAI_KEY,
+    OTHER_KEY,
+    QUERY,
+    URL_PASSWORD,
+    URL_USER,
+    leaks,
+)
 
 SECRET_WORD = "quokka-4417"
 PROMPT = f"Please classify this: the {SECRET_WORD} launch codes sit in the blue folder"
@@ -88,6 +100,8 @@ def exported(tel: Telemetry, records: list[logging.LogRecord]) -> list[tuple[str
     for record in records:
         if record.name != "llmmeter" and not record.name.startswith("llmmeter."):
             continue  # other libraries' logs (httpx logs URLs with their credentials)
+        if record.name == "llmmeter.testing":
+            continue  # the fake server's access log: the server's side, not llmmeter's
         found.append((f"log.{record.name}", record.getMessage()))
         found.extend((f"log.{record.name}.args", text) for text in _texts(record.args))
         if record.exc_info:
@@ -356,6 +370,106 @@ def test_a_hook_returning_a_non_string_drops_the_content(client: Any, tel: Telem
 def test_a_non_callable_redact_is_a_config_error(bad: Any) -> None:
     with pytest.raises(ConfigError, match="argument redact: expected a callable"):
         llmmeter.instrument(redact=bad)
+
+
+# --- a corpus of credentials, planted everywhere they can enter --------------------------------
+
+MESSAGES = [{"role": "user", "content": PROMPT}]
+
+
+def plant_everywhere(server: FakeOpenAI, openai: Any) -> list[BaseException]:
+    """Every credential of the corpus, everywhere it can enter a call: each key shape as a
+    client's key (rejected: the 401 echoes it, masked), a base URL with userinfo, credential
+    query parameters and headers, and server errors quoting all of them. Returns what the SDK
+    raised, to show there was something to leak."""
+    caught: list[BaseException] = []
+    with FakeOpenAI(api_key="sk-the-right-key") as guarded:
+        for key in KEYS:
+            with (
+                openai.OpenAI(base_url=guarded.base_url, api_key=key, max_retries=0) as wrong,
+                pytest.raises(openai.AuthenticationError) as rejected,
+            ):
+                wrong.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            assert key[-4:] in str(rejected.value)
+    url = server.base_url.replace("http://", f"http://{URL_USER}:{URL_PASSWORD}@")
+    with openai.OpenAI(
+        base_url=url,
+        api_key=OPENAI_KEY,
+        max_retries=0,
+        default_query=QUERY,
+        default_headers={"api-key": AZURE_KEY, "x-api-key": OTHER_KEY},
+    ) as client:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        for _ in client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        ):
+            pass
+        calls = [
+            lambda: client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES),
+            lambda: client.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, stream=True
+            ),
+            lambda: client.responses.create(model="gpt-4o-mini", input=PROMPT),
+            lambda: client.embeddings.create(model="text-embedding-3-small", input=PROMPT),
+        ]
+        for status, call in zip((400, 500, 401, 429), calls, strict=True):
+            server.fail_next(status, message=f"{ECHO}; prompt {PROMPT!r}")
+            with pytest.raises(openai.APIStatusError) as failed:
+                call()
+            caught.append(failed.value)
+    assert all(len(leaks(str(error))) == len(CORPUS) for error in caught)
+    return caught
+
+
+@pytest.mark.parametrize("content", [False, True], ids=["content-off", "content-on"])
+def test_no_credential_of_the_corpus_reaches_spans_metrics_or_logs(
+    server: FakeOpenAI,
+    openai_module: Any,
+    tel: Telemetry,
+    logs: pytest.LogCaptureFixture,
+    content: bool,
+) -> None:
+    tel.instrument(capture_content=content)
+    plant_everywhere(server, openai_module)
+
+    texts = exported(tel, logs.records)
+    found = [(where, name) for where, text in texts for name in leaks(text)]
+    assert found == []
+    messages = [
+        str((event.attributes or {})["exception.message"])
+        for span in tel.spans()
+        for event in span.events
+        if event.name == "exception"
+    ]
+    assert len(messages) == len(KEYS) + 4
+    # With content on the servers' texts are recorded (scrubbed); off, never.
+    assert any("upstream refused" in m for m in messages) is content
+    assert any(SECRET_WORD in text for where, text in texts if "exception" in where) is content
+
+
+def test_no_credential_reaches_llmmeter_logs_from_an_internal_error_or_a_policy_hook(
+    client: Any, tel: Telemetry, logs: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exceptions quoting credentials, logged with their traceback: llmmeter's own failure
+    (production mode: logged, swallowed) and the user's policy raising."""
+    from llmmeter import _call
+
+    class LeakyPolicy:
+        def decide(self, call: Any) -> None:
+            raise ValueError(f"policy saw {ECHO}")
+
+    def fails(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"internal: {ECHO}")
+
+    tel.instrument(strict=False, policy=LeakyPolicy())
+    monkeypatch.setattr(_call, "read_response", fails)
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+
+    shown = logging.Formatter("%(levelname)s %(name)s %(message)s")
+    written = [shown.format(r) for r in logs.records if r.name == "llmmeter"]
+    assert any("ValueError: policy saw upstream refused" in text for text in written)
+    assert any("RuntimeError: internal: upstream refused" in text for text in written)
+    assert [name for text in written for name in leaks(text)] == []
 
 
 # --- files are data ------------------------------------------------------------------------
