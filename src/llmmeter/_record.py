@@ -42,9 +42,7 @@ def error_type(error: BaseException, sdk: SdkTypes | None) -> str:
     return str(code) if code is not None else type(error).__qualname__
 
 
-def record_error(
-    span: Span, error: BaseException, sdk: SdkTypes | None, *, content: bool
-) -> None:
+def record_error(span: Span, error: BaseException, sdk: SdkTypes | None, *, content: bool) -> None:
     """The exception event and the span's error status: texts as :func:`error_text` allows
     (``content``: content capture on spans is on), every one scrubbed of credentials."""
     message = scrub(error_text(error, sdk, content=content))[:_ERROR_MESSAGE_LIMIT]

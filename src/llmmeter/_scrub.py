@@ -53,7 +53,9 @@ _VALUE_END: Final = r"\s&\"',;#()\[\]{}<>"
 SHAPES: Final = (
     Shape(
         "URL userinfo (http://user:password@host, https://token@host)",
-        re.compile(r"(?P<scheme>(?<![\w+.-])[a-zA-Z][a-zA-Z0-9+.\-]{0,31}://)(?P<userinfo>[^\s/?#]*)@"),
+        re.compile(
+            r"(?P<scheme>(?<![\w+.-])[a-zA-Z][a-zA-Z0-9+.\-]{0,31}://)(?P<userinfo>[^\s/?#]*)@"
+        ),
         _userinfo,
     ),
     Shape(

@@ -128,9 +128,9 @@ def _run(
     )
 
 
-def _exception_messages(collector: Collector) -> list[str]:
+def _exception_messages(received: Collector) -> list[str]:
     messages = []
-    for request in collector.received:
+    for request in received.received:
         if not request.path.startswith("/v1/traces"):
             continue
         export = ExportTraceServiceRequest.FromString(request.body)
@@ -145,7 +145,10 @@ def _exception_messages(collector: Collector) -> list[str]:
 
 @pytest.mark.parametrize("content", [False, True], ids=["content-off", "content-on"])
 def test_no_credential_reaches_the_otlp_bytes_or_stderr(
-    fake: FakeOpenAI, guarded: FakeOpenAI, collector: Collector, content: bool
+    fake: FakeOpenAI,
+    guarded: FakeOpenAI,
+    collector: Collector,  # noqa: F811
+    content: bool,
 ) -> None:
     """Spans go to a collector whose URL carries userinfo and a signed query; metrics go to
     an unreachable one, so that its failure (reason: the client's error, naming the URL with
@@ -194,4 +197,3 @@ def test_no_credential_of_a_grpc_collector_url_reaches_stderr(
     assert "CALLS-DONE" in done.stdout
     assert "exporting spans to http://collector:***@127.0.0.1:" in done.stderr
     assert leaks(done.stderr) == [], done.stderr
-

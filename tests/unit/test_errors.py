@@ -255,9 +255,7 @@ def test_a_stacktrace_written_with_content_off_reads_as_python_prints_it() -> No
     assert _stacktrace(error, content=False) == "".join(traceback.format_exception(error))
 
 
-def test_a_stacktrace_with_content_off_withholds_each_chained_text_that_may_quote_content() -> (
-    None
-):
+def test_with_content_off_each_chained_text_that_may_quote_content_is_withheld() -> None:
     try:
         try:
             raise ValueError(f"cannot encode {PROMPT!r}")

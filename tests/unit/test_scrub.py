@@ -150,4 +150,3 @@ def test_every_record_of_the_llmmeter_logger_goes_through_the_scrubber() -> None
     written = stream.getvalue()
     assert "ValueError: upstream refused" in written
     assert leaks(written) == []
-
