@@ -43,11 +43,23 @@ def _userinfo(match: re.Match[str]) -> str:
     return f"{match['scheme']}{user}:***@" if colon else f"{match['scheme']}***@"
 
 
-_NAMES: Final = (
-    r"(?:[\w-]*?[-_])?"  # x-api-key, access_token, client_secret, x-amz-signature...
-    r"(?:api[-_]?key|apikey|key|token|secret|password|passwd|pwd|sig|signature"
-    r"|credentials?|authorization|auth)"
+_NAMED: Final = (
+    r"(?:[\w-]*?[-_](?:key|token|secret|signature|sig|credentials?|auth)"  # x-api-key, x-amz-...
+    r"|api[-_]?key|apikey|password|passwd|pwd|authorization|credentials?)"
 )
+"""Names that always hold a credential: a value after ``=`` or ``:`` is one."""
+_BARE: Final = r"(?:key|token|secret|signature|sig|auth)"
+"""Names that hold one as a parameter (``?key=``) or a quoted field (``"token": ...``), but
+are words too (``no API key: set OPENAI_API_KEY``): only ``=`` or a quoted name count."""
+
+
+def _named(match: re.Match[str]) -> str:
+    name, sep = match["name"], match["sep"]
+    if name is None:
+        name, sep = match["bare"], match["bare_sep"]
+    return f"{name}{sep}{REDACTED}"
+
+
 _VALUE_END: Final = r"\s&\"',;#()\[\]{}<>"
 
 SHAPES: Final = (
@@ -66,10 +78,11 @@ SHAPES: Final = (
     Shape(
         "a named credential (api-key=, ?token=, &sig=, 'password': ..., x-api-key: ...)",
         re.compile(
-            rf"(?i)(?<![\w-])(?P<name>{_NAMES})(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
+            rf"(?i)(?<![\w-])(?:(?P<name>{_NAMED})(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
+            rf"|(?P<bare>{_BARE})(?P<bare_sep>=\s*[\"']?|[\"']\s*:\s*[\"']?))"
             rf"(?:(?:bearer|basic)\s+)?[^{_VALUE_END}]+"
         ),
-        rf"\g<name>\g<sep>{REDACTED}",
+        _named,
     ),
     Shape(
         "bearer token (Authorization: Bearer ...)",

@@ -87,6 +87,8 @@ KEPT = [
     "c0ffee00-1234-4abc-8def-0123456789ab",
     "Basic authentication failed",
     "token limit reached: 5000 tokens",
+    "no API key: set OPENAI_API_KEY (any value for a server that needs none)",
+    "Invalid key: expected a string; token: expired",
     "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
     "Error code: 429 - Rate limit reached for gpt-4o-mini on requests per min (RPM): Limit 3",
     "jane.doe@example.com",
