@@ -50,6 +50,7 @@ CONTEXTS = {
         f"Max retries exceeded with url: /v1/traces?{QUERY_STRING} (Caused by ...)",
     ],
     "a server's echo of everything": [ECHO],
+    "text beyond ASCII": [f"Clé API refusée : {OTHER_KEY} — {QUERY_STRING} — {ECHO}"],
 }
 
 
