@@ -16,6 +16,7 @@ from tests.credentials import (
     BEARER,
     ECHO,
     KEYS,
+    OTHER_KEY,
     QUERY,
     QUERY_STRING,
     URL_PASSWORD,
