@@ -166,20 +166,24 @@ _UNFORMATTABLE: Final = "(llmmeter: a log message whose arguments did not format
 
 
 def scrub_record(record: logging.LogRecord) -> None:
-    """Scrub a log record in place: the message with its arguments merged in, the traceback
-    (kept as text in ``exc_text``, so ``exc_info`` no longer holds the exception, whose
-    message and frames a handler could show unscrubbed) and the stack."""
+    """Scrub a log record in place. A record without a credential is left as it is; else its
+    message is replaced by the scrubbed text (arguments merged in), and a traceback holding
+    one is kept as scrubbed text in ``exc_text``, with ``exc_info`` cleared: a handler that
+    formats the exception itself would show it whole."""
     try:
         message = record.getMessage()
+        formatted = True
     except Exception:  # a bad format must not take the log call down with it
-        message = _UNFORMATTABLE + str(record.msg)
-    record.msg = scrub(message)
-    record.args = ()
-    if record.exc_info:
-        if not record.exc_text and record.exc_info[0] is not None:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        record.exc_info = None
-    if record.exc_text:
+        message, formatted = _UNFORMATTABLE + str(record.msg), False
+    scrubbed = scrub(message)
+    if scrubbed != message or not formatted:
+        record.msg, record.args = scrubbed, ()
+    if record.exc_info and record.exc_info[0] is not None:
+        text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+        clean = scrub(text)
+        if clean != text:
+            record.exc_text, record.exc_info = clean, None
+    elif record.exc_text:
         record.exc_text = scrub(record.exc_text)
     if record.stack_info:
         record.stack_info = scrub(record.stack_info)

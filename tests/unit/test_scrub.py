@@ -129,6 +129,20 @@ def test_a_log_record_is_scrubbed_message_arguments_and_traceback() -> None:
     assert leaks(record.getMessage()) == []
 
 
+def test_a_record_without_credentials_is_left_as_it_was() -> None:
+    try:
+        raise RuntimeError("the price table has no gpt-4o-mini")
+    except RuntimeError as exc:
+        error = exc
+    record = _record("llmmeter internal error in %s", "call.price", error=error)
+    exc_info = record.exc_info
+    scrub_record(record)
+    assert record.msg == "llmmeter internal error in %s"
+    assert record.args == ("call.price",)
+    assert record.exc_info is exc_info
+    assert record.exc_text is None
+
+
 def test_a_record_whose_arguments_do_not_format_is_scrubbed_without_raising() -> None:
     record = _record("key %s and %s", ECHO)  # one argument short
     scrub_record(record)
