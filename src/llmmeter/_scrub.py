@@ -5,7 +5,7 @@ llmmeter writes texts it did not compose: an exception's message and traceback, 
 exporter's reason for a failed export, a collector's or Prometheus's URL from a variable, a
 server's error. Any of them may hold a credential: the key the API echoes (masked) in a 401,
 a password in a URL's userinfo, a signed query (``?sig=``), an ``Authorization`` header quoted
-back. :func:`scrub` replaces every credential shape in :data:`SHAPES` wherever it sits in a
+back. :func:`scrub` replaces every credential shape in :func:`shapes` wherever it sits in a
 text; :func:`scrub_record` does it to a log record (message, arguments, traceback); and the
 filter on the ``llmmeter`` logger, attached when this module is imported, does it to every
 record llmmeter logs. It runs on error paths, warnings and at configuration, never on a
@@ -18,6 +18,7 @@ look like. A rare harmless token of the same look (a long mixed-case id) is lost
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -65,69 +66,73 @@ def _named(match: re.Match[str]) -> str:
 
 _VALUE_END: Final = r"\s&\"',;#()\[\]{}<>"
 
-SHAPES: Final = (
-    Shape(
-        "URL userinfo (http://user:password@host, https://token@host)",
-        re.compile(r"://(?P<userinfo>[^\s/?#]*)@"),
-        _userinfo,
-        gate=re.compile(r"://[^\s/?#]*@"),
-    ),
-    Shape(
-        "userinfo without a scheme (user:password@host, as gRPC endpoints are written)",
-        re.compile(r"(?<![\w/:@.%*~-])(?P<user>[\w.%~-]+):[^\s/@]{1,256}@(?=[\w\[])"),
-        r"\g<user>:***@",
-        gate=re.compile("@"),
-    ),
-    Shape(
-        "a named credential (api-key=, ?token=, &sig=, 'password': ..., x-api-key: ...)",
-        re.compile(
-            rf"(?i)(?<![\w-])(?:(?P<name>{_NAMED})(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
-            rf"|(?P<bare>{_BARE})(?P<bare_sep>=\s*[\"']?|[\"']\s*:\s*[\"']?))"
-            rf"(?:(?:bearer|basic)\s+)?[^{_VALUE_END}]+"
+
+@functools.cache
+def shapes() -> tuple[Shape, ...]:
+    """Every credential shape llmmeter removes, in the order they apply; compiled at the
+    first scrub (an error or a warning), not at ``import llmmeter``."""
+    return (
+        Shape(
+            "URL userinfo (http://user:password@host, https://token@host)",
+            re.compile(r"://(?P<userinfo>[^\s/?#]*)@"),
+            _userinfo,
+            gate=re.compile(r"://[^\s/?#]*@"),
         ),
-        _named,
-        gate=re.compile(
-            r"(?:key|token|secret|signature|sig|credentials?|authorization|auth|password"
-            r"|passwd|pwd)[\"']?\s*[:=]"
+        Shape(
+            "userinfo without a scheme (user:password@host, as gRPC endpoints are written)",
+            re.compile(r"(?<![\w/:@.%*~-])(?P<user>[\w.%~-]+):[^\s/@]{1,256}@(?=[\w\[])"),
+            r"\g<user>:***@",
+            gate=re.compile("@"),
         ),
-    ),
-    Shape(
-        "bearer token (Authorization: Bearer ...)",
-        re.compile(r"(?i)\b(?P<scheme>bearer)\s+[\w.~+/=-]+"),
-        rf"\g<scheme> {REDACTED}",
-        gate=re.compile(r"bearer\s"),
-    ),
-    Shape(
-        "basic credentials (Authorization: Basic base64)",
-        re.compile(r"(?i)\b(?P<scheme>basic)\s+(?=[A-Za-z0-9+/]*[0-9+/=])[A-Za-z0-9+/]{6,}=*"),
-        rf"\g<scheme> {REDACTED}",
-        gate=re.compile(r"basic\s"),
-    ),
-    Shape(
-        "a masked key, as APIs echo them (ak-************9QRS, sk-proj-****abcd)",
-        re.compile(r"(?<![\w*-])(?=[\w*-]*[A-Za-z0-9])[\w-]*\*{4,}[\w*-]*"),
-        REDACTED,
-        gate=re.compile(r"\*\*\*\*"),
-    ),
-    Shape(
-        "an OpenAI-style secret key (sk-..., sk-proj-..., sk_live_...)",
-        re.compile(r"\bsk[-_][\w*-]{4,}"),
-        REDACTED,
-        gate=re.compile(r"sk[-_]"),
-    ),
-    Shape(
-        "a hexadecimal key of 32 digits or more (Azure OpenAI keys)",
-        re.compile(r"[0-9a-fA-F]{32,}"),
-        lambda match: REDACTED if _alone(match) else match[0],
-    ),
-    Shape(
-        "a random-looking token: 20+ letters and digits, with two or more each of capitals, "
-        "small letters and digits (keys of other providers, session tokens)",
-        re.compile(r"[\w-]{20,}"),  # always a whole run of word characters
-        lambda match: REDACTED if _random(match[0]) else match[0],
-    ),
-)
-"""Every credential shape llmmeter removes, in the order they apply."""
+        Shape(
+            "a named credential (api-key=, ?token=, &sig=, 'password': ..., x-api-key: ...)",
+            re.compile(
+                rf"(?i)(?<![\w-])(?:(?P<name>{_NAMED})(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
+                rf"|(?P<bare>{_BARE})(?P<bare_sep>=\s*[\"']?|[\"']\s*:\s*[\"']?))"
+                rf"(?:(?:bearer|basic)\s+)?[^{_VALUE_END}]+"
+            ),
+            _named,
+            gate=re.compile(
+                r"(?:key|token|secret|signature|sig|credentials?|authorization|auth|password"
+                r"|passwd|pwd)[\"']?\s*[:=]"
+            ),
+        ),
+        Shape(
+            "bearer token (Authorization: Bearer ...)",
+            re.compile(r"(?i)\b(?P<scheme>bearer)\s+[\w.~+/=-]+"),
+            rf"\g<scheme> {REDACTED}",
+            gate=re.compile(r"bearer\s"),
+        ),
+        Shape(
+            "basic credentials (Authorization: Basic base64)",
+            re.compile(r"(?i)\b(?P<scheme>basic)\s+(?=[A-Za-z0-9+/]*[0-9+/=])[A-Za-z0-9+/]{6,}=*"),
+            rf"\g<scheme> {REDACTED}",
+            gate=re.compile(r"basic\s"),
+        ),
+        Shape(
+            "a masked key, as APIs echo them (ak-************9QRS, sk-proj-****abcd)",
+            re.compile(r"(?<![\w*-])(?=[\w*-]*[A-Za-z0-9])[\w-]*\*{4,}[\w*-]*"),
+            REDACTED,
+            gate=re.compile(r"\*\*\*\*"),
+        ),
+        Shape(
+            "an OpenAI-style secret key (sk-..., sk-proj-..., sk_live_...)",
+            re.compile(r"\bsk[-_][\w*-]{4,}"),
+            REDACTED,
+            gate=re.compile(r"sk[-_]"),
+        ),
+        Shape(
+            "a hexadecimal key of 32 digits or more (Azure OpenAI keys)",
+            re.compile(r"[0-9a-fA-F]{32,}"),
+            lambda match: REDACTED if _alone(match) else match[0],
+        ),
+        Shape(
+            "a random-looking token: 20+ letters and digits, with two or more each of capitals, "
+            "small letters and digits (keys of other providers, session tokens)",
+            re.compile(r"[\w-]{20,}"),  # always a whole run of word characters
+            lambda match: REDACTED if _random(match[0]) else match[0],
+        ),
+    )
 
 
 def _alone(match: re.Match[str]) -> bool:
@@ -151,11 +156,11 @@ def _random(token: str) -> bool:
 
 
 def scrub(text: str) -> str:
-    """``text`` with every credential of :data:`SHAPES` replaced."""
+    """``text`` with every credential of :func:`shapes` replaced."""
     # Gates read the lower-cased text; beyond ASCII, lower-casing and the patterns'
     # case-insensitive matching can disagree, so every shape runs.
     lowered = text.lower() if text.isascii() else None
-    for shape in SHAPES:
+    for shape in shapes():
         if shape.gate is not None and lowered is not None and not shape.gate.search(lowered):
             continue
         text = shape.pattern.sub(shape.replace, text)
