@@ -472,6 +472,43 @@ def test_no_credential_reaches_llmmeter_logs_from_an_internal_error_or_a_policy_
     assert [name for text in written for name in leaks(text)] == []
 
 
+def test_the_command_line_prints_no_credential_a_server_echoed(
+    capsys: pytest.CaptureFixture[str], policy_file: Path
+) -> None:
+    """A Prometheus (or a proxy before it) refusing the query, quoting credentials back: the
+    command's one error line names the failure without them."""
+    import threading
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.cli_runner import run_cli
+    from tests.local_http import QuietHTTPServer
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"status": "error", "errorType": "auth", "error": ECHO}).encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = QuietHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://{URL_USER}:{URL_PASSWORD}@127.0.0.1:{server.server_address[1]}"
+        code, out, err = run_cli(capsys, "policy", "status", str(policy_file), "--prometheus", url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (code, out) == (2, "")
+    assert err.startswith("llmmeter: error: cannot read the fleet's counters from Prometheus")
+    assert "HTTP 401: upstream refused" in err  # the server's words are there, scrubbed
+    assert leaks(err) == []
+
+
 # --- files are data ------------------------------------------------------------------------
 
 
