@@ -63,7 +63,10 @@ def error_text(error: BaseException, sdk: SdkTypes | None, *, content: bool) -> 
     with content capture off only texts written by the network stack are kept (a connection
     refused, a timeout); for an error the server answered, its status and the error's
     ``code``, ``type`` and ``param``; for anything else, that a message was withheld."""
-    text = str(error)
+    try:
+        text = str(error)
+    except Exception:  # as Python's own traceback says of such an exception
+        return "<exception str() failed>"
     if content or not text or _from_the_network(error, sdk):
         return text
     parts = []
@@ -84,7 +87,7 @@ def _from_the_network(error: BaseException, sdk: SdkTypes | None) -> bool:
         return True
     if sdk is not None and isinstance(error, sdk.connection_error):
         return True
-    return type(error).__module__.partition(".")[0] in _TRANSPORT_PACKAGES
+    return str(type(error).__module__).partition(".")[0] in _TRANSPORT_PACKAGES
 
 
 def _stacktrace(error: BaseException, describe: Callable[[BaseException], str]) -> str:

@@ -271,6 +271,25 @@ def test_with_content_off_each_chained_text_that_may_quote_content_is_withheld()
     assert _stacktrace(error, content=True) == "".join(traceback.format_exception(error))
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+@pytest.mark.parametrize("content", [False, True])
+def test_an_exception_whose_text_cannot_be_read_is_recorded_all_the_same(content: bool) -> None:
+    try:
+        try:
+            raise Unprintable
+        except Unprintable as exc:
+            raise ConnectionResetError(104, "Connection reset by peer") from exc
+    except OSError as caught:
+        error = caught
+    stacktrace = _stacktrace(error, content=content)
+    assert "Unprintable: <exception str() failed>\n" in stacktrace
+    assert stacktrace.endswith("ConnectionResetError: [Errno 104] Connection reset by peer\n")
+
+
 @pytest.mark.parametrize(
     "key",
     [
