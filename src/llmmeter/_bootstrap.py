@@ -115,8 +115,10 @@ def _protocol(env: Mapping[str, str], signal: str) -> str:
 
 
 class _ExporterLog(logging.Filter):
-    """Keeps the OTLP exporters' per-batch error lines out of the application's log; the
-    first line since the last report becomes the reason in llmmeter's own report."""
+    """Keeps the OTLP exporters' per-batch error lines of llmmeter's own exports (on the
+    threads :meth:`_Report.export` runs them on) out of the application's log; the first line
+    since the last report becomes the reason in llmmeter's own report. Exporters the
+    application built log as they would without llmmeter."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -140,9 +142,10 @@ class _ExporterLog(logging.Filter):
                 report.deadline = deadline
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not _exporting():
+            return True  # the application's own exporters, on its threads: its log, untouched
         if record.levelno < logging.WARNING:
-            if _exporting():  # debug lines name the endpoint, userinfo included
-                scrub_record(record)
+            scrub_record(record)  # debug lines name the endpoint, userinfo included
             return True
         with self._lock:
             first = record.name not in self._first

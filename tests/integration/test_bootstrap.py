@@ -546,3 +546,43 @@ def test_a_bad_exit_budget_is_a_config_error_naming_it(fake: FakeOpenAI) -> None
     assert "CONFIG-ERROR environment variable LLMMETER_EXIT_TIMEOUT: expected a number of " in (
         done.stdout
     )
+
+
+APP_WITH_ITS_OWN_EXPORTER = """
+import logging, os, sys
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                    format="%(levelname)s %(name)s %(message)s")
+import llmmeter
+llmmeter.instrument()  # nothing configured: llmmeter's own exporters, its log filters
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+own = TracerProvider()
+own.add_span_processor(SimpleSpanProcessor(
+    OTLPSpanExporter(endpoint=os.environ["APP_ENDPOINT"], timeout=1)
+))
+with own.get_tracer("app").start_as_current_span("checkout"):
+    pass
+print("APP-DONE", flush=True)
+"""
+
+
+def test_the_applications_own_exporter_still_logs_its_failures_beside_llmmeters(
+    fake: FakeOpenAI,
+) -> None:
+    """llmmeter keeps the exporters' per-batch error lines of *its own* exports out of the
+    log; an exporter the application built, failing on the application's thread, logs as it
+    would without llmmeter."""
+    done = _run(
+        fake,
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{_free_port()}",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+            "APP_ENDPOINT": f"http://127.0.0.1:{_free_port()}/v1/traces",
+        },
+        app=APP_WITH_ITS_OWN_EXPORTER,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "APP-DONE" in done.stdout
+    own = [x for x in done.stderr.splitlines() if x.startswith("WARNING opentelemetry.exporter")]
+    assert own, done.stderr
