@@ -1,0 +1,402 @@
+"""Policy ``prompt`` patterns: run by RE2, so no pattern can make a call hang.
+
+A policy file is configuration, often written by someone other than the app's author, and its
+patterns run on every call. Python's ``re`` backtracks: ``(a+)+$`` takes exponential time on
+a 29-character prompt, and nothing can interrupt it. RE2 (the ``google-re2`` package) runs a
+pattern as an automaton instead, so a search takes time proportional to the text's length
+times the pattern's size, never more. Three bounds keep that product small: the text is the
+call view's prompt window (``PROMPT_WINDOW`` characters), a rule's patterns compile to at most
+:data:`MAX_PROGRAM_SIZE` RE2 instructions together, and RE2's counted repetitions stop at
+``{1000}``.
+
+RE2 has no backtracking features (backreferences, lookaround, atomic groups, possessive
+quantifiers, conditionals); a pattern using one is refused when the policy loads, with the
+reason and what to write instead. So is a ``\\b`` next to a non-ASCII character: RE2's word
+boundary knows ASCII word characters only, so ``\\bcafé\\b`` would silently never match
+"café".
+
+Searching stays cheap on the hot path: each top-level alternative of a pattern is reduced to
+literal text that any match of it must contain (found with Python's own pattern parser), and
+RE2 runs only when one of those literals is in the prompt (``str`` substring search is far
+faster than any regex). Case-insensitive literals are ASCII and looked up in the lower-cased
+prompt, which ``CallView._lower_prompt`` keeps aligned with the prompt (or ``None``: then RE2
+runs). Anything the analysis does not know makes it give up: the answer is always RE2's.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+MAX_PROGRAM_SIZE: Final = 3000
+"""The most RE2 instructions a rule's prompt patterns may compile to, together. RE2's worst
+case grows with text length times program size; typical patterns are 10-100 instructions,
+a Unicode class such as ``\\pL`` about 1,200, ``.{0,1000}`` about 9,000."""
+_UNTERMINATED_QUOTE: Final = "\\Q"
+"""RE2's ``\\Q...`` quotes to the end of the pattern when no ``\\E`` closes it; a pattern with
+one is searched on its own, since joined it would swallow the patterns after it."""
+
+Literals = tuple[tuple[str, bool], ...]
+"""Literal texts, each with whether it is matched case-insensitively (then lower-cased)."""
+
+
+class PatternError(ValueError):
+    """A pattern that cannot be a prompt pattern; the message says why and what to write."""
+
+    def __init__(self, position: int | None, message: str) -> None:
+        super().__init__(message)
+        self.position = position
+        """The pattern's index in the rule's list, or ``None`` for the list as a whole."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PromptPatterns:
+    """A rule's compiled ``prompt`` patterns: at least one must be found in the prompt."""
+
+    regexes: tuple[Any, ...]
+    """RE2 regexes (one alternation of every pattern, unless one cannot be joined)."""
+    gates: tuple[Literals | None, ...] | None
+    """Per top-level alternative of every pattern, literals one of which a match of it
+    contains (``None``: unknown, so RE2 must run); ``None`` overall: always run RE2."""
+    program_size: int
+    """RE2 instructions of all the patterns together."""
+
+    def search(self, text: str, lowered: str | None) -> bool:
+        """Whether some pattern is found in ``text``; ``lowered`` is ``text`` lower-cased
+        character for character, or ``None``."""
+        gates = self.gates
+        if gates is not None and lowered is not None:
+            for gate in gates:
+                if gate is None:
+                    break
+                if any(literal in (lowered if folded else text) for literal, folded in gate):
+                    break
+            else:
+                return False  # no alternative's literal text is in the prompt
+        # UTF-8 bytes: RE2's own text, and no offset bookkeeping for str in the binding. A
+        # lone surrogate (possible in a str, never in a pattern) becomes bytes that match
+        # nothing but '.'-like classes, instead of an error.
+        data = text.encode("utf-8", "surrogatepass")
+        return any(regex.search(data) is not None for regex in self.regexes)
+
+
+def compile_prompt(patterns: Sequence[str]) -> PromptPatterns:
+    """Compile a rule's ``prompt`` patterns with RE2, refusing what it cannot run safely.
+
+    Raises:
+        PatternError: naming the position of the first bad pattern (or ``None`` when the
+            patterns are fine one by one but too large together), with the reason.
+    """
+    re2 = _engine()
+    options = _options(re2)
+    compiled = []
+    for position, pattern in enumerate(patterns):
+        regex = _compile(re2, options, position, pattern)
+        if regex.search(b"") is not None:
+            raise PatternError(
+                position,
+                "a pattern that does not match every prompt (this one matches the empty "
+                "string; leave 'prompt' out to match all)",
+            )
+        problem = _boundary_problem(pattern)
+        if problem:
+            raise PatternError(position, problem)
+        compiled.append(regex)
+    size = sum(regex.programsize for regex in compiled)
+    if len(compiled) > 1 and size > MAX_PROGRAM_SIZE:
+        largest = max(range(len(compiled)), key=lambda i: compiled[i].programsize)
+        raise PatternError(
+            None,
+            f"patterns that compile to at most {MAX_PROGRAM_SIZE} RE2 instructions together "
+            f"(these take {size}; prompt[{largest}] alone takes "
+            f"{compiled[largest].programsize}); join them into fewer, simpler patterns",
+        )
+    regexes: tuple[Any, ...] = tuple(compiled)
+    if len(compiled) > 1 and not any(_UNTERMINATED_QUOTE in p for p in patterns):
+        # One pass over the prompt instead of one per pattern; RE2 keeps each pattern's
+        # inline flags inside its group.
+        regexes = (re2.compile("|".join(f"(?:{p})" for p in patterns), options),)
+    return PromptPatterns(regexes=regexes, gates=_gates(patterns), program_size=size)
+
+
+def _engine() -> Any:
+    try:
+        return importlib.import_module("re2")
+    except ImportError as exc:
+        raise PatternError(
+            0,
+            "a pattern for RE2, which is not importable here (install google-re2, which "
+            f"llmmeter depends on: {exc})",
+        ) from None
+
+
+def _options(re2: Any) -> Any:
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print the pattern and its error to stderr
+    options.never_capture = True  # only whether there is a match counts: cheaper to run
+    return options
+
+
+def _compile(re2: Any, options: Any, position: int, pattern: str) -> Any:
+    try:
+        regex = re2.compile(pattern, options)
+    except re2.error as exc:
+        raise PatternError(position, _unsupported(_message(exc))) from None
+    except Exception as exc:  # e.g. a lone surrogate cannot be UTF-8 for RE2
+        raise PatternError(position, f"a regular expression RE2 can compile ({exc})") from None
+    if regex.programsize > MAX_PROGRAM_SIZE:
+        raise PatternError(
+            position,
+            f"a pattern that compiles to at most {MAX_PROGRAM_SIZE} RE2 instructions (this "
+            f"one takes {regex.programsize}: counted repetitions such as .{{0,500}} or "
+            "\\pL{2,40} repeat their part that many times; write .* or \\pL+ instead)",
+        )
+    return regex
+
+
+def _message(exc: BaseException) -> str:
+    detail = exc.args[0] if exc.args else ""
+    if isinstance(detail, bytes):
+        return detail.decode("utf-8", "replace")
+    return str(detail)
+
+
+# RE2's error for a construct it does not have -> the construct, named for the reader.
+_UNSUPPORTED: Final = {
+    "invalid perl operator: (?=": "lookahead (?=...)",
+    "invalid perl operator: (?!": "negative lookahead (?!...)",
+    "invalid perl operator: (?<=": "lookbehind (?<=...)",
+    "invalid perl operator: (?<!": "negative lookbehind (?<!...)",
+    "invalid perl operator: (?>": "atomic groups (?>...)",
+    "invalid perl operator: (?P": "named backreferences (?P=name)",
+    "invalid perl operator: (?(": "conditionals (?(1)...|...)",
+    "invalid escape sequence: \\k": "named backreferences \\k<name>",
+}
+_FLAGS: Final = "RE2's inline flags are i, m, s and U, and it has no (?#...) comments"
+
+
+def _unsupported(message: str) -> str:
+    """What a pattern must be, given RE2's error for it, made actionable."""
+    construct = _UNSUPPORTED.get(message)
+    if construct is None and message.startswith("bad repetition operator: ") and message[-1] == "+":
+        construct = f"possessive quantifiers ({message.rsplit(' ', 1)[-1]})"
+    if construct is None and message[-1:].isdigit() and "escape sequence: \\" in message:
+        construct = f"backreferences ({message.rsplit(' ', 1)[-1]})"
+    if construct is not None:
+        return (
+            f"a regular expression without {construct}: RE2 has none, because they need "
+            "backtracking, whose time can explode"
+        )
+    hint = {
+        "invalid escape sequence: \\Z": "RE2 writes the end of the text \\z",
+        "invalid escape sequence: \\u": "RE2 writes a code point \\x{00e9}, not \\u00e9",
+        "invalid escape sequence: \\U": "RE2 writes a code point \\x{1f600}, not \\U0001f600",
+    }.get(message)
+    if hint is None and message.startswith("invalid perl operator: (?"):
+        hint = _FLAGS
+    if hint is None and message.startswith("invalid repetition size"):
+        hint = "RE2 counts up to {1000}"
+    return f"a regular expression RE2 can compile ({message}{'; ' + hint if hint else ''})"
+
+
+# --- what Python's parser tells about a pattern ------------------------------------------
+#
+# RE2's binding exposes no parse tree, so the literal pre-check and the \b check read the
+# pattern with ``re``'s parser. A pattern it cannot read (RE2-only syntax such as \pL or
+# \x{e9}) simply gets neither. Where both parsers read a pattern, they agree on what is a
+# literal character (``{,n}``, a repeat for ``re``, is literal text for RE2: ``re`` then
+# sees less literal text, never more), and RE2's case-insensitive matches of an ASCII letter
+# (the letter, its other case, the Kelvin sign and long s) are a subset of ``re``'s.
+
+
+def _parse(pattern: str) -> tuple[Any, Any] | None:
+    """(``re._constants``, the parsed pattern), or ``None`` when ``re`` cannot read it."""
+    try:
+        parser = importlib.import_module("re._parser")
+        sre = importlib.import_module("re._constants")
+        return sre, parser.parse(pattern, 0)
+    except Exception:  # RE2-only syntax, or another Python's parser
+        return None
+
+
+def _boundary_problem(pattern: str) -> str | None:
+    """Why ``\\b``/``\\B`` next to a non-ASCII character would not do what it says, or
+    ``None``."""
+    parsed = _parse(pattern)
+    if parsed is None:
+        return None
+    sre, tree = parsed
+    found = _boundary_next_to_non_ascii(sre, list(tree))
+    if found is None:
+        return None
+    return (
+        f"\\b and \\B only next to ASCII characters (this one touches {found!r}): RE2's word "
+        "boundary knows ASCII word characters only, so it never sees one there; write "
+        "(?:^|[\\s\\pP]) before a word and (?:[\\s\\pP]|$) after it"
+    )
+
+
+def _boundary_next_to_non_ascii(sre: Any, items: list[Any]) -> str | None:
+    boundaries = (sre.AT_BOUNDARY, sre.AT_NON_BOUNDARY)
+    for index, (op, av) in enumerate(items):
+        if op is sre.AT and av in boundaries:
+            for neighbour, first in ((index + 1, True), (index - 1, False)):
+                if 0 <= neighbour < len(items):
+                    found = _edge_non_ascii(sre, items[neighbour], first)
+                    if found is not None:
+                        return found
+        for inner in _children(sre, op, av):
+            found = _boundary_next_to_non_ascii(sre, inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _children(sre: Any, op: Any, av: Any) -> list[list[Any]]:
+    if op is sre.SUBPATTERN:
+        return [list(av[3])]
+    if op is sre.BRANCH:
+        return [list(branch) for branch in av[1]]
+    if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+        return [list(av[2])]
+    if op is sre.ATOMIC_GROUP:
+        return [list(av)]
+    return []
+
+
+def _edge_non_ascii(sre: Any, item: tuple[Any, Any], first: bool) -> str | None:
+    """A non-ASCII character that can be the first (or last) one ``item`` matches."""
+    op, av = item
+    if op is sre.LITERAL:
+        return chr(av) if av > 0x7F else None
+    if op is sre.IN:
+        for kind, value in av:
+            if kind is sre.LITERAL and value > 0x7F:
+                return chr(value)
+            if kind is sre.RANGE and value[1] > 0x7F:
+                return chr(max(value[0], 0x80))
+        return None
+    for inner in _children(sre, op, av):
+        if inner:
+            found = _edge_non_ascii(sre, inner[0] if first else inner[-1], first)
+            if found is not None:
+                return found
+    return None
+
+
+def _gates(patterns: Sequence[str]) -> tuple[Literals | None, ...] | None:
+    gates: list[Literals | None] = []
+    for pattern in patterns:
+        parsed = _parse(pattern)
+        if parsed is None:
+            return None
+        sre, tree = parsed
+        for items, flags in _alternatives(sre, list(tree), tree.state.flags):
+            required = _required(sre, items, flags)
+            starts = _starts(sre, items, flags)
+            gates.append(_most_selective(required, starts))
+    if all(gate is None for gate in gates):
+        return None
+    return tuple(gates)
+
+
+def _most_selective(first: Literals | None, second: Literals | None) -> Literals | None:
+    if first is None or second is None:
+        return first or second
+    return max(first, second, key=_selectivity)
+
+
+def _selectivity(literals: Literals) -> tuple[int, int]:
+    """Longer literals are rarer; fewer of them are fewer lookups."""
+    return min(len(literal) for literal, _ in literals), -len(literals)
+
+
+def _alternatives(sre: Any, items: list[Any], flags: int) -> list[tuple[list[Any], int]]:
+    """The top-level alternatives of a parsed pattern, with the flags in force in each."""
+    if len(items) == 1:
+        op, av = items[0]
+        if op is sre.BRANCH:
+            return [alt for branch in av[1] for alt in _alternatives(sre, list(branch), flags)]
+        if op is sre.SUBPATTERN:
+            _group, add, remove, inner = av
+            return _alternatives(sre, list(inner), (flags | add) & ~remove)
+    return [(items, flags)]
+
+
+def _literal(sre: Any, op: Any, av: Any, flags: int) -> tuple[str, bool] | None:
+    """A literal character as looked up (lower-cased if case-insensitive), or ``None``."""
+    if op is not sre.LITERAL:
+        return None
+    char = chr(av)
+    if flags & sre.SRE_FLAG_IGNORECASE:
+        return (char.lower(), True) if char.isascii() else None
+    return char, False
+
+
+def _required(sre: Any, items: list[Any], flags: int) -> Literals | None:
+    """Literals one of which every match of ``items`` contains (the most selective set
+    found), or ``None``."""
+    candidates: list[Literals] = []
+    run: list[str] = []
+    run_folded = False
+
+    def flush() -> None:
+        if run:
+            candidates.append((("".join(run), run_folded),))
+            run.clear()
+
+    for op, av in items:
+        char = _literal(sre, op, av, flags)
+        if char is not None:
+            if run and char[1] != run_folded:
+                flush()
+            run.append(char[0])
+            run_folded = char[1]
+            continue
+        if op is sre.AT:  # zero-width: the literals around it are adjacent in the text
+            continue
+        flush()
+        found: Literals | None = None
+        if op is sre.SUBPATTERN:
+            _group, add, remove, inner = av
+            found = _required(sre, list(inner), (flags | add) & ~remove)
+        elif op is sre.BRANCH:
+            found = _union([_required(sre, list(branch), flags) for branch in av[1]])
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT) and av[0] >= 1:
+            found = _required(sre, list(av[2]), flags)
+        if found:
+            candidates.append(found)
+    flush()
+    return max(candidates, key=_selectivity, default=None)
+
+
+def _starts(sre: Any, items: list[Any], flags: int) -> Literals | None:
+    """Literals one of which every match of ``items`` begins with, or ``None``."""
+    position = 0
+    while position < len(items) and items[position][0] is sre.AT:
+        position += 1
+    if position == len(items):
+        return None
+    op, av = items[position]
+    if op is sre.SUBPATTERN:
+        _group, add, remove, inner = av
+        return _starts(sre, list(inner), (flags | add) & ~remove)
+    if op is sre.BRANCH:
+        return _union([_starts(sre, list(branch), flags) for branch in av[1]])
+    run: list[str] = []
+    folded = False
+    for op, av in items[position:]:
+        char = _literal(sre, op, av, flags)
+        if char is None or (run and char[1] != folded):
+            break
+        run.append(char[0])
+        folded = char[1]
+    return (("".join(run), folded),) if run else None
+
+
+def _union(sets: list[Literals | None]) -> Literals | None:
+    if not sets or any(not found for found in sets):
+        return None
+    return tuple(dict.fromkeys(literal for found in sets if found for literal in found))
