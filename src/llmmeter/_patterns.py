@@ -15,12 +15,14 @@ reason and what to write instead. So is a ``\\b`` next to a non-ASCII character:
 boundary knows ASCII word characters only, so ``\\bcafé\\b`` would silently never match
 "café".
 
-Searching stays cheap on the hot path: each top-level alternative of a pattern is reduced to
-literal text that any match of it must contain (found with Python's own pattern parser), and
-RE2 runs only when one of those literals is in the prompt (``str`` substring search is far
-faster than any regex). Case-insensitive literals are ASCII and looked up in the lower-cased
-prompt, which ``CallView._lower_prompt`` keeps aligned with the prompt (or ``None``: then RE2
-runs). Anything the analysis does not know makes it give up: the answer is always RE2's.
+Searching stays cheap on the hot path: each top-level alternative of a pattern is reduced
+(with Python's own pattern parser) to literal text that any match of it must contain, and
+that it must begin with. ``str`` substring search, far faster than any regex, looks them up:
+an alternative whose literal is absent cannot match, and when the remaining ones can only
+begin at a few places, RE2 tries just those. Case-insensitive literals are ASCII and looked
+up in the lower-cased prompt, which ``CallView._lower_prompt`` keeps aligned with the prompt
+(or ``None``: then RE2 searches). Anything the analysis does not know makes it give up: the
+answer is always RE2's.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ MAX_PROGRAM_SIZE: Final = 3000
 """The most RE2 instructions a rule's prompt patterns may compile to, together. RE2's worst
 case grows with text length times program size; typical patterns are 10-100 instructions,
 a Unicode class such as ``\\pL`` about 1,200, ``.{0,1000}`` about 9,000."""
+MAX_PROBES: Final = 3
+"""Places a match can begin that are tried one by one (each an anchored RE2 match, about a
+quarter of a search over a 2 KB prompt) before one search over the prompt is cheaper."""
 _UNTERMINATED_QUOTE: Final = "\\Q"
 """RE2's ``\\Q...`` quotes to the end of the pattern when no ``\\E`` closes it; a pattern with
 one is searched on its own, since joined it would swallow the patterns after it."""
@@ -57,27 +62,60 @@ class PromptPatterns:
 
     regexes: tuple[Any, ...]
     """RE2 regexes (one alternation of every pattern, unless one cannot be joined)."""
-    gates: tuple[Literals | None, ...] | None
-    """Per top-level alternative of every pattern, literals one of which a match of it
-    contains (``None``: unknown, so RE2 must run); ``None`` overall: always run RE2."""
+    branches: tuple[tuple[tuple[Literals, ...], Literals | None], ...] | None
+    """Per top-level alternative of every pattern: sets of literals such that its matches
+    contain one of each set (most selective first), and the literals one of which they begin
+    with (``None`` when unknown); ``None`` overall: always run RE2 over the prompt."""
     program_size: int
     """RE2 instructions of all the patterns together."""
 
     def search(self, text: str, lowered: str | None) -> bool:
         """Whether some pattern is found in ``text``; ``lowered`` is ``text`` lower-cased
-        character for character, or ``None``."""
-        gates = self.gates
-        if gates is not None and lowered is not None:
-            for gate in gates:
-                if gate is None:
+        character for character, or ``None``. (Plain loops: this runs on every call.)"""
+        branches = self.branches
+        if branches is None or lowered is None:
+            return self._search(text)
+        starts: list[tuple[str, bool]] = []
+        for required, begins in branches:
+            possible = True
+            for literals in required:
+                for literal, folded in literals:
+                    if literal in (lowered if folded else text):
+                        break
+                else:
+                    possible = False
                     break
-                if any(literal in (lowered if folded else text) for literal, folded in gate):
-                    break
-            else:
-                return False  # no alternative's literal text is in the prompt
+            if not possible:
+                continue  # this alternative cannot match
+            if begins is None:
+                return self._search(text)  # it could begin anywhere
+            starts += begins
+        if not starts:
+            return False  # no alternative's literal text is in the prompt
+        if not text.isascii():
+            return self._search(text)  # character and byte offsets differ
+        data = b""
+        budget = MAX_PROBES
+        for literal, folded in starts:
+            haystack = lowered if folded else text
+            at = haystack.find(literal)
+            while at >= 0:
+                if budget == 0:
+                    return self._search(text)  # one search is cheaper than more probes
+                budget -= 1
+                data = data or text.encode()
+                # An anchored match sees the text before it (for \b and ^) as the search
+                # does; no match can begin anywhere but at one of these places.
+                for regex in self.regexes:
+                    if regex.match(data, at) is not None:
+                        return True
+                at = haystack.find(literal, at + 1)
+        return False
+
+    def _search(self, text: str) -> bool:
         # UTF-8 bytes: RE2's own text, and no offset bookkeeping for str in the binding. A
-        # lone surrogate (possible in a str, never in a pattern) becomes bytes that match
-        # nothing but '.'-like classes, instead of an error.
+        # lone surrogate (possible in a str, never in a pattern) becomes bytes that only
+        # classes such as '.' or [^a] match, instead of an error.
         data = text.encode("utf-8", "surrogatepass")
         return any(regex.search(data) is not None for regex in self.regexes)
 
@@ -118,7 +156,7 @@ def compile_prompt(patterns: Sequence[str]) -> PromptPatterns:
         # One pass over the prompt instead of one per pattern; RE2 keeps each pattern's
         # inline flags inside its group.
         regexes = (re2.compile("|".join(f"(?:{p})" for p in patterns), options),)
-    return PromptPatterns(regexes=regexes, gates=_gates(patterns), program_size=size)
+    return PromptPatterns(regexes=regexes, branches=_branches(patterns), program_size=size)
 
 
 def _engine() -> Any:
@@ -286,26 +324,27 @@ def _edge_non_ascii(sre: Any, item: tuple[Any, Any], first: bool) -> str | None:
     return None
 
 
-def _gates(patterns: Sequence[str]) -> tuple[Literals | None, ...] | None:
-    gates: list[Literals | None] = []
+def _branches(
+    patterns: Sequence[str],
+) -> tuple[tuple[tuple[Literals, ...], Literals | None], ...] | None:
+    branches: list[tuple[tuple[Literals, ...], Literals | None]] = []
     for pattern in patterns:
         parsed = _parse(pattern)
         if parsed is None:
             return None
         sre, tree = parsed
         for items, flags in _alternatives(sre, list(tree), tree.state.flags):
-            required = _required(sre, items, flags)
             starts = _starts(sre, items, flags)
-            gates.append(_most_selective(required, starts))
-    if all(gate is None for gate in gates):
+            required = tuple(
+                literals
+                for literals in sorted(_candidates(sre, items, flags), key=_selectivity)[::-1]
+                # a set of starts is looked up anyway, by the probes
+                if starts is None or not set(literals) <= set(starts)
+            )
+            branches.append((required, starts))
+    if all(not required and starts is None for required, starts in branches):
         return None
-    return tuple(gates)
-
-
-def _most_selective(first: Literals | None, second: Literals | None) -> Literals | None:
-    if first is None or second is None:
-        return first or second
-    return max(first, second, key=_selectivity)
+    return tuple(branches)
 
 
 def _selectivity(literals: Literals) -> tuple[int, int]:
@@ -338,6 +377,11 @@ def _literal(sre: Any, op: Any, av: Any, flags: int) -> tuple[str, bool] | None:
 def _required(sre: Any, items: list[Any], flags: int) -> Literals | None:
     """Literals one of which every match of ``items`` contains (the most selective set
     found), or ``None``."""
+    return max(_candidates(sre, items, flags), key=_selectivity, default=None)
+
+
+def _candidates(sre: Any, items: list[Any], flags: int) -> list[Literals]:
+    """Sets of literals such that every match of ``items`` contains one of each set."""
     candidates: list[Literals] = []
     run: list[str] = []
     run_folded = False
@@ -369,7 +413,7 @@ def _required(sre: Any, items: list[Any], flags: int) -> Literals | None:
         if found:
             candidates.append(found)
     flush()
-    return max(candidates, key=_selectivity, default=None)
+    return candidates
 
 
 def _starts(sre: Any, items: list[Any], flags: int) -> Literals | None:

@@ -1,8 +1,9 @@
 """The prompt pre-check (literal search before RE2) answers exactly as a plain RE2 search.
 
 A rule's prompt patterns do not run RE2 over every prompt: llmmeter first looks for literal
-text that a match must contain (``_patterns.PromptPatterns.gates``, read with Python's pattern
-parser), in the prompt or its aligned lower-cased copy (``_policy._fold``). That is only an
+text that a match must contain or begin with (``_patterns.PromptPatterns.branches``, read
+with Python's pattern parser), in the prompt or its aligned lower-cased copy
+(``_policy._fold``), and tries RE2 only where a match can begin. That is only an
 optimisation, so it must never change an answer: this file compares it with a plain RE2
 search on generated patterns and texts (flags, groups, repeats, alternations, RE2-only syntax
 and the characters where case folding is treacherous), and on hand-picked cases.
@@ -17,6 +18,7 @@ import sys
 import pytest
 import re2
 
+from llmmeter import _patterns
 from llmmeter._patterns import PatternError, compile_prompt
 from llmmeter._policy import _fold
 
@@ -71,8 +73,12 @@ class _Generator:
         return "".join(self.rng.choice(WORDS + ALPHA) for _ in range(count))
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_precheck_agrees_with_plain_re2_search_on_generated_patterns(seed: int) -> None:
+@pytest.mark.parametrize("probes", [3, 0])
+@pytest.mark.parametrize("seed", range(3))
+def test_precheck_agrees_with_plain_re2_search_on_generated_patterns(
+    seed: int, probes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_patterns, "MAX_PROBES", probes)  # 0: the many-candidates path too
     gen = _Generator(seed)
     checked = gated = 0
     for _ in range(500):
@@ -82,7 +88,7 @@ def test_precheck_agrees_with_plain_re2_search_on_generated_patterns(seed: int) 
         except PatternError:
             continue
         plain = _plain(patterns)
-        gated += compiled.gates is not None
+        gated += compiled.branches is not None
         for _ in range(8):
             text = gen.text()
             data = text.encode("utf-8", "surrogatepass")
