@@ -158,22 +158,29 @@ to = "gpt-4o-mini"
 prompt = ['(a+)+$']
 
 [[rules]]
-name = "nested-counted"
+name = "wide-ascii"
 from = ["gpt-4o-2024-08-06"]
 to = "gpt-4o-mini"
-prompt = ['(?:[ab]{0,20}a){20}x']
+prompt = ['a[ab]{0,490}x']
+
+[[rules]]
+name = "wide-emoji"
+from = ["gpt-4o-2024-11-20"]
+to = "gpt-4o-mini"
+prompt = ['\x{1F600}[\x{1F600}\x{1F601}]{0,190}x']
 """
-"""``issue-18``: catastrophic under a backtracking engine. ``nested-counted``: the costliest
-pattern we know that the loader accepts (825 RE2 instructions): on a random run of a and b,
-RE2's DFA keeps meeting new states, gives up, and its NFA then tracks hundreds of threads a
-byte."""
+"""``issue-18``: catastrophic under a backtracking engine. ``wide-*``: the costliest patterns
+we know that the loader accepts, each just under its cap of places a match can be at. On a
+random run of the repeated characters (after one 'x', to let the literal pre-check through),
+RE2's automaton meets a new state at nearly every byte; the emoji's four UTF-8 bytes make
+its 8,193-character window 32 KB."""
 
 
-def _random_ab(length: int) -> str:
+def _random(choices: str, length: int) -> str:
     import random
 
     rng = random.Random(18)
-    return "".join(rng.choice("ab") for _ in range(length))
+    return "".join(rng.choices(choices, k=length))
 
 
 def _chat(user: str) -> dict[str, Any]:
@@ -297,10 +304,18 @@ WORST = (
         50,
     ),
     Worst(
-        "costliest accepted pattern, x + 1 MB of a/b",
+        "a[ab]{0,490}x on x + 1 MB of random a/b",
         "adversarial",
         "gpt-4o-2024-08-06",
-        lambda: "x" + _random_ab(MB),  # the x lets the pattern's literal pre-check through
+        lambda: "x" + _random("ab", MB),
+        None,
+        20,
+    ),
+    Worst(
+        "emoji {0,190} on x + 1 MB of random emoji",
+        "adversarial",
+        "gpt-4o-2024-11-20",
+        lambda: "x" + _random("\U0001f600\U0001f601", MB),
         None,
         20,
     ),

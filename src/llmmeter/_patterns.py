@@ -4,10 +4,11 @@ A policy file is configuration, often written by someone other than the app's au
 patterns run on every call. Python's ``re`` backtracks: ``(a+)+$`` takes exponential time on
 a 29-character prompt, and nothing can interrupt it. RE2 (the ``google-re2`` package) runs a
 pattern as an automaton instead, so a search takes time proportional to the text's length
-times the pattern's size, never more. Three bounds keep that product small: the text is the
-call view's prompt window (``PROMPT_WINDOW`` characters), a rule's patterns compile to at most
-:data:`MAX_PROGRAM_SIZE` RE2 instructions together, and RE2's counted repetitions stop at
-``{1000}``.
+times the pattern's size, never more. Bounds keep that product small: the text is the call
+view's prompt window (``PROMPT_WINDOW`` characters), a rule's patterns compile to at most
+:data:`MAX_PROGRAM_SIZE` RE2 instructions and :data:`MAX_PLACES` places a match can be at,
+and RE2 gets :data:`MAX_MEMORY` to cache automaton states, so that even a prompt built
+against a pattern stays on its fast path.
 
 RE2 has no backtracking features (backreferences, lookaround, atomic groups, possessive
 quantifiers, conditionals); a pattern using one is refused when the policy loads, with the
@@ -33,9 +34,20 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 MAX_PROGRAM_SIZE: Final = 3000
-"""The most RE2 instructions a rule's prompt patterns may compile to, together. RE2's worst
-case grows with text length times program size; typical patterns are 10-100 instructions,
-a Unicode class such as ``\\pL`` about 1,200, ``.{0,1000}`` about 9,000."""
+"""The most RE2 instructions a rule's prompt patterns may compile to, together. Typical
+patterns take 10-200; a Unicode class such as ``\\pL`` about 1,200 (UTF-8 byte ranges)."""
+MAX_PLACES: Final = 1000
+"""The most places a match of a rule's prompt patterns can be at (RE2 instructions with
+each character class counted once). Each place a match can be at makes RE2's automaton
+states bigger: with this cap and :data:`MAX_MEMORY`, no prompt we could build makes a search
+of the window leave RE2's fast path (benchmarks/policy.py, docs/performance.md)."""
+MAX_MEMORY: Final = 64 << 20
+"""Bytes one compiled rule's RE2 may use, its cache of automaton states included (RE2's
+default is 8 MiB). A prompt built against a pattern with a wide counted repetition, such as
+``a[ab]{0,500}x``, makes RE2 meet a new state at nearly every byte; when the states of one
+search outgrow the cache, RE2 falls back to a simulation 100-500 times slower (tens of
+milliseconds on the 8 KB window). 64 MiB keeps such searches in the cache up to the size
+cap; the memory is only taken as states are met, and a search of ordinary text meets few."""
 MAX_PROBES: Final = 3
 """Places a match can begin that are tried one by one (each an anchored RE2 match, about a
 quarter of a search over a 2 KB prompt) before one search over the prompt is cheaper."""
@@ -130,6 +142,7 @@ def compile_prompt(patterns: Sequence[str]) -> PromptPatterns:
     re2 = _engine()
     options = _options(re2)
     compiled = []
+    sizes = []
     for position, pattern in enumerate(patterns):
         regex = _compile(re2, options, position, pattern)
         if regex.search(b"") is not None:
@@ -141,22 +154,51 @@ def compile_prompt(patterns: Sequence[str]) -> PromptPatterns:
         problem = _boundary_problem(pattern)
         if problem:
             raise PatternError(position, problem)
+        size = (regex.programsize, _places(re2, pattern, regex))
+        problem = _size_problem(*size, one=True)
+        if problem:
+            raise PatternError(position, problem)
         compiled.append(regex)
-    size = sum(regex.programsize for regex in compiled)
-    if len(compiled) > 1 and size > MAX_PROGRAM_SIZE:
-        largest = max(range(len(compiled)), key=lambda i: compiled[i].programsize)
-        raise PatternError(
-            None,
-            f"patterns that compile to at most {MAX_PROGRAM_SIZE} RE2 instructions together "
-            f"(these take {size}; prompt[{largest}] alone takes "
-            f"{compiled[largest].programsize}); join them into fewer, simpler patterns",
-        )
+        sizes.append(size)
+    total = (sum(size[0] for size in sizes), sum(size[1] for size in sizes))
+    problem = _size_problem(*total, one=False)
+    if problem:
+        raise PatternError(None, f"{problem}; join them into fewer, simpler patterns")
     regexes: tuple[Any, ...] = tuple(compiled)
     if len(compiled) > 1 and not any(_UNTERMINATED_QUOTE in p for p in patterns):
         # One pass over the prompt instead of one per pattern; RE2 keeps each pattern's
         # inline flags inside its group.
         regexes = (re2.compile("|".join(f"(?:{p})" for p in patterns), options),)
-    return PromptPatterns(regexes=regexes, branches=_branches(patterns), program_size=size)
+    return PromptPatterns(regexes=regexes, branches=_branches(patterns), program_size=total[0])
+
+
+def _size_problem(instructions: int, places: int, one: bool) -> str | None:
+    which = "this one" if one else "these together"
+    if instructions > MAX_PROGRAM_SIZE:
+        return (
+            f"patterns that compile to at most {MAX_PROGRAM_SIZE} RE2 instructions ({which}: "
+            f"{instructions}; a Unicode class such as \\pL takes about 1,200, and a counted "
+            "repetition such as \\pL{2,40} repeats its part that many times)"
+        )
+    if places > MAX_PLACES:
+        return (
+            f"patterns with at most {MAX_PLACES} places a match can be at ({which}: {places}; "
+            "a counted repetition such as [ab]{0,500} repeats its part that many times; "
+            "write [ab]* or a smaller count)"
+        )
+    return None
+
+
+def _places(re2: Any, pattern: str, regex: Any) -> int:
+    """About how many places in ``pattern`` a match can be at: its RE2 program with each
+    character class one instruction (compiled over Latin-1, where a class is a few byte
+    ranges). Code points past U+00FF have no Latin-1 form: then its UTF-8 program size."""
+    options = _options(re2)
+    options.encoding = re2.Options.Encoding.LATIN1
+    try:
+        return int(re2.compile(pattern.encode("utf-8"), options).programsize)
+    except Exception:
+        return int(regex.programsize)
 
 
 def _engine() -> Any:
@@ -174,24 +216,17 @@ def _options(re2: Any) -> Any:
     options = re2.Options()
     options.log_errors = False  # RE2 would print the pattern and its error to stderr
     options.never_capture = True  # only whether there is a match counts: cheaper to run
+    options.max_mem = MAX_MEMORY
     return options
 
 
 def _compile(re2: Any, options: Any, position: int, pattern: str) -> Any:
     try:
-        regex = re2.compile(pattern, options)
+        return re2.compile(pattern, options)
     except re2.error as exc:
         raise PatternError(position, _unsupported(_message(exc))) from None
     except Exception as exc:  # e.g. a lone surrogate cannot be UTF-8 for RE2
         raise PatternError(position, f"a regular expression RE2 can compile ({exc})") from None
-    if regex.programsize > MAX_PROGRAM_SIZE:
-        raise PatternError(
-            position,
-            f"a pattern that compiles to at most {MAX_PROGRAM_SIZE} RE2 instructions (this "
-            f"one takes {regex.programsize}: counted repetitions such as .{{0,500}} or "
-            "\\pL{2,40} repeat their part that many times; write .* or \\pL+ instead)",
-        )
-    return regex
 
 
 def _message(exc: BaseException) -> str:

@@ -295,13 +295,19 @@ WRONG_VALUES: dict[str, tuple[str, str, str, Any]] = {
     "prompt-too-large": (
         second({"prompt": "'refund.{0,500}urgent'"}),
         f"{R1}.prompt[0]",
-        "a pattern that compiles to at most 3000 RE2 instructions (this one takes 45",
+        "patterns that compile to at most 3000 RE2 instructions (this one: 45",
         "refund.{0,500}urgent",
+    ),
+    "prompt-too-wide": (
+        second({"prompt": "'a[ab]{0,600}x'"}),
+        f"{R1}.prompt[0]",
+        "patterns with at most 1000 places a match can be at (this one: 120",
+        "a[ab]{0,600}x",
     ),
     "prompt-too-large-together": (
         second({"prompt": "['ok', '\\pL+x', '\\pL+y', '[^\\pL]z', 'no']"}),
         f"{R1}.prompt",
-        "patterns that compile to at most 3000 RE2 instructions together (these take ",
+        "patterns that compile to at most 3000 RE2 instructions (these together: 3",
         ["ok", "\\pL+x", "\\pL+y", "[^\\pL]z", "no"],
     ),
     "prompt-matches-empty": (
