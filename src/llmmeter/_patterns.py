@@ -301,7 +301,10 @@ def _boundary_problem(pattern: str) -> str | None:
     if parsed is None:
         return None
     sre, tree = parsed
-    found = _boundary_next_to_non_ascii(sre, list(tree))
+    try:
+        found = _boundary_next_to_non_ascii(sre, list(tree))
+    except RecursionError:  # nested deeper than Python's stack: RE2 decides alone
+        return None
     if found is None:
         return None
     return (
@@ -360,6 +363,15 @@ def _edge_non_ascii(sre: Any, item: tuple[Any, Any], first: bool) -> str | None:
 
 
 def _branches(
+    patterns: Sequence[str],
+) -> tuple[tuple[tuple[Literals, ...], Literals | None], ...] | None:
+    try:
+        return _analysed(patterns)
+    except RecursionError:  # nested deeper than Python's stack: RE2 searches alone
+        return None
+
+
+def _analysed(
     patterns: Sequence[str],
 ) -> tuple[tuple[tuple[Literals, ...], Literals | None], ...] | None:
     branches: list[tuple[tuple[Literals, ...], Literals | None]] = []
