@@ -12,6 +12,7 @@ asserted here: ``benchmarks/policy.py`` measures these cases.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,16 @@ def test_instrument_refuses_an_unsupported_pattern_before_installing_anything(
     assert "backreferences" in message and repr(r"(a+)\1+$") in message
     create = openai.resources.chat.completions.Completions.create
     assert not isinstance(create, wrapt.ObjectProxy)  # the SDK was not patched
+
+
+def test_without_re2_a_prompt_pattern_fails_at_load_saying_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A platform where google-re2 did not install: rules without patterns still load."""
+    monkeypatch.setitem(sys.modules, "re2", None)  # import re2 now raises ImportError
+    base = {"name": "r", "from": "gpt-4o", "to": "gpt-4o-mini"}
+    assert RulePolicy(rules=[base]).rules[0].name == "r"
+    with pytest.raises(llmmeter.ConfigError) as caught:
+        RulePolicy(rules=[{**base, "prompt": ["(?i)classify"]}])
+    message = str(caught.value)
+    assert "rules[0] (r).prompt[0]" in message and "install google-re2" in message
