@@ -11,6 +11,11 @@ when nothing matches and stays well under 20 microseconds with regex rules. Each
 marked PASS (at or below its target) or OVER TARGET; timings are reported, never asserted
 (the exit status is 0 either way).
 
+Then the worst cases (issue 18), against a target of about a millisecond per decision:
+1 MB prompts, the issue's ``(a+)+$`` (under Python's ``re`` its prompt of 29 characters
+never returned; prompt patterns now run under RE2), and the costliest pattern we know that
+the loader accepts, on a text built against it. Their figures are in docs/performance.md.
+
     python benchmarks/policy.py [--calls N] [--json]
 """
 
@@ -141,6 +146,41 @@ USER = (
     "you, and what happens next?"
 )
 USER_SUMMARY = USER + " Please summarize the steps for me in three sentences."
+MB = 1_000_000
+WORST_US = 1000.0
+"""'About a millisecond': the target of a worst-case decision (issue 18)."""
+
+ADVERSARIAL_TOML = r"""
+[[rules]]
+name = "issue-18"
+from = ["gpt-4o"]
+to = "gpt-4o-mini"
+prompt = ['(a+)+$']
+
+[[rules]]
+name = "wide-ascii"
+from = ["gpt-4o-2024-08-06"]
+to = "gpt-4o-mini"
+prompt = ['a[ab]{0,490}x']
+
+[[rules]]
+name = "wide-emoji"
+from = ["gpt-4o-2024-11-20"]
+to = "gpt-4o-mini"
+prompt = ['\x{1F600}[\x{1F600}\x{1F601}]{0,190}x']
+"""
+"""``issue-18``: catastrophic under a backtracking engine. ``wide-*``: the costliest patterns
+we know that the loader accepts, each just under its cap of places a match can be at. On a
+random run of the repeated characters (after one 'x', to let the literal pre-check through),
+RE2's automaton meets a new state at nearly every byte; the emoji's four UTF-8 bytes make
+its 8,193-character window 32 KB."""
+
+
+def _random(choices: str, length: int) -> str:
+    import random
+
+    rng = random.Random(18)
+    return "".join(rng.choices(choices, k=length))
 
 
 def _chat(user: str) -> dict[str, Any]:
@@ -226,6 +266,95 @@ CASES = (
         REGEX_US,
     ),
 )
+
+
+class Worst(NamedTuple):
+    name: str
+    policy: str
+    """``main`` (the 10-rule file) or ``adversarial``."""
+    model: str
+    text: Callable[[], str]
+    rule: str | None
+    calls: int
+
+
+WORST = (
+    Worst(
+        "issue 18: (a+)+$ on 'a' * 28 + 'b'",
+        "adversarial",
+        "gpt-4o",
+        lambda: "a" * 28 + "b",
+        None,
+        2000,
+    ),
+    Worst(
+        "issue 18: (a+)+$ on 1 MB of 'a', then 'b'",
+        "adversarial",
+        "gpt-4o",
+        lambda: "a" * MB + "b",
+        None,
+        50,
+    ),
+    Worst(
+        "10 rules, globs match, 1 MB prompt",
+        "main",
+        "gpt-4o-2024-08-06",
+        lambda: (USER + " ") * (MB // (len(USER) + 1)),
+        None,
+        50,
+    ),
+    Worst(
+        "a[ab]{0,490}x on x + 1 MB of random a/b",
+        "adversarial",
+        "gpt-4o-2024-08-06",
+        lambda: "x" + _random("ab", MB),
+        None,
+        20,
+    ),
+    Worst(
+        "emoji {0,190} on x + 1 MB of random emoji",
+        "adversarial",
+        "gpt-4o-2024-11-20",
+        lambda: "x" + _random("\U0001f600\U0001f601", MB),
+        None,
+        20,
+    ),
+)
+
+
+def _worst_cases(
+    folder: Path,
+    main_policy: Any,
+    view: Callable[[Case], Any],
+    decision: Callable[[Callable[[Any], Any], Case], Callable[[], Any]],
+    calls: int,
+) -> dict[str, Any]:
+    """Each of ``WORST``: its median and best microseconds per decision, and a verdict."""
+    from llmmeter._rules import RulePolicy
+
+    adversarial = folder / "adversarial.toml"
+    adversarial.write_text(ADVERSARIAL_TOML, encoding="utf-8")
+    policies = {"main": main_policy, "adversarial": RulePolicy.load(adversarial)}
+    out: dict[str, Any] = {}
+    for worst in WORST:
+        chosen = policies[worst.policy]
+        text = worst.text()
+        kwargs = {"model": worst.model, "messages": [{"role": "user", "content": text}]}
+        case = Case(worst.name, "chat", worst.model, kwargs, None, None, worst.rule, WORST_US)
+        explained = chosen.explain(view(case))
+        decider = explained.rule.name if explained.rule is not None else None
+        if decider != worst.rule:
+            raise SystemExit(f"{worst.name}: expected {worst.rule!r}; got {decider!r}")
+        rounds = max(worst.calls * calls // 20_000, 3)
+        median_us, best_us = _timings(decision(chosen.decide, case), rounds)
+        out[worst.name] = {
+            "median_us": round(median_us, 1),
+            "best_us": round(best_us, 1),
+            "target_us": WORST_US,
+            "verdict": _mark(median_us, WORST_US),
+            "prompt_chars": len(text),
+        }
+    return out
 
 
 def _timings(fn: Callable[[], Any], calls: int) -> tuple[float, float]:
@@ -322,6 +451,8 @@ def main() -> None:
                         "view_and_extraction_us": round(median_us - reused_median, 2),
                     }
 
+        results["worst"] = _worst_cases(Path(tmp), policy, view, decision, args.calls)
+
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -342,6 +473,13 @@ def main() -> None:
         print(
             f"  {name:<{width}}  median {entry['median_us']:6.2f}  best {entry['best_us']:6.2f}"
             f"  target {entry['target_us']:4g}  {entry['verdict']:<11}  -> {outcome}"
+        )
+    print(f"worst cases (issue 18), target about {WORST_US:g} us per decision:")
+    width = max(len(name) for name in results["worst"])
+    for name, entry in results["worst"].items():
+        print(
+            f"  {name:<{width}}  median {entry['median_us']:9.1f}  best {entry['best_us']:9.1f}"
+            f"  {entry['verdict']}"
         )
     reuse = results["fresh_vs_reused_view"]
     print(

@@ -8,16 +8,15 @@ reloaded; if the new version is invalid the last good one stays in force and the
 logged.
 
 Deciding is the hot path: rules are compiled once (a rule's ``from`` globs into one regular
-expression, its ``prompt`` patterns into one alternation), the rules that can apply to a
-model name are cached per name, and the checks of a rule run cheapest first, so a call whose
-model no rule names costs one dictionary lookup.
+expression, its ``prompt`` patterns into one RE2 alternation: ``_patterns.py``), the rules
+that can apply to a model name are cached per name, and the checks of a rule run cheapest
+first, so a call whose model no rule names costs one dictionary lookup.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 import inspect
 import logging
 import math
@@ -25,7 +24,7 @@ import os
 import re
 import threading
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import translate
 from time import monotonic
@@ -40,6 +39,7 @@ from ._compare import (
     build_comparator,
     comparator_from_config,
 )
+from ._patterns import PatternError, PromptPatterns, compile_prompt
 from ._policy import Accept, CallView, Route, sampled
 from ._spend import SpendMonitor, SpendSource
 from .exceptions import ConfigError
@@ -83,13 +83,7 @@ not follow which calls are in ``sample`` ('#' is not allowed in rule names)."""
 _BUDGET_KEY: Final = "daily_budget_usd"
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: '$' allows a final \n
 _MODEL_NAME = re.compile(r"^[^\s*?\[\]]+\Z")
-_GLOBAL_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
-# Group numbers shift when patterns are joined: backreferences and numbered conditionals
-# ``(?(1)...)`` would then refer to another pattern's group.
-_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=|\(\?\([0-9]")
 _MAX_CACHED_MODELS: Final = 4096
-_MAX_PROBES: Final = 64
-"""Candidate match starts tried one by one before a prompt scan falls back to one search."""
 
 # Why a rule does not match a call; the order is the order of the checks.
 MODEL: Final = "model"
@@ -134,9 +128,8 @@ class Rule:
     daily_budget_usd: float | None = None
     """``when_spend_over``: the rule applies only while the fleet's 24 h spend is above this."""
     _model_re: re.Pattern[str] = field(default=re.compile(""), repr=False)
-    _prompt_res: tuple[re.Pattern[str], ...] = field(default=(), repr=False)
-    _prompt_scans: tuple[_Scan, ...] = field(default=(), repr=False)
-    """``_prompt_res`` with the literal text their matches contain (same order)."""
+    _prompt: PromptPatterns | None = field(default=None, repr=False)
+    """``prompt`` compiled by RE2 (``None``: the rule has no prompt condition)."""
 
     def matches_model(self, model: str) -> bool:
         return self._model_re.fullmatch(model) is not None
@@ -172,189 +165,11 @@ class Rule:
             return MIN_INPUT_TOKENS
         if self.max_input_tokens is not None and call.input_tokens > self.max_input_tokens:
             return MAX_INPUT_TOKENS
-        if self._prompt_res:
-            text = call.prompt
-            if self._prompt_scans:
-                lowered = call._lower_prompt if isinstance(call, CallView) else None
-                if not any(scan.search(text, lowered) for scan in self._prompt_scans):
-                    return PROMPT
-            elif not any(pattern.search(text) for pattern in self._prompt_res):
+        if self._prompt is not None:
+            lowered = call._lower_prompt if isinstance(call, CallView) else None
+            if not self._prompt.search(call.prompt, lowered):
                 return PROMPT
         return None
-
-
-# --- prompt scans ------------------------------------------------------------------------
-#
-# ``re`` tries a pattern such as ``(?i)\btranslate\b`` at every position of the text (about
-# 10 ns a position and alternative): 50-100 us over a 2 KB prompt. A scan first asks ``str``,
-# whose substring search is far faster, for the literal text a match must contain. Literals
-# come from the parsed pattern: per top-level alternative, ``required`` (a match contains one
-# of these) and ``starts`` (a match begins with one of these, or ``None``). An alternative
-# whose required text is absent cannot match; when every remaining one has ``starts``, the
-# pattern is tried only where one of them occurs. Case-insensitive literals are ASCII and
-# looked up in the lower-cased prompt, which ``CallView._lower_prompt`` keeps aligned with
-# the prompt (or ``None``: then the plain search runs). Anything the analysis does not know
-# makes it give up for that alternative or pattern: the answer is always the plain search's.
-
-_Literals = tuple[tuple[str, bool], ...]
-"""Literal texts, each with whether it is matched case-insensitively (then lower-cased)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Scan:
-    regex: re.Pattern[str]
-    branches: tuple[tuple[_Literals | None, _Literals | None], ...] | None
-    """``(required, starts)`` per top-level alternative; ``None``: search plainly."""
-
-    def search(self, text: str, lowered: str | None) -> bool:
-        """Whether ``regex.search(text)`` finds a match."""
-        regex = self.regex
-        if self.branches is None or lowered is None:
-            return regex.search(text) is not None
-        starts: list[tuple[str, bool]] = []
-        for required, begins in self.branches:
-            if required is not None:
-                for literal, folded in required:
-                    if literal in (lowered if folded else text):
-                        break
-                else:
-                    continue  # this alternative cannot match
-            if begins is None:
-                return regex.search(text) is not None
-            starts += begins
-        positions: list[int] = []
-        for literal, folded in starts:
-            haystack = lowered if folded else text
-            found = haystack.find(literal)
-            while found >= 0:
-                positions.append(found)
-                if len(positions) > _MAX_PROBES:  # a common literal: one search from the first
-                    first = min(
-                        at
-                        for at in ((lowered if f else text).find(lit) for lit, f in starts)
-                        if at >= 0
-                    )
-                    return regex.search(text, first) is not None
-                found = haystack.find(literal, found + 1)
-        # search() tries the same match at each position (\b, ^ and lookbehinds still see
-        # the text before it); no match can start anywhere else.
-        return any(regex.match(text, position) is not None for position in positions)
-
-
-def _scan(regex: re.Pattern[str]) -> _Scan:
-    try:
-        parser = importlib.import_module("re._parser")
-        sre = importlib.import_module("re._constants")
-        tree = parser.parse(regex.pattern, regex.flags)
-        branches = tuple(
-            _branch(_required(sre, items, flags), _starts(sre, items, flags))
-            for items, flags in _alternatives(sre, list(tree), tree.state.flags)
-        )
-    except Exception:  # another Python's parser: keep the plain search
-        return _Scan(regex, None)
-    if all(required is None and begins is None for required, begins in branches):
-        return _Scan(regex, None)
-    return _Scan(regex, branches)
-
-
-def _branch(
-    required: _Literals | None, starts: _Literals | None
-) -> tuple[_Literals | None, _Literals | None]:
-    if starts is not None and (required is None or set(required) <= set(starts)):
-        # Looking up the starts is the same check (any of them present), done once.
-        return None, starts
-    return required, starts
-
-
-def _alternatives(sre: Any, items: list[Any], flags: int) -> list[tuple[list[Any], int]]:
-    """The top-level alternatives of a parsed pattern, with the flags in force in each."""
-    if len(items) == 1:
-        op, av = items[0]
-        if op is sre.BRANCH:
-            return [alt for branch in av[1] for alt in _alternatives(sre, list(branch), flags)]
-        if op is sre.SUBPATTERN:
-            _group, add, remove, inner = av
-            return _alternatives(sre, list(inner), (flags | add) & ~remove)
-    return [(items, flags)]
-
-
-def _literal(sre: Any, op: Any, av: Any, flags: int) -> tuple[str, bool] | None:
-    """A literal character as looked up (lower-cased if case-insensitive), or ``None``."""
-    if op is not sre.LITERAL:
-        return None
-    char = chr(av)
-    if flags & sre.SRE_FLAG_IGNORECASE:
-        return (char.lower(), True) if char.isascii() else None
-    return char, False
-
-
-def _required(sre: Any, items: list[Any], flags: int) -> _Literals | None:
-    """Literals one of which every match of ``items`` contains (the most selective set
-    found), or ``None``."""
-    candidates: list[_Literals] = []
-    run: list[str] = []
-    run_folded = False
-
-    def flush() -> None:
-        if run:
-            candidates.append((("".join(run), run_folded),))
-            run.clear()
-
-    for op, av in items:
-        char = _literal(sre, op, av, flags)
-        if char is not None:
-            if run and char[1] != run_folded:
-                flush()
-            run.append(char[0])
-            run_folded = char[1]
-            continue
-        if op is sre.AT:  # zero-width: the literals around it are adjacent in the text
-            continue
-        flush()
-        found: _Literals | None = None
-        if op is sre.SUBPATTERN:
-            _group, add, remove, inner = av
-            found = _required(sre, list(inner), (flags | add) & ~remove)
-        elif op is sre.BRANCH:
-            found = _union([_required(sre, list(branch), flags) for branch in av[1]])
-        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT) and av[0] >= 1:
-            found = _required(sre, list(av[2]), flags)
-        if found:
-            candidates.append(found)
-    flush()
-    return max(
-        candidates, key=lambda lits: (min(len(lit) for lit, _ in lits), -len(lits)), default=None
-    )
-
-
-def _starts(sre: Any, items: list[Any], flags: int) -> _Literals | None:
-    """Literals one of which every match of ``items`` begins with, or ``None``."""
-    position = 0
-    while position < len(items) and items[position][0] is sre.AT:
-        position += 1
-    if position == len(items):
-        return None
-    op, av = items[position]
-    if op is sre.SUBPATTERN:
-        _group, add, remove, inner = av
-        return _starts(sre, list(inner), (flags | add) & ~remove)
-    if op is sre.BRANCH:
-        return _union([_starts(sre, list(branch), flags) for branch in av[1]])
-    run: list[str] = []
-    folded = False
-    for op, av in items[position:]:
-        char = _literal(sre, op, av, flags)
-        if char is None:
-            break
-        run.append(char[0])
-        folded = char[1]
-    return (("".join(run), folded),) if run else None
-
-
-def _union(sets: list[_Literals | None]) -> _Literals | None:
-    if not sets or any(not found for found in sets):
-        return None
-    return tuple(dict.fromkeys(literal for found in sets if found for literal in found))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -953,7 +768,7 @@ def _rule(source: str, index: int, table: Any) -> Rule:
     if "tasks" in table:
         tasks = frozenset(_strings(source, f"{where}.tasks", table["tasks"], "task labels"))
     prompt: tuple[str, ...] = ()
-    compiled: tuple[re.Pattern[str], ...] = ()
+    compiled: PromptPatterns | None = None
     if "prompt" in table:
         prompt = tuple(_strings(source, f"{where}.prompt", table["prompt"], "regular expressions"))
         compiled = _patterns(source, f"{where}.prompt", prompt)
@@ -984,8 +799,7 @@ def _rule(source: str, index: int, table: Any) -> Rule:
         agreement_target=target,
         daily_budget_usd=budget,
         _model_re=re.compile("|".join(f"(?:{translate(glob)})" for glob in models)),
-        _prompt_res=compiled,
-        _prompt_scans=tuple(_scan(regex) for regex in compiled),
+        _prompt=compiled,
     )
 
 
@@ -1128,37 +942,14 @@ def _glob_problem(glob: str) -> str | None:
     return None
 
 
-def _patterns(source: str, where: str, patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
-    """Compile each pattern (naming the bad one), then join them into one alternation when
-    that is safe, so a rule scans the prompt once."""
-    compiled = []
-    for position, pattern in enumerate(patterns):
-        try:
-            regex = re.compile(pattern)
-        except (re.error, OverflowError, RecursionError) as exc:  # huge repeat, deep nesting
-            raise _fail(
-                source, f"{where}[{position}]", f"a regular expression ({exc})", pattern
-            ) from None
-        if regex.search("") is not None:
-            raise _fail(
-                source,
-                f"{where}[{position}]",
-                "a pattern that does not match every prompt (this one matches the empty "
-                "string; leave 'prompt' out to match all)",
-                pattern,
-            )
-        compiled.append(regex)
-    if len(compiled) < 2 or any(_BACKREFERENCE.search(r.pattern) for r in compiled):
-        return tuple(compiled)
-    parts = []
-    for regex in compiled:
-        flags = _GLOBAL_FLAGS.match(regex.pattern)
-        body = regex.pattern[flags.end() :] if flags else regex.pattern
-        parts.append(f"(?{flags[1]}:{body})" if flags else f"(?:{body})")
+def _patterns(source: str, where: str, patterns: Sequence[str]) -> PromptPatterns:
+    """Compile a rule's prompt patterns with RE2 (linear time), naming the bad one."""
     try:
-        return (re.compile("|".join(parts)),)
-    except (re.error, OverflowError, RecursionError):  # e.g. a group name used twice
-        return tuple(compiled)
+        return compile_prompt(patterns)
+    except PatternError as exc:
+        if exc.position is None:
+            raise _fail(source, where, str(exc), list(patterns)) from None
+        raise _fail(source, f"{where}[{exc.position}]", str(exc), patterns[exc.position]) from None
 
 
 def describe(rule: Rule, reason: str, call: CallView, spend_usd: float | None = None) -> str:

@@ -266,6 +266,17 @@ def test_check_file_without_rules_routes_nothing(
             '[[rules]]\nname = "a"\nfrom = "gpt-4o"\nto = "gpt-4o-mini"\nprompt = ["("]\n',
             "rules[0] (a).prompt[0]: expected a regular expression",
         ),
+        (  # patterns RE2 cannot run in linear time: which one, and why
+            '[[rules]]\nname = "a"\nfrom = "gpt-4o"\nto = "gpt-4o-mini"\n'
+            "prompt = ['ok', '(a+)\\1']\n",
+            "rules[0] (a).prompt[1]: expected a regular expression without backreferences "
+            "(\\1): RE2 has none, because they need backtracking",
+        ),
+        (
+            '[[rules]]\nname = "a"\nfrom = "gpt-4o"\nto = "gpt-4o-mini"\n'
+            "prompt = '(?<!un)happy'\n",
+            "rules[0] (a).prompt[0]: expected a regular expression without negative lookbehind",
+        ),
         ('mode = "loud"\n', "mode: expected one of 'enforce', 'shadow', 'off'; got 'loud'"),
         ("mode = \n", "not valid TOML"),
     ],

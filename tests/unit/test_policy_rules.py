@@ -244,14 +244,71 @@ WRONG_VALUES: dict[str, tuple[str, str, str, Any]] = {
     "prompt-unclosed-group": (
         second({"prompt": "['(?i)ok', '(unclosed']"}),
         f"{R1}.prompt[1]",
-        "a regular expression (missing ), unterminated subpattern",
+        "a regular expression RE2 can compile (missing ): (unclosed)",
         "(unclosed",
     ),
     "prompt-bad-range": (
         second({"prompt": "'[z-a]'"}),
         f"{R1}.prompt[0]",
-        "a regular expression (bad character range z-a",
+        "a regular expression RE2 can compile (invalid character class range: z-a)",
         "[z-a]",
+    ),
+    # RE2 runs prompt patterns; what it cannot run in linear time is refused with the reason.
+    "prompt-backreference": (
+        second({"prompt": r"['ok', '(\w)\1']"}),
+        f"{R1}.prompt[1]",
+        "a regular expression without backreferences (\\1): RE2 has none, because they need "
+        "backtracking, whose time can explode",
+        "(\\w)\\1",
+    ),
+    "prompt-lookahead": (
+        second({"prompt": "'urgent(?!ly)'"}),
+        f"{R1}.prompt[0]",
+        "a regular expression without negative lookahead (?!...)",
+        "urgent(?!ly)",
+    ),
+    "prompt-possessive": (
+        second({"prompt": "'a++b'"}),
+        f"{R1}.prompt[0]",
+        "a regular expression without possessive quantifiers (++)",
+        "a++b",
+    ),
+    "prompt-python-end-anchor": (
+        second({"prompt": "'done\\Z'"}),
+        f"{R1}.prompt[0]",
+        "a regular expression RE2 can compile (invalid escape sequence: \\Z; "
+        "RE2 writes the end of the text \\z)",
+        "done\\Z",
+    ),
+    "prompt-verbose-flag": (
+        second({"prompt": "'(?x) a b'"}),
+        f"{R1}.prompt[0]",
+        "a regular expression RE2 can compile (invalid perl operator: (?x; RE2's inline flags",
+        "(?x) a b",
+    ),
+    "prompt-ascii-boundary-next-to-non-ascii": (
+        second({"prompt": "'(?i)\\bcafé\\b'"}),
+        f"{R1}.prompt[0]",
+        "\\b and \\B only next to ASCII characters (this one touches 'é')",
+        "(?i)\\bcafé\\b",
+    ),
+    "prompt-too-large": (
+        second({"prompt": "'refund.{0,500}urgent'"}),
+        f"{R1}.prompt[0]",
+        "patterns that compile to at most 3000 RE2 instructions (this one: 45",
+        "refund.{0,500}urgent",
+    ),
+    "prompt-too-wide": (
+        second({"prompt": "'a[ab]{0,600}x'"}),
+        f"{R1}.prompt[0]",
+        "patterns with at most 1000 places a match can be at (this one: 120",
+        "a[ab]{0,600}x",
+    ),
+    "prompt-too-large-together": (
+        second({"prompt": "['ok', '\\pL+x', '\\pL+y', '[^\\pL]z', 'no']"}),
+        f"{R1}.prompt",
+        "patterns that compile to at most 3000 RE2 instructions (these together: 3",
+        ["ok", "\\pL+x", "\\pL+y", "[^\\pL]z", "no"],
     ),
     "prompt-matches-empty": (
         second({"prompt": "['classify', 'a*']"}),
@@ -890,34 +947,24 @@ def test_prompt_patterns_are_combined_keeping_each_patterns_own_flags(
     text: str, matches: bool
 ) -> None:
     p = policy(rule(prompt=["(?i)classify", "URGENT"]))
-    assert len(p.rules[0]._prompt_res) == 1
+    compiled = p.rules[0]._prompt
+    assert compiled is not None and len(compiled.regexes) == 1
     c = call(messages=[{"role": "user", "content": text}])
     assert routed(p, c) == ("gpt-4o-mini" if matches else None)
 
 
-@pytest.mark.parametrize(
-    ("patterns", "text"),
-    [
-        ([r"(z)zz", r"(\w)\1"], "book"),
-        ([r"(z)zz", r"(?P<c>\w)(?P=c)"], "book"),
-        ([r"(x)", r"(a)?(?(1)b|zz)"], "ab"),
-    ],
-    ids=["numbered-backreference", "named-backreference", "numbered-conditional"],
-)
-def test_prompt_patterns_referring_to_groups_are_not_combined(
-    patterns: list[str], text: str
-) -> None:
-    """Joined into one alternation, group numbers would shift and change what matches."""
-    p = policy(rule(prompt=patterns))
-    assert len(p.rules[0]._prompt_res) == 2
-    assert routed(p, call(messages=[{"role": "user", "content": text}])) == "gpt-4o-mini"
-    assert routed(p, call(messages=[{"role": "user", "content": "no"}])) is None
-
-
-def test_prompt_patterns_that_cannot_be_joined_still_match_separately() -> None:
-    p = policy(rule(prompt=[r"(?P<w>a)b", r"(?P<w>c)d"]))  # the same group name twice
-    assert len(p.rules[0]._prompt_res) == 2
+def test_prompt_patterns_with_the_same_group_name_still_match() -> None:
+    p = policy(rule(prompt=[r"(?P<w>a)b", r"(?P<w>c)d"]))
     assert routed(p, call(messages=[{"role": "user", "content": "xcd"}])) == "gpt-4o-mini"
+    assert routed(p, call(messages=[{"role": "user", "content": "ad"}])) is None
+
+
+def test_an_unterminated_quote_does_not_swallow_the_patterns_after_it() -> None:
+    """RE2's \\Q quotes to the end of its pattern; joined, it would quote the next one too."""
+    p = policy(rule(prompt=[r"\Qa+(", "urgent"]))
+    assert routed(p, call(messages=[{"role": "user", "content": "urgent"}])) == "gpt-4o-mini"
+    assert routed(p, call(messages=[{"role": "user", "content": "1 a+( 2"}])) == "gpt-4o-mini"
+    assert routed(p, call(messages=[{"role": "user", "content": "aa("}])) is None
 
 
 def test_chat_prompt_joins_the_text_of_every_message() -> None:
