@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from ._patterns import PatternError, compile_label
 from ._usage import read_field, read_list
 from .exceptions import ConfigError
 
@@ -89,7 +89,8 @@ class Comparator:
 
     name: str
     judge: Judge = field(repr=False)
-    label: re.Pattern[str] | None = None
+    label: Any = None
+    """The ``label`` comparator's compiled regex (RE2: :func:`compile_label`)."""
 
 
 # --- reading answers ---------------------------------------------------------------------
@@ -296,7 +297,7 @@ def _tool(original: Answer, candidate: Answer) -> float:
     return float(all(same))
 
 
-def extract_label(pattern: re.Pattern[str], text: str | None) -> str | None:
+def extract_label(pattern: Any, text: str | None) -> str | None:
     """The label ``pattern`` finds in ``text``: group 1 if it has groups, else the match."""
     if text is None:
         return None
@@ -307,7 +308,7 @@ def extract_label(pattern: re.Pattern[str], text: str | None) -> str | None:
     return label.strip().casefold() if label is not None else None
 
 
-def _label_judge(pattern: re.Pattern[str]) -> Judge:
+def _label_judge(pattern: Any) -> Judge:
     def judge(original: Answer, candidate: Answer) -> float:
         reference = extract_label(pattern, original.text)
         if reference is None:
@@ -346,11 +347,9 @@ def build_comparator(compare: str | Judge, label: str | None = None) -> Comparat
     if not isinstance(label, str) or not label:
         raise ComparatorProblem("label", f"expected a regular expression; got {label!r}")
     try:
-        pattern = re.compile(label)
-    except re.error as exc:
-        raise ComparatorProblem(
-            "label", f"expected a regular expression; got {label!r} ({exc})"
-        ) from None
+        pattern = compile_label(label)
+    except PatternError as exc:
+        raise ComparatorProblem("label", f"expected {exc}; got {label!r}") from None
     return Comparator(name="label", judge=_label_judge(pattern), label=pattern)
 
 

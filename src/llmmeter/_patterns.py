@@ -172,6 +172,28 @@ def compile_prompt(patterns: Sequence[str]) -> PromptPatterns:
     return PromptPatterns(regexes=regexes, branches=_branches(patterns), program_size=total[0])
 
 
+def compile_label(pattern: str) -> Any:
+    """Compile a ``label`` comparator's regex with RE2: it runs on every judged answer, in
+    the evaluation thread or ``llmmeter evaluate``, and a backtracking pattern there would
+    hold the interpreter's lock for as long as it runs, freezing the application's threads.
+    Captures are kept (the label is group 1 when there is one); the same syntax and size
+    rules as prompt patterns apply.
+
+    Raises:
+        PatternError: with the reason (position 0).
+    """
+    re2 = _engine()
+    options = _options(re2)
+    options.never_capture = False
+    regex = _compile(re2, options, 0, pattern)
+    problem = _boundary_problem(pattern) or _size_problem(
+        regex.programsize, _places(re2, pattern, regex), one=True
+    )
+    if problem:
+        raise PatternError(0, problem)
+    return regex
+
+
 def _size_problem(instructions: int, places: int, one: bool) -> str | None:
     which = "this one" if one else "these together"
     if instructions > MAX_PROGRAM_SIZE:

@@ -15,10 +15,12 @@ import pytest
 from llmmeter._compare import (
     Answer,
     Comparison,
+    ComparatorProblem,
     ToolCall,
     build_comparator,
     comparator_from_config,
     compare,
+    extract_label,
     read_answer,
 )
 from llmmeter.exceptions import ConfigError
@@ -219,7 +221,7 @@ def test_a_callable_that_raises_is_an_error_without_its_message() -> None:
         ("fuzzy", None, "rules[0].compare: expected one of exact, json, tool, label; got 'fuzzy'"),
         (3, None, "rules[0].compare: expected one of exact, json, tool, label; got 3"),
         ("label", None, "rules[0].label: compare = 'label' needs a label regex; got none"),
-        ("label", "(", "rules[0].label: expected a regular expression; got '(' (missing ), "),
+        ("label", "(", "rules[0].label: expected a regular expression RE2 can compile (missing ): (); got '('"),
         ("label", 7, "rules[0].label: expected a regular expression; got 7"),
         ("exact", "x", "rules[0].label: a label regex only applies to compare = 'label', not"),
     ],
@@ -242,3 +244,28 @@ def test_config_accepts_every_builtin_and_a_callable() -> None:
         return 1.0
 
     assert comparator_from_config(mine, None, source="f", where="w").judge is mine
+
+
+def test_a_backtracking_label_regex_judges_a_hostile_answer_in_linear_time() -> None:
+    """The label regex runs on every judged answer, with the interpreter's lock held: under
+    Python's ``re``, ``(a+)+$`` on 'a' * 40 + 'b' would run for hours. Under RE2 it is a
+    plain search (this test would not finish on a backtracking engine)."""
+    comparator = build_comparator("label", r"(a+)+$")
+    hostile = Answer(text="a" * 40 + "b")
+    clean = Answer(text="a" * 40)
+    assert extract_label(comparator.label, hostile.text) is None
+    assert extract_label(comparator.label, clean.text) == "a" * 40
+
+
+@pytest.mark.parametrize(
+    ("label", "why"),
+    [
+        (r"(yes|no) \1", "backreferences"),
+        (r"(?=yes)\w+", "lookahead"),
+        (r"\bcafé\b", "only next to ASCII"),
+    ],
+)
+def test_a_label_regex_re2_cannot_run_is_refused_with_the_reason(label: str, why: str) -> None:
+    with pytest.raises(ComparatorProblem) as caught:
+        build_comparator("label", label)
+    assert why in str(caught.value)

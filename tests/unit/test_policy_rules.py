@@ -441,7 +441,7 @@ OTHER_PROBLEMS: dict[str, tuple[str | bytes, str]] = {
     ),
     "bad-label-regex": (
         second({"evaluate": "0.1", "compare": '"label"', "label": "'('"}),
-        f"{R1}.label: expected a regular expression; got '('",
+        f"{R1}.label: expected a regular expression RE2 can compile (missing ): (); got '('",
     ),
     "agreement-target-not-a-fraction": (
         second({"evaluate": "0.1", "agreement_target": "95"}),
