@@ -41,6 +41,7 @@ from llmmeter._pricing import PriceTable
 from llmmeter._usage import read_usage
 from llmmeter.exceptions import ConfigError
 
+from . import inputs
 from .common import UsageError, Writer, format_cost, parse_share, plural
 from .evidence import Proportion, proportion
 
@@ -211,31 +212,57 @@ def _item(
 def load_dataset(
     path: str, comparator: Comparator, options: dict[Api, frozenset[str]], limit: int | None
 ) -> list[Item]:
-    """Every request of a JSONL file (blank lines skipped), validated; the first ``limit``."""
+    """Every request of a JSONL file (blank lines skipped), validated; the first ``limit``.
+
+    Each line is read within ``inputs.MAX_LINE`` bytes and may nest ``inputs.MAX_DEPTH``
+    levels; the requests are kept (they are sent after the whole file is checked), so the
+    dataset's size is what this costs in memory: ``--limit`` reads no further.
+    """
     items: list[Item] = []
     try:
-        with open(path, encoding="utf-8") as lines:
-            for number, text in enumerate(lines, start=1):
+        with open(path, "rb") as stream:
+            progress = inputs.Progress("evaluate", path, stream)
+            for number, raw in inputs.lines(path, stream, progress=progress):
                 if limit is not None and len(items) >= limit:
                     break
-                if not text.strip():
-                    continue
                 where = f"{path}, line {number}"
                 try:
-                    record = json.loads(text)
-                except ValueError as exc:
-                    message = getattr(exc, "msg", "not valid UTF-8 JSON")
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
                     raise UsageError(
-                        f"{where}: expected a JSON object; not JSON ({message})"
+                        f"{where}: expected UTF-8 JSONL (one JSON object a line)"
                     ) from None
-                items.append(_item(where, number, record, comparator, options))
+                if not text.strip():
+                    continue
+                items.append(_item(where, number, _record(where, text), comparator, options))
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: expected UTF-8 JSONL (one JSON object a line)") from None
     if not items:
         raise UsageError(f"{path}: expected one JSON object a line; the file has none")
     return items
+
+
+def _record(where: str, text: str) -> object:
+    """One line's JSON, nested at most ``inputs.MAX_DEPTH`` levels: deeper requests would
+    fail in the SDK's (and json's) recursion, not here with the line's number."""
+    try:
+        record = json.loads(text)
+    except RecursionError:
+        record = None
+        depth = inputs.MAX_DEPTH + 1
+    except ValueError as exc:
+        message = getattr(exc, "msg", str(exc))
+        raise UsageError(f"{where}: expected a JSON object; not JSON ({message})") from None
+    except MemoryError:
+        raise UsageError(f"{where}: not enough memory to parse this line") from None
+    else:
+        depth = inputs.nesting(record)
+    if depth > inputs.MAX_DEPTH:
+        raise UsageError(
+            f"{where}: expected a request nested at most {inputs.MAX_DEPTH} levels deep; "
+            "this one is deeper"
+        )
+    return record
 
 
 def sdk_options() -> dict[Api, frozenset[str]]:

@@ -29,6 +29,7 @@ from llmmeter._prometheus import PrometheusURL
 from llmmeter._rules import RulePolicy
 from llmmeter.exceptions import ConfigError
 
+from . import inputs
 from .common import UsageError, Writer, format_cost, format_table, parse_number
 from .policy_edit import EditError, edit_policy, write_atomically
 from .recommend import (
@@ -248,12 +249,12 @@ def _policy_status(args: argparse.Namespace, out: Writer) -> int:
 
 
 def _read_text(path: str) -> tuple[bytes, str]:
+    """The policy file as it is now: the bytes the write compares against, and their text."""
+    raw = inputs.read_file(path, "the policy file")
     try:
-        with open(path, "rb") as file:
-            raw = file.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return raw, raw.decode("utf-8")  # RulePolicy.load has read it as UTF-8 already
+        return raw, raw.decode("utf-8")
+    except UnicodeDecodeError:  # RulePolicy.load read it as UTF-8: it changed since
+        raise UsageError(f"{path} changed while promote ran; nothing was written") from None
 
 
 def _change_words(status: RuleStatus) -> str:
