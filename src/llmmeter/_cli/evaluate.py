@@ -303,7 +303,10 @@ def _send(create: Callable[..., Any], table: PriceTable, item: Item, model: str)
     answered = getattr(result, "model", None)
     cost = None
     if usage is not None:
-        priced = table.price(usage, (answered if isinstance(answered, str) else None, model))
+        try:
+            priced = table.price(usage, (answered if isinstance(answered, str) else None, model))
+        except ArithmeticError:  # token counts no float holds, from a server gone wrong
+            priced = None
         cost = priced.total if priced is not None else None
     return Sent(result=result, cost=cost)
 
