@@ -31,7 +31,7 @@ from llmmeter.exceptions import ConfigError
 
 from . import inputs
 from .common import UsageError, Writer, format_cost, format_table, parse_number
-from .policy_edit import EditError, edit_policy, write_atomically
+from .policy_edit import EditError, changed, edit_policy, write_atomically
 from .recommend import (
     DEFAULT_MAX_FALLBACK_RATE,
     DEFAULT_MIN_EVALUATIONS,
@@ -254,7 +254,7 @@ def _read_text(path: str) -> tuple[bytes, str]:
     try:
         return raw, raw.decode("utf-8")
     except UnicodeDecodeError:  # RulePolicy.load read it as UTF-8: it changed since
-        raise UsageError(f"{path} changed while promote ran; nothing was written") from None
+        raise changed(path) from None
 
 
 def _change_words(status: RuleStatus) -> str:
