@@ -419,6 +419,65 @@ def test_basic_auth_goes_to_prometheus(
     assert set(prometheus.authorization) == {"Basic b3BzOnBhOnNz"}  # ops:pa:ss
 
 
+class OddPrometheus:
+    """A Prometheus gone wrong: a body too big, nested too deep, or one that never ends."""
+
+    def __init__(self, body: bytes, *, trickle: bool = False) -> None:
+        stopping = self.stopping = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if not trickle:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not trickle:
+                    self.wfile.write(body)
+                    return
+                self.wfile.write(b'{"status": "success", "data": ')
+                while not stopping.wait(0.01):  # a byte at a time, until the client leaves
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("body", "trickle", "says"),
+    [
+        (b'{"status": "success", "data": "' + b"x" * (2 << 20) + b'"}', False,
+         "the answer is larger than 1 MiB"),
+        (b"[" * 100_000 + b"]" * 100_000, False, "the answer is not JSON"),
+        (b"", True, "the answer took longer than 0.3 s"),
+    ],
+)  # fmt: skip
+def test_a_prometheus_answer_is_read_within_bounds(
+    capsys: pytest.CaptureFixture[str], policy: Path, body: bytes, trickle: bool, says: str
+) -> None:
+    odd = OddPrometheus(body, trickle=trickle)
+    try:
+        argv = ["policy.toml", "--prometheus", odd.url, "--timeout", "0.3"]
+        code, out, err = run_cli(capsys, "policy", "status", *argv)
+    finally:
+        odd.close()
+    assert (code, out) == (2, "")
+    assert err == (
+        f"llmmeter: error: cannot read the fleet's counters from Prometheus at {odd.url}: "
+        f"{says}\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
