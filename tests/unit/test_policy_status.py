@@ -18,10 +18,9 @@ from typing import Any
 
 import pytest
 
-from llmmeter._cli import main
-from llmmeter._cli.evidence import proportion, wilson
-from llmmeter._cli import policy_edit
+from llmmeter._cli import main, policy_edit
 from llmmeter._cli.common import UsageError
+from llmmeter._cli.evidence import proportion, wilson
 from llmmeter._cli.policy_edit import EditError, edit_policy, write_atomically
 from llmmeter._cli.recommend import Recommendation, Thresholds, next_step, recommend
 from llmmeter._cli.status_sources import (
@@ -473,8 +472,7 @@ def test_a_prometheus_answer_is_read_within_bounds(
         odd.close()
     assert (code, out) == (2, "")
     assert err == (
-        f"llmmeter: error: cannot read the fleet's counters from Prometheus at {odd.url}: "
-        f"{says}\n"
+        f"llmmeter: error: cannot read the fleet's counters from Prometheus at {odd.url}: {says}\n"
     )
 
 

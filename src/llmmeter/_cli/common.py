@@ -61,9 +61,7 @@ def parse_tokens(text: str) -> int:
             f"got {text!r}"
         )
     if amount > MAX_TOKENS:
-        raise argparse.ArgumentTypeError(
-            f"expected at most 1000000B tokens (10^15); got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"expected at most 1000000B tokens (10^15); got {text!r}")
     return int(amount)
 
 
@@ -90,6 +88,14 @@ def parse_date(text: str) -> date:
     except ValueError:
         pass
     raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD; got {text!r}")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (newlines, escapes) written as
+    its Python escape: what a file says, shown on one line and as it is."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 # --- number formatting -------------------------------------------------------------------

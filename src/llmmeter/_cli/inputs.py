@@ -147,14 +147,16 @@ def lines(
     label: str,
     stream: IO[bytes],
     *,
-    limit: int = MAX_LINE,
+    limit: int | None = None,
     progress: Progress | None = None,
 ) -> Iterator[tuple[int, bytes]]:
-    """(line number, line with its newline) of ``stream``, each at most ``limit`` bytes.
+    """(line number, line with its newline) of ``stream``, each at most ``limit`` bytes
+    (default :data:`MAX_LINE`).
 
     Raises:
         UsageError: a line is longer than ``limit``, with the file and the line number.
     """
+    limit = MAX_LINE if limit is None else limit
     read = 0
     number = 0
     try:
@@ -171,12 +173,14 @@ def lines(
             progress.finish()
 
 
-def read_rest(label: str, stream: IO[bytes], start: bytes, *, limit: int = MAX_DOCUMENT) -> bytes:
-    """``start`` and the rest of ``stream``, read whole, at most ``limit`` bytes in all.
+def read_rest(label: str, stream: IO[bytes], start: bytes, *, limit: int | None = None) -> bytes:
+    """``start`` and the rest of ``stream``, read whole, at most ``limit`` bytes in all
+    (default :data:`MAX_DOCUMENT`).
 
     Raises:
         UsageError: more than ``limit`` bytes, naming the file.
     """
+    limit = MAX_DOCUMENT if limit is None else limit
     rest = stream.read(limit + 1 - len(start)) if len(start) <= limit else b""
     data = start + rest
     if len(data) > limit:
@@ -187,13 +191,15 @@ def read_rest(label: str, stream: IO[bytes], start: bytes, *, limit: int = MAX_D
     return data
 
 
-def read_file(path: str, what: str, *, limit: int = MAX_FILE) -> bytes:
+def read_file(path: str, what: str, *, limit: int | None = None) -> bytes:
     """The bytes of a file read whole, at most ``limit`` of them; ``what`` names it in
     messages (``the policy file``, ``--prompt-file``).
 
     Raises:
-        UsageError: the file cannot be read, or is longer than ``limit``.
+        UsageError: the file cannot be read, or is longer than ``limit`` (default
+            :data:`MAX_FILE`).
     """
+    limit = MAX_FILE if limit is None else limit
     try:
         with open(path, "rb") as file:
             data = file.read(limit + 1)

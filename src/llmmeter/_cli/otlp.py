@@ -33,6 +33,9 @@ _INT64_MIN: Final = -(1 << 63)
 _UINT64_END: Final = 1 << 64
 GIVE_UP: Final = 1000
 """Lines that are not JSON, from the first on, after which a file is read no further."""
+TOO_LONG_NUMBER: Final = (
+    f"invalid JSON: a number of more than {sys.get_int_max_str_digits()} digits"
+)
 TOO_DEEP: Final = "nested too deeply"
 """Why a document that exhausts Python's recursion is not read (``[[[[...`` 50,000 deep)."""
 
@@ -252,8 +255,8 @@ def _parse(label: str, number: int, text: str) -> Any:
         return _invalid_json(exc)
     except RecursionError:
         return Malformed(TOO_DEEP)
-    except ValueError as exc:  # an integer of more digits than int() converts
-        return Malformed(f"invalid JSON: {exc}")
+    except ValueError:  # an integer of more digits than int() converts
+        return Malformed(TOO_LONG_NUMBER)
     except MemoryError:
         raise inputs.too_big(label, number) from None
 
@@ -290,8 +293,8 @@ def _pretty(
         except RecursionError:
             yield line, Malformed(TOO_DEEP)
             return
-        except ValueError as exc:
-            yield line, Malformed(f"invalid JSON: {exc}")
+        except ValueError:
+            yield line, Malformed(TOO_LONG_NUMBER)
             return
         except MemoryError:
             raise inputs.too_big(label, line) from None

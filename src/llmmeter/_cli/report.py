@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from . import inputs, otlp
-from .common import UsageError, Writer
+from .common import UsageError, Writer, printable
 from .summary import GROUPINGS, SpanRecord, render_csv, render_json, render_table, summarize
 
 FORMATS: Final = ("table", "csv", "json")
@@ -102,7 +102,7 @@ def _spans(request: Any) -> list[_Span]:
         for name, signal in _OTHER_SIGNALS.items():
             if otlp.get(request, name) is not None:
                 raise _OtherSignal(signal)
-        keys = ", ".join(list(request)[:3]) or "none"
+        keys = ", ".join(printable(key) for key in list(request)[:3]) or "none"
         raise otlp.Malformed(f"no resourceSpans (keys: {keys})")
     found: list[_Span] = []
     for entry in otlp.repeated(request, "resourceSpans"):
