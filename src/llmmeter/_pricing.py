@@ -374,8 +374,8 @@ def _parse_rates(where: str, name: str, table: Any) -> Rates:
                 rate = math.inf
         if not 0 <= rate <= MAX_RATE:  # NaN fails too
             raise ConfigError(
-                f"{where}: key {key}.{field_name}: expected a number from 0 to {MAX_RATE:,} "
-                f"(USD per 1M tokens); got {value!r}"
+                f"{where}: key {key}.{field_name}: expected a non-negative number up to "
+                f"{MAX_RATE:,} (USD per 1M tokens); got {value!r}"
             )
         values[field_name] = rate / 1_000_000
     for required in ("input", "output"):

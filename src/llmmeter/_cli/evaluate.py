@@ -250,8 +250,10 @@ def _record(where: str, text: str) -> object:
     except RecursionError:
         record = None
         depth = inputs.MAX_DEPTH + 1
-    except ValueError as exc:
-        message = getattr(exc, "msg", str(exc))
+    except ValueError as exc:  # not JSONDecodeError: a number past int()'s digits
+        message = getattr(
+            exc, "msg", f"a number of more than {sys.get_int_max_str_digits()} digits"
+        )
         raise UsageError(f"{where}: expected a JSON object; not JSON ({message})") from None
     except MemoryError:
         raise UsageError(f"{where}: not enough memory to parse this line") from None

@@ -38,9 +38,9 @@ MAX_FILE: Final = 16 * MIB
 MAX_DEPTH: Final = 100
 """Levels a dataset's request may nest: deeper ones would only reach the SDK's recursion."""
 
-_TTY_FIRST: Final = 1.0
+TTY_EVERY: Final = 1.0
 """Seconds before a terminal sees progress, and between its updates (rewritten in place)."""
-_LOG_FIRST: Final = 10.0
+LOG_EVERY: Final = 10.0
 """Seconds before stderr that is not a terminal (a CI log) gets a progress line, and between
 its lines: a test or a script reading a small file sees nothing."""
 
@@ -94,7 +94,7 @@ class Progress:
         self._stream = stream if stream is not None else sys.stderr
         self._clock = clock
         self._tty = self._stream.isatty() if tty is None else tty
-        self._every = _TTY_FIRST if self._tty else _LOG_FIRST
+        self._every = TTY_EVERY if self._tty else LOG_EVERY
         self._next = clock() + self._every
         self._source = source
         self._total = _regular_size(source)
@@ -109,7 +109,7 @@ class Progress:
         self._show(lines, read)
 
     def _show(self, lines: int, read: int) -> None:
-        text = f"{self._prefix}{lines:,} lines, {size_words(read)}"
+        text = f"{self._prefix}{lines:,} line{'' if lines == 1 else 's'}, {size_words(read)}"
         position = _position(self._source)
         if self._total and position is not None:
             text += f" ({min(100, position * 100 // self._total)}% of the file)"
