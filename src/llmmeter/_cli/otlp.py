@@ -240,7 +240,7 @@ def documents(
         if number == 1 and text.strip() == "{":
             yield from _pretty(label, raw, stream, progress)
             return
-        document = _parse(label, number, text.rstrip())
+        document = _parse(label, number, text)
         seen_json = seen_json or not isinstance(document, Malformed)
         yield number, document
         if not seen_json and number >= GIVE_UP:
@@ -250,15 +250,20 @@ def documents(
 def _parse(label: str, number: int, text: str) -> Any:
     """One line's JSON, or a :class:`Malformed` saying why it is none."""
     try:
-        return json.loads(text)
+        return json.loads(text)  # the newline too: a stripped copy would hold the line twice
     except json.JSONDecodeError as exc:
-        return _invalid_json(exc)
+        why = exc
     except RecursionError:
         return Malformed(TOO_DEEP)
     except ValueError:  # an integer of more digits than int() converts
         return Malformed(TOO_LONG_NUMBER)
     except MemoryError:
         raise inputs.too_big(label, number) from None
+    try:  # again without the newline, for the message: "Unterminated string", at its column
+        json.loads(text.rstrip())
+    except json.JSONDecodeError as exc:
+        why = exc
+    return _invalid_json(why)
 
 
 def _invalid_json(exc: json.JSONDecodeError) -> Malformed:
