@@ -41,6 +41,7 @@ def llmmeter(*argv: str | Path, env: dict[str, str] | None = None) -> tuple[int,
         timeout=600,
         env={**os.environ, **(env or {})},
         stdin=subprocess.DEVNULL,
+        check=False,
     )
     return done.returncode, done.stdout, done.stderr
 
@@ -183,6 +184,9 @@ evaluate = 0.1
 """
 
 
+SHADOW = {"llmmeter.policy.action": "shadow"}
+
+
 def metrics_line(name: str, value: float, **labels: str) -> str:
     attributes = [{"key": "llmmeter.policy.rule", "value": {"stringValue": "classify-to-mini"}}]
     attributes += [{"key": k, "value": {"stringValue": v}} for k, v in labels.items()]
@@ -204,7 +208,7 @@ def test_two_promote_writes_at_once_never_both_succeed(tmp_path: Path) -> None:
     evidence.write_text(
         "\n".join(
             [
-                metrics_line("llmmeter.policy.decisions", 5000, **{"llmmeter.policy.action": "shadow"}),
+                metrics_line("llmmeter.policy.decisions", 5000, **SHADOW),
                 metrics_line("llmmeter.evaluations", 400),
                 metrics_line("llmmeter.evaluation.agreement", 392),
             ]

@@ -654,6 +654,33 @@ def test_a_write_that_gets_the_lock_after_a_rename_writes_nothing(
     assert path.read_bytes() == b"first\n"
 
 
+def test_promote_decides_on_the_bytes_it_compares_not_an_earlier_read(
+    capsys: pytest.CaptureFixture[str],
+    prometheus: StubPrometheus,
+    policy: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another promote writes between this one's validation and its read: the steps must be
+    decided on what is then in the file, or they re-apply a change already made."""
+    fleet(prometheus)
+    argv = ["policy", "promote", "policy.toml", "--prometheus", prometheus.url, "--write"]
+    assert run_cli(capsys, *argv)[0] == 0
+    promoted = policy.read_text()
+    policy.write_text(POLICY)
+    real_load = RulePolicy.load
+
+    def load_then_lose_the_race(path: Any, **options: Any) -> RulePolicy:
+        loaded = real_load(path, **options)
+        policy.write_text(promoted)  # the other promote, finishing right now
+        return loaded
+
+    monkeypatch.setattr(RulePolicy, "load", load_then_lose_the_race)
+    code, out, err = run_cli(capsys, *argv)
+    assert (code, err) == (0, "")
+    assert out.endswith("Nothing to change.\n"), out
+    assert policy.read_text() == promoted
+
+
 def test_promote_write_while_another_holds_the_lock_is_one_error_line(
     capsys: pytest.CaptureFixture[str],
     prometheus: StubPrometheus,

@@ -269,8 +269,12 @@ def _change_words(status: RuleStatus) -> str:
 
 def _policy_promote(args: argparse.Namespace, out: Writer) -> int:
     """``llmmeter policy promote``: make the recommended steps in the policy file."""
-    policy = _load(args.file)
+    _load(args.file)  # the file's mistakes, worded as the running processes would say them
     raw, text = _read_text(args.file)
+    try:  # decide on exactly the bytes the write will compare against, not an earlier read
+        policy = RulePolicy.from_dict(tomllib.loads(text), source=args.file)
+    except (ConfigError, tomllib.TOMLDecodeError, RecursionError):  # valid a moment ago
+        raise changed(args.file) from None
     statuses = _statuses(args, policy)
     index_of = {rule.name: index for index, rule in enumerate(policy.rules)}
     changes = {
