@@ -70,10 +70,12 @@ sdk-suite-compat: .venv-openai1/.installed .venv-openai2/.installed
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/bench.py --write-docs docs/performance.md
 
-# The focused scripts: pricing against genai-prices' own computation, policy decisions.
+# The focused scripts: pricing against genai-prices' own computation, policy decisions,
+# how fast `llmmeter report` reads a file.
 bench-micro: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/pricing.py
 	$(BIN)/python benchmarks/policy.py
+	$(BIN)/python benchmarks/readers.py
 
 # llmmeter against the other OpenAI instrumentations, each in its own virtualenv under
 # build/bench-compare/ (optional: ~15 min, ~600 MB; docs/performance-compare.md).

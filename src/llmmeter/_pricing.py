@@ -286,6 +286,9 @@ class Overrides:
 
 
 _RATE_NAMES: Final = tuple(_PRICE_KEYS)
+MAX_RATE: Final = 1_000_000
+"""USD per 1M tokens an override may set at most ($1 a token): thousands of times any real
+price, and far enough from float's limits that no cost of a real call overflows."""
 _KEY = re.compile(r"^[A-Za-z0-9_.:/*@\-]+$")
 
 
@@ -369,10 +372,10 @@ def _parse_rates(where: str, name: str, table: Any) -> Rates:
                 rate = float(value)
             except OverflowError:  # an integer beyond any float
                 rate = math.inf
-        if not math.isfinite(rate) or rate < 0:
+        if not 0 <= rate <= MAX_RATE:  # NaN fails too
             raise ConfigError(
-                f"{where}: key {key}.{field_name}: expected a non-negative number "
-                f"(USD per 1M tokens); got {value!r}"
+                f"{where}: key {key}.{field_name}: expected a non-negative number up to "
+                f"{MAX_RATE:,} (USD per 1M tokens); got {value!r}"
             )
         values[field_name] = rate / 1_000_000
     for required in ("input", "output"):

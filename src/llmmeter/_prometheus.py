@@ -16,14 +16,16 @@ from __future__ import annotations
 import base64
 import json
 import math
+import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from ._scrub import scrub
 
 _MAX_BODY: Final = 1 << 20
 """Bytes read from Prometheus at most: a one-number answer is a few hundred."""
+_CHUNK: Final = 64 << 10
 _MAX_SHOWN: Final = 200
 """Characters of a Prometheus error message quoted in our log."""
 
@@ -99,7 +101,7 @@ def instant_query(url: PrometheusURL, query: str, timeout: float) -> float:
             suppress_instrumentation(),
             urllib.request.urlopen(request, timeout=timeout) as response,
         ):
-            body = response.read(_MAX_BODY)
+            body = _read_body(response, timeout)
     except urllib.error.HTTPError as exc:
         with exc:
             detail = _prometheus_error(exc.read(_MAX_BODY))
@@ -109,11 +111,27 @@ def instant_query(url: PrometheusURL, query: str, timeout: float) -> float:
     return parse_answer(body)
 
 
+def _read_body(response: Any, timeout: float) -> bytes:
+    """The answer's body: at most :data:`_MAX_BODY` bytes, within ``timeout`` in all (the
+    socket's own timeout is per read: a server that trickles would otherwise never end)."""
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := response.read1(_CHUNK):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > _MAX_BODY:
+            raise PollError(BAD_RESPONSE, f"the answer is larger than {_MAX_BODY >> 20} MiB")
+        if time.monotonic() > deadline:
+            raise PollError(UNREACHABLE, f"the answer took longer than {timeout:g} s")
+    return b"".join(chunks)
+
+
 def parse_answer(body: bytes) -> float:
     """The one number in a ``/api/v1/query`` answer; an empty vector is 0."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: [[[[... nested past the stack
         raise PollError(BAD_RESPONSE, "the answer is not JSON") from None
     if not isinstance(doc, dict) or doc.get("status") != "success":
         raise PollError(BAD_RESPONSE, f"the query failed{_prometheus_error(body)}")
@@ -147,7 +165,7 @@ def _prometheus_error(body: bytes) -> str:
     """``: <Prometheus's error message>`` when the body carries one, shortened."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     error = doc.get("error") if isinstance(doc, dict) else None
     return f": {str(error)[:_MAX_SHOWN]}" if error else ""

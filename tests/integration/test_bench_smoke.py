@@ -115,3 +115,21 @@ def test_the_tables_are_printed(smoke: Smoke) -> None:
         assert table in smoke.stdout
     assert "- Machine:" in smoke.stdout
     assert "Telemetry valid" in smoke.stdout
+
+
+def test_readers_benchmark_reads_every_shape() -> None:
+    """``benchmarks/readers.py``: each shape is built, read and measured (validity only)."""
+    script = BENCH.parent / "readers.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--size", "1", "--rounds", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert set(results) == {"collector lines", "pretty documents", "junk lines"}
+    for result in results.values():
+        assert 0.9 < result["mib"] < 1.5  # whole lines: up to one more than asked
+        assert result["seconds"] > 0

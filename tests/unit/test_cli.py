@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -370,6 +371,20 @@ BAD_ARGUMENTS: list[tuple[list[str], str]] = [
     (["prices", "--list", "gpt-4o"], "--list takes no MODEL"),
     (["prices", "gpt-4o", "--prices", "/nonexistent/prices.toml"], "cannot read the prices file"),
     (["prices", "gpt-4o", "--prices", "BAD_FILE"], "key models.'x'.input: expected a non-negative"),
+    (
+        ["prices", "x", "--prices", "HUGE_RATE_FILE"],
+        "key models.'x'.input: expected a non-negative number up to 1,000,000 (USD per 1M "
+        "tokens); got 1e+308",
+    ),
+    (
+        ["prices", "--compare", "a", "b", "--daily-input", "99999999999999999999999999B"],
+        "argument --daily-input: expected at most 1000000B tokens (10^15); got "
+        "'99999999999999999999999999B'",
+    ),
+    (
+        ["prices", "--compare", "a", "b", "--daily-input", "1M", "--daily-output", "1" * 5000],
+        "argument --daily-output: expected at most 1000000B tokens (10^15)",
+    ),
     ([], "the following arguments are required: COMMAND"),
     (["bill"], "invalid choice: 'bill'"),
 ]
@@ -379,7 +394,10 @@ BAD_ARGUMENTS: list[tuple[list[str], str]] = [
 def test_bad_arguments_give_one_error_line_and_exit_2(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], message: str
 ) -> None:
-    argv = [bad_file(tmp_path) if arg == "BAD_FILE" else arg for arg in argv]
+    files = {"BAD_FILE": 'input = "cheap"', "HUGE_RATE_FILE": "input = 1e308\noutput = 1"}
+    for name, rates in files.items():
+        (tmp_path / f"{name}.toml").write_text(f'[models."x"]\n{rates}\n')
+    argv = [str(tmp_path / f"{arg}.toml") if arg in files else arg for arg in argv]
     code, out, err = run_cli(capsys, *argv)
     assert code == 2
     assert out == ""
@@ -440,6 +458,20 @@ def test_money_formats(value: float, rate: str, cost: str) -> None:
     assert (format_rate(value), format_cost(value)) == (rate, cost)
 
 
+@pytest.mark.parametrize(
+    ("value", "cost"),
+    [
+        (1e26, "$100,000,000,000,000,000,000,000,000.00"),  # past Decimal's default 28 digits
+        (1.5e308, "$150" + ",000" * 102 + ".00"),
+        (5e-324, "$0." + "0" * 323 + "494"),
+        (math.inf, "n/a"),
+        (math.nan, "n/a"),
+    ],
+)
+def test_money_formats_any_float_without_raising(value: float, cost: str) -> None:
+    assert format_cost(value).replace(",", "") == cost.replace(",", "")
+
+
 # --- docs/cli.md ---------------------------------------------------------------------
 
 DOCS = Path(__file__).parents[2] / "docs" / "cli.md"
@@ -472,3 +504,19 @@ def test_docs_show_real_output(
         shown = shown.removesuffix("...\n")
         printed = printed[: len(shown)]
     assert printed == shown
+
+
+def test_ctrl_c_ends_a_command_with_one_line_and_code_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C on a long read (a huge file, a pipe that never ends): no traceback."""
+    import llmmeter._cli as cli
+
+    def interrupted(argv: object = None) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "main", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        cli.run()
+    assert exited.value.code == 130
+    assert capsys.readouterr() == ("", "\nllmmeter: interrupted\n")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from llmmeter._cli import main
+from llmmeter._cli import inputs, main
 from llmmeter._cli.common import format_cost
 from llmmeter._policy import CallView, stable_fraction
 from llmmeter._pricing import Cost, PriceTable
@@ -718,6 +718,28 @@ def test_explain_prompt_file_equals_prompt(
     monkeypatch.setattr("sys.stdin", io.StringIO(CLASSIFY))
     assert run_cli(capsys, *base, "--prompt-file", "-") == given
     assert "matches: this rule decides" in given[1]
+
+
+@pytest.mark.parametrize("source", ["file", "/dev/zero", "stdin"])
+def test_explain_prompt_file_past_the_bound_is_one_error_line(
+    capsys: pytest.CaptureFixture[str],
+    policy: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+) -> None:
+    """A prompt file is read whole, so it has a bound: /dev/zero ends at it too."""
+    monkeypatch.setattr(inputs, "MAX_FILE", 1024)
+    path = tmp_path / "prompt.txt"
+    path.write_text("x" * 1025)
+    monkeypatch.setattr("sys.stdin", io.StringIO("x" * 1025))
+    name = {"file": str(path), "/dev/zero": "/dev/zero", "stdin": "-"}[source]
+    base = ["policy", "explain", policy, "--model", "gpt-4o", "--prompt-file", name]
+    code, out, err = run_cli(capsys, *base)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"llmmeter: error: --prompt-file {name}: longer than 1 KiB, the most llmmeter reads of it\n"
+    )
 
 
 # --- usage errors and help -----------------------------------------------------------

@@ -14,8 +14,8 @@ import pytest
 
 from llmmeter._compare import (
     Answer,
-    Comparison,
     ComparatorProblem,
+    Comparison,
     ToolCall,
     build_comparator,
     comparator_from_config,
@@ -221,7 +221,11 @@ def test_a_callable_that_raises_is_an_error_without_its_message() -> None:
         ("fuzzy", None, "rules[0].compare: expected one of exact, json, tool, label; got 'fuzzy'"),
         (3, None, "rules[0].compare: expected one of exact, json, tool, label; got 3"),
         ("label", None, "rules[0].label: compare = 'label' needs a label regex; got none"),
-        ("label", "(", "rules[0].label: expected a regular expression RE2 can compile (missing ): (); got '('"),
+        (
+            "label",
+            "(",
+            "rules[0].label: expected a regular expression RE2 can compile (missing ): (); got '('",
+        ),
         ("label", 7, "rules[0].label: expected a regular expression; got 7"),
         ("exact", "x", "rules[0].label: a label regex only applies to compare = 'label', not"),
     ],

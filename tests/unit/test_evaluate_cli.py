@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from llmmeter._cli import main
+from llmmeter._cli import inputs, main
 from llmmeter.testing import FakeOpenAI
 
 pytest.importorskip("openai")
@@ -251,6 +251,18 @@ def test_limit_reads_only_the_first_requests(
         ('{"input": "hi", "model": "gpt-4o"}', "line 2: 'model': the model is set by --from"),
         ('{"input": "hi", "stream": true}', "line 2: 'stream': requests are sent unstreamed"),
         ('{"input": "hi", "expected": 3}', "line 2: 'expected': expected the right answer as a"),
+        (
+            "[" * 50_000 + "]" * 50_000,
+            "line 2: expected a request nested at most 100 levels deep; this one is deeper",
+        ),
+        (
+            '{"input": "hi", "metadata": ' + "[" * 150 + "]" * 150 + "}",
+            "line 2: expected a request nested at most 100 levels deep; this one is deeper",
+        ),
+        (
+            '{"input": "hi", "seed": ' + "1" * 5000 + "}",
+            "line 2: expected a JSON object; not JSON (a number of more than 4300 digits)",
+        ),
     ],
 )
 def test_a_bad_line_fails_before_any_request(
@@ -266,6 +278,23 @@ def test_a_bad_line_fails_before_any_request(
     assert out == ""
     assert err.startswith(f"llmmeter: error: {dataset}, {message}")
     assert disagreeing.requests == []
+
+
+def test_a_line_past_the_bound_is_one_error_naming_file_and_line(
+    capsys: pytest.CaptureFixture[str],
+    disagreeing: FakeOpenAI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(inputs, "MAX_LINE", 1024)
+    long = chat("x" * 2000)
+    dataset = write(tmp_path, chat(PROMPTS[0]), long)
+    code, out, err = evaluate(capsys, disagreeing, dataset)
+    assert (code, out, disagreeing.requests) == (2, "", [])
+    assert err == (
+        f"llmmeter: error: {dataset}, line 2: longer than 1 KiB, the most llmmeter reads as one "
+        "line; nothing of it was used\n"
+    )
 
 
 def test_expected_answers_are_checked_against_the_comparator(

@@ -4,7 +4,9 @@ stand-in; the end-to-end test runs the real ``prometheus`` scraping an instrumen
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import stat
 import threading
@@ -16,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from llmmeter._cli import main
+from llmmeter._cli import main, policy_edit
+from llmmeter._cli.common import UsageError
 from llmmeter._cli.evidence import proportion, wilson
-from llmmeter._cli.policy_edit import EditError, edit_policy
+from llmmeter._cli.policy_edit import EditError, edit_policy, write_atomically
 from llmmeter._cli.recommend import Recommendation, Thresholds, next_step, recommend
 from llmmeter._cli.status_sources import (
     AGREEMENT,
@@ -415,6 +418,64 @@ def test_basic_auth_goes_to_prometheus(
     assert set(prometheus.authorization) == {"Basic b3BzOnBhOnNz"}  # ops:pa:ss
 
 
+class OddPrometheus:
+    """A Prometheus gone wrong: a body too big, nested too deep, or one that never ends."""
+
+    def __init__(self, body: bytes, *, trickle: bool = False) -> None:
+        stopping = self.stopping = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if not trickle:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not trickle:
+                    self.wfile.write(body)
+                    return
+                self.wfile.write(b'{"status": "success", "data": ')
+                while not stopping.wait(0.01):  # a byte at a time, until the client leaves
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("body", "trickle", "says"),
+    [
+        (b'{"status": "success", "data": "' + b"x" * (2 << 20) + b'"}', False,
+         "the answer is larger than 1 MiB"),
+        (b"[" * 100_000 + b"]" * 100_000, False, "the answer is not JSON"),
+        (b"", True, "the answer took longer than 0.3 s"),
+    ],
+)  # fmt: skip
+def test_a_prometheus_answer_is_read_within_bounds(
+    capsys: pytest.CaptureFixture[str], policy: Path, body: bytes, trickle: bool, says: str
+) -> None:
+    odd = OddPrometheus(body, trickle=trickle)
+    try:
+        argv = ["policy.toml", "--prometheus", odd.url, "--timeout", "0.3"]
+        code, out, err = run_cli(capsys, "policy", "status", *argv)
+    finally:
+        odd.close()
+    assert (code, out) == (2, "")
+    assert err == (
+        f"llmmeter: error: cannot read the fleet's counters from Prometheus at {odd.url}: {says}\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
@@ -525,6 +586,120 @@ def test_promote_raises_the_canary_and_drops_sample_at_the_last_step(
     assert samples == [0.5, 1.0, 1.0]
     text = policy.read_text()
     assert "sample" not in text.split('name = "support-canary"')[1].split("[[rules]]")[0]
+
+
+def test_promote_write_leaves_a_file_changed_since_it_was_read(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_bytes(b"edited by hand\n")
+    with pytest.raises(UsageError, match=r"changed while promote ran .* nothing was written"):
+        write_atomically(str(path), b"promoted\n", b"as promote read it\n")
+    assert path.read_bytes() == b"edited by hand\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["policy.toml"]  # no temporary file left
+
+
+def test_of_two_writes_at_once_the_one_that_waits_for_the_lock_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second write runs entirely while the first is between its compare and its
+    rename: without a lock both compared the same bytes and both reported success."""
+    path = tmp_path / "policy.toml"
+    path.write_bytes(b"original\n")
+    monkeypatch.setattr(policy_edit, "LOCK_WAIT", 0.2)
+    second: list[str] = []
+
+    def write_second() -> None:
+        try:
+            write_atomically(str(path), b"second\n", b"original\n")
+            second.append("wrote")
+        except UsageError as exc:
+            second.append(str(exc))
+
+    real_replace = os.replace
+    first = threading.current_thread()
+
+    def replace(source: str, target: str) -> None:
+        if threading.current_thread() is first:
+            thread = threading.Thread(target=write_second)
+            thread.start()
+            thread.join(timeout=60)
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    write_atomically(str(path), b"first\n", b"original\n")
+    assert second == [
+        f"{path} is locked by another process (another promote --write?); nothing was written"
+    ]
+    assert path.read_bytes() == b"first\n"
+
+
+def test_a_write_that_gets_the_lock_after_a_rename_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second write opened the file before the first renamed its edit over it: the
+    lock it then gets is on the old file, whose bytes still match; it must notice."""
+    path = tmp_path / "policy.toml"
+    path.write_bytes(b"original\n")
+    real_flock = fcntl.flock
+    calls = []
+
+    def flock(fd: int, operation: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:  # the second write, about to lock: the first runs whole
+            write_atomically(str(path), b"first\n", b"original\n")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with pytest.raises(UsageError, match="changed while promote ran"):
+        write_atomically(str(path), b"second\n", b"original\n")
+    assert path.read_bytes() == b"first\n"
+
+
+def test_promote_decides_on_the_bytes_it_compares_not_an_earlier_read(
+    capsys: pytest.CaptureFixture[str],
+    prometheus: StubPrometheus,
+    policy: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another promote writes between this one's validation and its read: the steps must be
+    decided on what is then in the file, or they re-apply a change already made."""
+    fleet(prometheus)
+    argv = ["policy", "promote", "policy.toml", "--prometheus", prometheus.url, "--write"]
+    assert run_cli(capsys, *argv)[0] == 0
+    promoted = policy.read_text()
+    policy.write_text(POLICY)
+    real_load = RulePolicy.load
+
+    def load_then_lose_the_race(path: Any, **options: Any) -> RulePolicy:
+        loaded = real_load(path, **options)
+        policy.write_text(promoted)  # the other promote, finishing right now
+        return loaded
+
+    monkeypatch.setattr(RulePolicy, "load", load_then_lose_the_race)
+    code, out, err = run_cli(capsys, *argv)
+    assert (code, err) == (0, "")
+    assert out.endswith("Nothing to change.\n"), out
+    assert policy.read_text() == promoted
+
+
+def test_promote_write_while_another_holds_the_lock_is_one_error_line(
+    capsys: pytest.CaptureFixture[str],
+    prometheus: StubPrometheus,
+    policy: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fleet(prometheus)
+    monkeypatch.setattr(policy_edit, "LOCK_WAIT", 0.0)
+    with policy.open("rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        code, out, err = run_cli(
+            capsys, "policy", "promote", "policy.toml", "--prometheus", prometheus.url, "--write"
+        )
+    assert (code, out) == (2, "")
+    assert err == (
+        "llmmeter: error: policy.toml is locked by another process (another promote --write?); "
+        "nothing was written\n"
+    )
+    assert policy.read_text() == POLICY
 
 
 def test_promote_json_lists_the_changes(

@@ -687,6 +687,67 @@ def test_why_a_line_is_skipped(
     )
 
 
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("[" * 50_000 + "]" * 50_000, "nested too deeply"),
+        (
+            spans_line({"attributes": [attribute("n", intValue="1" * 5000)]}),
+            "intValue of attribute 'n' is out of the 64-bit range: '" + "1" * 39 + "...",
+        ),
+        (
+            '{"resourceSpans": [], "n": ' + "1" * 5000 + "}",
+            "invalid JSON: a number of more than 4300 digits",
+        ),
+        (
+            spans_line({"startTimeUnixNano": str(1 << 64)}),
+            "startTimeUnixNano is out of the 64-bit range: '18446744073709551616'",
+        ),
+        ('{"a\\r\\nb\\u001b[2J": 1}', "no resourceSpans (keys: a\\r\\nb\\x1b[2J)"),
+    ],
+)
+def test_lines_that_broke_the_reader_are_skipped_like_any_other(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, workload: Workload, line: str, reason: str
+) -> None:
+    """Found by fuzzing (test_fuzz_cli_readers.py): each was a traceback or an output line
+    split in two; now a skipped line with its reason, on one line."""
+    path = write(tmp_path / "spans.json", [*collector_lines(workload.spans[:1]), line])
+    code, _, err = run_report(capsys, path)
+    assert code == 0
+    assert err == (
+        f"llmmeter: warning: 1 of 2 lines skipped: not OTLP JSON (first at {path}:2: {reason})\n"
+    )
+
+
+def test_numbers_no_float_holds_count_as_missing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """NaN or Infinity tokens or cost in a file: the call counts, the number does not."""
+    ours = attribute(GEN_AI_OPERATION, stringValue="chat")
+    spans = [
+        {"attributes": [ours, attribute("gen_ai.usage.input_tokens", doubleValue=value),
+                        attribute("gen_ai.usage.cost.amount", doubleValue=value),
+                        attribute("gen_ai.usage.output_tokens", intValue="7")]}
+        for value in ("NaN", "Infinity", "-Infinity")
+    ]  # fmt: skip
+    path = write(tmp_path / "spans.json", [spans_line(*spans)])
+    total = report_json(capsys, path)["total"]
+    assert (total["calls"], total["input_tokens"], total["output_tokens"]) == (3, 0, 21)
+    assert (total["cost_usd"], total["unpriced_calls"]) == (0, 3)
+
+
+def test_names_from_a_file_cannot_steer_the_terminal(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ours = attribute(GEN_AI_OPERATION, stringValue="chat")
+    model = attribute("gen_ai.request.model", stringValue="gpt\n4o\x1b[2J")
+    path = write(tmp_path / "spans.json", [spans_line({"attributes": [ours, model]})])
+    code, out, _ = run_report(capsys, path)
+    assert code == 0
+    assert "\x1b" not in out
+    assert any(line.startswith("gpt\\n4o\\x1b[2J ") for line in out.splitlines()), out
+
+
 def one_error_line(code: int, out: str, err: str) -> str:
     assert (code, out) == (2, "")
     assert err.count("\n") == 1 and err.startswith("llmmeter: error: "), err

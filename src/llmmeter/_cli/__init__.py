@@ -34,4 +34,8 @@ def run() -> None:
         # Point stdout at devnull so the interpreter's final flush stays quiet too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 1
+    except KeyboardInterrupt:
+        # Ctrl-C on a long read (a huge file, a pipe that never ends): stop, no traceback.
+        print("\nllmmeter: interrupted", file=sys.stderr)
+        code = 130
     sys.exit(code)

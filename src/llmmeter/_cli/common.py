@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any, Final, NoReturn
 
 from llmmeter._pricing import PriceTable, Rates
@@ -25,6 +25,10 @@ from llmmeter._pricing import PriceTable, Rates
 _TOKEN_SUFFIXES: Final = {"": 1, "k": 1_000, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
 _TOKEN_AMOUNT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)([kKMB]?)$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+MAX_TOKENS: Final = 10**15
+"""Tokens an option may give at most: a thousand times a large provider's daily traffic."""
+_USD_DIGITS: Final = 800
+"""Decimal digits for formatting money: room for any finite float, 1e308 or 5e-324."""
 
 Writer = Callable[[str], None]
 
@@ -44,14 +48,20 @@ class Parser(argparse.ArgumentParser):
 
 
 def parse_tokens(text: str) -> int:
-    """``10M``, ``2.5M``, ``300k``, ``1B`` or ``1_000_000`` as a positive whole token count."""
+    """``10M``, ``2.5M``, ``300k``, ``1B`` or ``1_000_000`` as a positive whole token count,
+    at most :data:`MAX_TOKENS`: beyond that no price or total means anything."""
     match = _TOKEN_AMOUNT.match(text.strip().replace("_", ""))
-    amount = Decimal(match[1]) * _TOKEN_SUFFIXES[match[2]] if match else Decimal(0)
+    try:
+        amount = Decimal(match[1]) * _TOKEN_SUFFIXES[match[2]] if match else Decimal(0)
+    except ArithmeticError:  # more digits than Decimal's context holds
+        amount = Decimal(MAX_TOKENS + 1)
     if amount <= 0 or amount != amount.to_integral_value():
         raise argparse.ArgumentTypeError(
             f"expected a positive whole number of tokens such as 300k, 2.5M, 10M or 1B; "
             f"got {text!r}"
         )
+    if amount > MAX_TOKENS:
+        raise argparse.ArgumentTypeError(f"expected at most 1000000B tokens (10^15); got {text!r}")
     return int(amount)
 
 
@@ -80,6 +90,14 @@ def parse_date(text: str) -> date:
     raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD; got {text!r}")
 
 
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (newlines, escapes) written as
+    its Python escape: what a file says, shown on one line and as it is."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 # --- number formatting -------------------------------------------------------------------
 
 
@@ -89,9 +107,12 @@ def _usd(value: float, decimals: int) -> str:
     Rounds half up from 12 significant digits, clear of float noise: $2.475 shows as $2.48, not
     as the $2.47 that 2.4749999999999996 would give.
     """
+    if not math.isfinite(value):
+        return "n/a"
     if 0 < value < 1:
         decimals = max(decimals, 2 - math.floor(math.log10(value)))
-    exact = Decimal(f"{value:.12g}").quantize(Decimal(1).scaleb(-decimals), ROUND_HALF_UP)
+    with localcontext(prec=_USD_DIGITS):  # the default 28 digits fail past $10^25
+        exact = Decimal(f"{value:.12g}").quantize(Decimal(1).scaleb(-decimals), ROUND_HALF_UP)
     whole, _, fraction = f"{exact:,f}".partition(".")
     return f"${whole}.{fraction.rstrip('0').ljust(2, '0')}"
 

@@ -41,6 +41,7 @@ from llmmeter._pricing import PriceTable
 from llmmeter._usage import read_usage
 from llmmeter.exceptions import ConfigError
 
+from . import inputs
 from .common import UsageError, Writer, format_cost, parse_share, plural
 from .evidence import Proportion, proportion
 
@@ -211,31 +212,59 @@ def _item(
 def load_dataset(
     path: str, comparator: Comparator, options: dict[Api, frozenset[str]], limit: int | None
 ) -> list[Item]:
-    """Every request of a JSONL file (blank lines skipped), validated; the first ``limit``."""
+    """Every request of a JSONL file (blank lines skipped), validated; the first ``limit``.
+
+    Each line is read within ``inputs.MAX_LINE`` bytes and may nest ``inputs.MAX_DEPTH``
+    levels; the requests are kept (they are sent after the whole file is checked), so the
+    dataset's size is what this costs in memory: ``--limit`` reads no further.
+    """
     items: list[Item] = []
     try:
-        with open(path, encoding="utf-8") as lines:
-            for number, text in enumerate(lines, start=1):
+        with open(path, "rb") as stream:
+            progress = inputs.Progress("evaluate", path, stream)
+            for number, raw in inputs.lines(path, stream, progress=progress):
                 if limit is not None and len(items) >= limit:
                     break
-                if not text.strip():
-                    continue
                 where = f"{path}, line {number}"
                 try:
-                    record = json.loads(text)
-                except ValueError as exc:
-                    message = getattr(exc, "msg", "not valid UTF-8 JSON")
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
                     raise UsageError(
-                        f"{where}: expected a JSON object; not JSON ({message})"
+                        f"{where}: expected UTF-8 JSONL (one JSON object a line)"
                     ) from None
-                items.append(_item(where, number, record, comparator, options))
+                if not text.strip():
+                    continue
+                items.append(_item(where, number, _record(where, text), comparator, options))
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: expected UTF-8 JSONL (one JSON object a line)") from None
     if not items:
         raise UsageError(f"{path}: expected one JSON object a line; the file has none")
     return items
+
+
+def _record(where: str, text: str) -> object:
+    """One line's JSON, nested at most ``inputs.MAX_DEPTH`` levels: deeper requests would
+    fail in the SDK's (and json's) recursion, not here with the line's number."""
+    try:
+        record = json.loads(text)
+    except RecursionError:
+        record = None
+        depth = inputs.MAX_DEPTH + 1
+    except ValueError as exc:  # not JSONDecodeError: a number past int()'s digits
+        message = getattr(
+            exc, "msg", f"a number of more than {sys.get_int_max_str_digits()} digits"
+        )
+        raise UsageError(f"{where}: expected a JSON object; not JSON ({message})") from None
+    except MemoryError:
+        raise UsageError(f"{where}: not enough memory to parse this line") from None
+    else:
+        depth = inputs.nesting(record)
+    if depth > inputs.MAX_DEPTH:
+        raise UsageError(
+            f"{where}: expected a request nested at most {inputs.MAX_DEPTH} levels deep; "
+            "this one is deeper"
+        )
+    return record
 
 
 def sdk_options() -> dict[Api, frozenset[str]]:
@@ -276,7 +305,10 @@ def _send(create: Callable[..., Any], table: PriceTable, item: Item, model: str)
     answered = getattr(result, "model", None)
     cost = None
     if usage is not None:
-        priced = table.price(usage, (answered if isinstance(answered, str) else None, model))
+        try:
+            priced = table.price(usage, (answered if isinstance(answered, str) else None, model))
+        except ArithmeticError:  # token counts no float holds, from a server gone wrong
+            priced = None
         cost = priced.total if priced is not None else None
     return Sent(result=result, cost=cost)
 

@@ -17,10 +17,11 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
-from typing import IO, Any, Final, cast
+from typing import IO, Any, Final, TypeVar, cast
 
+from . import inputs
 from .common import UsageError
 
 STDIN: Final = "-"
@@ -28,6 +29,18 @@ _GZIP_MAGIC: Final = b"\x1f\x8b"
 _ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 _INTEGER = re.compile(r"[+-]?\d+")
 _SPECIAL_DOUBLES: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_INT64_MIN: Final = -(1 << 63)
+_UINT64_END: Final = 1 << 64
+GIVE_UP: Final = 1000
+"""Lines that are not JSON, from the first on, after which a file is read no further."""
+TOO_LONG_NUMBER: Final = (
+    f"invalid JSON: a number of more than {sys.get_int_max_str_digits()} digits"
+)
+TOO_DEEP: Final = "nested too deeply"
+"""Why a document that exhausts Python's recursion is not read (``[[[[...`` 50,000 deep)."""
+
+
+T = TypeVar("T")
 
 
 class Malformed(Exception):
@@ -80,19 +93,34 @@ def kind(value: Any) -> str:
 
 
 def integer(value: Any, what: str) -> int:
-    """A 64-bit integer field: protobuf JSON writes a string of digits, a number is accepted."""
+    """A 64-bit integer field: protobuf JSON writes a string of digits, a number is accepted.
+
+    Anything out of the 64-bit range (int64 or uint64) is no OTLP value: refused before it
+    reaches a date or a float that would overflow.
+    """
+    number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and _INTEGER.fullmatch(value):
-        return int(value)
-    raise Malformed(f"{what} is not an integer: {value!r}")
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and _INTEGER.fullmatch(value):
+        # More digits than any 64-bit value has: not converted (int() of a huge string is slow).
+        number = int(value) if len(value) <= 21 else _UINT64_END
+    if number is not None and _INT64_MIN <= number < _UINT64_END:
+        return number
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else shown[:40] + "..."
+    if number is None:
+        raise Malformed(f"{what} is not an integer: {shown}")
+    raise Malformed(f"{what} is out of the 64-bit range: {shown}")
 
 
 def _double(value: Any, what: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float
+            raise Malformed(f"{what} is out of range") from None
     if isinstance(value, str):
         if value in _SPECIAL_DOUBLES:
             return _SPECIAL_DOUBLES[value]
@@ -129,6 +157,15 @@ def _any_value(value: Any, key: str) -> Any:
         )
     # bytesValue (base64) or a kind this reader does not know: nothing the table reads.
     return get(obj, "bytesValue")
+
+
+def shallow(read: Callable[[Any], T], document: Any) -> T:
+    """``read(document)``, with a document nested past Python's stack (attribute values in
+    values, thousands deep) a :class:`Malformed` like any other, not a RecursionError."""
+    try:
+        return read(document)
+    except RecursionError:
+        raise Malformed(TOO_DEEP) from None
 
 
 def attributes(items: list[Any]) -> dict[str, Any]:
@@ -175,28 +212,58 @@ def decoded(label: str, stream: io.BufferedReader, head: bytes) -> IO[bytes]:
     return stream
 
 
-def documents(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
+def documents(
+    label: str, stream: IO[bytes], progress: inputs.Progress | None = None
+) -> Iterator[tuple[int, Any]]:
     """(line number, parsed JSON or a :class:`Malformed` saying why not) per export request.
 
     One request per line is what the collector writes; blank lines are passed over. A file
     whose first line is a lone ``{`` is pretty-printed instead (the OTLP examples, ``jq .``
-    of a collector's file): it is read whole, as one or more JSON documents.
+    of a collector's file): it is read whole, as one or more JSON documents. Lines and
+    documents are bounded (``inputs``); a file whose first :data:`GIVE_UP` lines are all
+    not JSON (random bytes, ``/dev/urandom``) is read no further.
+
+    Raises:
+        UsageError: a line or document past its bound, or one too big to parse in memory.
     """
-    for number, raw in enumerate(stream, 1):
+    seen_json = False
+    for number, raw in inputs.lines(label, stream, progress=progress):
         try:
             text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError:
             yield number, Malformed("not UTF-8 text")
+            if not seen_json and number >= GIVE_UP:
+                return
             continue
         if not text.strip():
             continue
         if number == 1 and text.strip() == "{":
-            yield from _pretty(text, stream)
+            yield from _pretty(label, raw, stream, progress)
             return
-        try:
-            yield number, json.loads(text.rstrip())
-        except json.JSONDecodeError as exc:
-            yield number, _invalid_json(exc)
+        document = _parse(label, number, text)
+        seen_json = seen_json or not isinstance(document, Malformed)
+        yield number, document
+        if not seen_json and number >= GIVE_UP:
+            return
+
+
+def _parse(label: str, number: int, text: str) -> Any:
+    """One line's JSON, or a :class:`Malformed` saying why it is none."""
+    try:
+        return json.loads(text)  # the newline too: a stripped copy would hold the line twice
+    except json.JSONDecodeError as exc:
+        why = exc
+    except RecursionError:
+        return Malformed(TOO_DEEP)
+    except ValueError:  # an integer of more digits than int() converts
+        return Malformed(TOO_LONG_NUMBER)
+    except MemoryError:
+        raise inputs.too_big(label, number) from None
+    try:  # again without the newline, for the message: "Unterminated string", at its column
+        json.loads(text.rstrip())
+    except json.JSONDecodeError as exc:
+        why = exc
+    return _invalid_json(why)
 
 
 def _invalid_json(exc: json.JSONDecodeError) -> Malformed:
@@ -204,26 +271,42 @@ def _invalid_json(exc: json.JSONDecodeError) -> Malformed:
     return Malformed(f"invalid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}")
 
 
-def _pretty(first: str, stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
+def _pretty(
+    label: str, first: bytes, stream: IO[bytes], progress: inputs.Progress | None
+) -> Iterator[tuple[int, Any]]:
     try:
-        text = first + stream.read().decode("utf-8")
+        text = inputs.read_rest(label, stream, first).decode("utf-8-sig")
     except UnicodeDecodeError:
         yield 1, Malformed("not UTF-8 text")
         return
     decoder = json.JSONDecoder()
     position = 0
+    line = 1
     while True:
+        start = position
         while position < len(text) and text[position].isspace():
             position += 1
         if position == len(text):
             return
-        line = text.count("\n", 0, position) + 1
+        line += text.count("\n", start, position)  # from the last document on: no rescans
+        start = position
         try:
             document, position = decoder.raw_decode(text, position)
         except json.JSONDecodeError as exc:
             yield exc.lineno, _invalid_json(exc)
             return
+        except RecursionError:
+            yield line, Malformed(TOO_DEEP)
+            return
+        except ValueError:
+            yield line, Malformed(TOO_LONG_NUMBER)
+            return
+        except MemoryError:
+            raise inputs.too_big(label, line) from None
         yield line, document
+        line += text.count("\n", start, position)
+        if progress is not None:
+            progress.update(line, position)
 
 
 def looks_like_proto(head: bytes) -> bool:

@@ -25,6 +25,7 @@ from llmmeter._spend import FixedSpend
 from llmmeter._usage import CHAT, COMPLETIONS, RESPONSES, Usage
 from llmmeter.exceptions import ConfigError
 
+from . import inputs
 from .common import (
     Query,
     UsageError,
@@ -202,14 +203,18 @@ def _read_prompt(args: argparse.Namespace) -> str:
         return text
     path: str = args.prompt_file
     try:
-        if path == "-":
-            return sys.stdin.read()
-        with open(path, encoding="utf-8") as file:
-            return file.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read --prompt-file {path}: {exc.strerror or exc}") from None
+        if path != "-":
+            text = inputs.read_file(path, "--prompt-file").decode("utf-8")
+            return text.replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
+        text = sys.stdin.read(inputs.MAX_FILE + 1)  # characters, not bytes: bounded all the same
     except UnicodeDecodeError:
         raise UsageError(f"--prompt-file {path}: expected UTF-8 text") from None
+    if len(text) > inputs.MAX_FILE:
+        raise UsageError(
+            f"--prompt-file -: longer than {inputs.size_words(inputs.MAX_FILE)}, the most "
+            "llmmeter reads of it"
+        )
+    return text
 
 
 def _build_call(args: argparse.Namespace) -> CallView:

@@ -2,7 +2,8 @@
 
 Only the ``mode`` and ``sample`` lines of the rules concerned change, so comments and layout
 survive; the edited text must load and mean exactly the intended change, and the file is
-replaced atomically (a temporary file and ``os.replace``, its mode kept).
+replaced atomically (a temporary file and ``os.replace``, its mode kept), and only if it
+still holds what was read, checked under a lock: of two promotes at once, one writes.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import os
 import re
 import stat
 import tempfile
+import time
 import tomllib
 from collections.abc import Mapping, Sequence
+from typing import IO, Final
 
 from .common import UsageError
 from .recommend import Recommendation
@@ -144,11 +147,18 @@ def edit_policy(text: str, changes: Mapping[int, Recommendation]) -> str:
 
 
 def write_atomically(path: str, data: bytes, expected: bytes) -> None:
-    """Replace ``path`` by ``data`` in one rename, keeping its permission bits.
+    """Replace ``path`` by ``data`` in one rename, keeping its permission bits, unless it no
+    longer holds ``expected`` (what was read): a compare-and-swap.
 
     The temporary file sits in the same directory (a rename never crosses file systems); a
-    symlink is followed, so the link stays and its target changes. ``expected`` is what was
-    read: a file that changed meanwhile is left alone.
+    symlink is followed, so the link stays and its target changes. The compare and the
+    rename happen under an exclusive lock on the file (``flock``), so of two promotes at
+    once one writes and the other finds the file changed and writes nothing; an editor that
+    takes no lock is still caught by the compare unless it saves within that instant.
+
+    Raises:
+        UsageError: the file changed since it was read, or another process holds its lock
+            for longer than :data:`LOCK_WAIT`; nothing was written.
     """
     target = os.path.realpath(path)
     directory = os.path.dirname(target) or "."
@@ -163,10 +173,50 @@ def write_atomically(path: str, data: bytes, expected: bytes) -> None:
             os.fsync(file.fileno())
         os.chmod(temporary, mode)
         with open(target, "rb") as current:
-            if current.read() != expected:
-                raise UsageError(f"{path} changed while promote ran; nothing was written")
-        os.replace(temporary, target)
+            _lock(current, path)
+            # The lock is on what we opened; a rename since then put another file there.
+            if not os.path.samestat(os.fstat(current.fileno()), os.stat(target)):
+                raise changed(path)
+            if current.read(len(expected) + 1) != expected:
+                raise changed(path)
+            os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+LOCK_WAIT: Final = 10.0
+"""Seconds to wait for another process's lock on the policy file before giving up."""
+_LOCK_POLL: Final = 0.05
+
+
+def changed(path: str) -> UsageError:
+    """The error of a promote whose file changed under it: the loser of a race."""
+    return UsageError(
+        f"{path} changed while promote ran (another promote or an edit); nothing was "
+        "written: run promote again"
+    )
+
+
+def _lock(file: IO[bytes], path: str) -> None:
+    """An exclusive lock on ``file``, released when it closes; waits up to :data:`LOCK_WAIT`.
+
+    Without ``fcntl`` (Windows) there is no lock: the compare alone guards the write.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - POSIX has it
+        return
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise UsageError(
+                    f"{path} is locked by another process (another promote --write?); "
+                    "nothing was written"
+                ) from None
+            time.sleep(_LOCK_POLL)

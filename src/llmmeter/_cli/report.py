@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from . import otlp
-from .common import UsageError, Writer
+from . import inputs, otlp
+from .common import UsageError, Writer, printable
 from .summary import GROUPINGS, SpanRecord, render_csv, render_json, render_table, summarize
 
 FORMATS: Final = ("table", "csv", "json")
@@ -102,7 +102,7 @@ def _spans(request: Any) -> list[_Span]:
         for name, signal in _OTHER_SIGNALS.items():
             if otlp.get(request, name) is not None:
                 raise _OtherSignal(signal)
-        keys = ", ".join(list(request)[:3]) or "none"
+        keys = ", ".join(printable(key) for key in list(request)[:3]) or "none"
         raise otlp.Malformed(f"no resourceSpans (keys: {keys})")
     found: list[_Span] = []
     for entry in otlp.repeated(request, "resourceSpans"):
@@ -161,12 +161,14 @@ def _read(path: str, reading: _Reading) -> None:
     first_problem: tuple[int, otlp.Malformed] | None = None
     try:
         head = stream.peek(8)[:8]
-        for number, document in otlp.documents(otlp.decoded(label, stream, head)):
+        progress = inputs.Progress("report", label, stream)
+        decoded = otlp.decoded(label, stream, head)
+        for number, document in otlp.documents(label, decoded, progress):
             lines += 1
             try:
                 if isinstance(document, otlp.Malformed):
                     raise document
-                spans = _spans(document)
+                spans = otlp.shallow(_spans, document)
             except otlp.Malformed as exc:
                 first_problem = first_problem or (number, exc)
                 # Metrics or logs sharing the file are valid data for another table: not skipped.

@@ -29,8 +29,9 @@ from llmmeter._prometheus import PrometheusURL
 from llmmeter._rules import RulePolicy
 from llmmeter.exceptions import ConfigError
 
+from . import inputs
 from .common import UsageError, Writer, format_cost, format_table, parse_number
-from .policy_edit import EditError, edit_policy, write_atomically
+from .policy_edit import EditError, changed, edit_policy, write_atomically
 from .recommend import (
     DEFAULT_MAX_FALLBACK_RATE,
     DEFAULT_MIN_EVALUATIONS,
@@ -248,12 +249,12 @@ def _policy_status(args: argparse.Namespace, out: Writer) -> int:
 
 
 def _read_text(path: str) -> tuple[bytes, str]:
+    """The policy file as it is now: the bytes the write compares against, and their text."""
+    raw = inputs.read_file(path, "the policy file")
     try:
-        with open(path, "rb") as file:
-            raw = file.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return raw, raw.decode("utf-8")  # RulePolicy.load has read it as UTF-8 already
+        return raw, raw.decode("utf-8")
+    except UnicodeDecodeError:  # RulePolicy.load read it as UTF-8: it changed since
+        raise changed(path) from None
 
 
 def _change_words(status: RuleStatus) -> str:
@@ -268,8 +269,12 @@ def _change_words(status: RuleStatus) -> str:
 
 def _policy_promote(args: argparse.Namespace, out: Writer) -> int:
     """``llmmeter policy promote``: make the recommended steps in the policy file."""
-    policy = _load(args.file)
+    _load(args.file)  # the file's mistakes, worded as the running processes would say them
     raw, text = _read_text(args.file)
+    try:  # decide on exactly the bytes the write will compare against, not an earlier read
+        policy = RulePolicy.from_dict(tomllib.loads(text), source=args.file)
+    except (ConfigError, tomllib.TOMLDecodeError, RecursionError):  # valid a moment ago
+        raise changed(args.file) from None
     statuses = _statuses(args, policy)
     index_of = {rule.name: index for index, rule in enumerate(policy.rules)}
     changes = {

@@ -20,7 +20,7 @@ from typing import Any, Final, Protocol
 from llmmeter import _semconv as sc
 from llmmeter._prometheus import PollError, PrometheusURL, instant_query
 
-from . import otlp
+from . import inputs, otlp
 from .common import UsageError
 
 DEFAULT_WINDOW: Final = "1h"
@@ -246,11 +246,13 @@ class OtlpSource:
         first_problem: tuple[int, otlp.Malformed] | None = None
         try:
             head = stream.peek(8)[:8]
-            for number, document in otlp.documents(otlp.decoded(label, stream, head)):
+            progress = inputs.Progress("policy", label, stream)
+            decoded = otlp.decoded(label, stream, head)
+            for number, document in otlp.documents(label, decoded, progress):
                 try:
                     if isinstance(document, otlp.Malformed):
                         raise document
-                    points = list(_points(document, wanted))
+                    points = otlp.shallow(lambda request: list(_points(request, wanted)), document)
                 except otlp.Malformed as exc:
                     first_problem = first_problem or (number, exc)
                     continue

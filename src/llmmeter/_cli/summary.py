@@ -11,12 +11,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from llmmeter import _semconv as sc
+
+from .common import printable
 
 GroupBy = Literal["model", "task", "rule", "service"]
 GROUPINGS: Final = ("model", "task", "rule", "service")
@@ -56,7 +59,8 @@ class SpanRecord:
             value = attrs.get(name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return None
-            return float(value)
+            value = float(value)
+            return value if math.isfinite(value) else None  # "NaN" or "Infinity" in a file
 
         return cls(
             model=text(sc.GEN_AI_REQUEST_MODEL),
@@ -230,7 +234,7 @@ def _cells(row: Row) -> list[str]:
         shadow = f"shadow {_usd(row.would_save)}"
         saved = shadow if not row.routed else f"{saved} + {shadow}"
     return [
-        row.key,
+        printable(row.key),  # a model or task name from a file: never a terminal's escape
         str(row.calls),
         str(row.errors),
         _tokens(row.input_tokens),
