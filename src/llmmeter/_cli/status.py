@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llmmeter._config import LLMMETER_PROMETHEUS_URL
+from llmmeter._configfile import read_config
 from llmmeter._prometheus import PrometheusURL
 from llmmeter._rules import RulePolicy
 from llmmeter.exceptions import ConfigError
@@ -249,11 +250,13 @@ def _policy_status(args: argparse.Namespace, out: Writer) -> int:
 
 def _read_text(path: str) -> tuple[bytes, str]:
     try:
-        with open(path, "rb") as file:
-            raw = file.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return raw, raw.decode("utf-8")  # RulePolicy.load has read it as UTF-8 already
+        raw, _ = read_config(path, "policy file")  # as RulePolicy.load: a regular file only
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        return raw, raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # replaced since RulePolicy.load read it
+        raise UsageError(f"{path}: expected a UTF-8 TOML file; {exc}") from None
 
 
 def _change_words(status: RuleStatus) -> str:
