@@ -27,8 +27,8 @@ POLICY = '[[rules]]\nname = "r"\nfrom = "gpt-4o"\nto = "gpt-4o-mini"\n'
 PRICES = '[models."house-7"]\ninput = 1\noutput = 2\n'
 
 LOADERS: dict[str, tuple[Callable[[str], object], str, str]] = {
-    "policy": (lambda path: RulePolicy.load(path), "policy file", POLICY),
-    "prices": (lambda path: load_overrides(path), "prices file", PRICES),
+    "policy": (RulePolicy.load, "policy file", POLICY),
+    "prices": (load_overrides, "prices file", PRICES),
 }
 """Each loader, the name its messages give the file, and a document it accepts."""
 
@@ -118,7 +118,9 @@ def test_a_directory_is_refused(
     load, what, _ = loader
     with pytest.raises(ConfigError) as info:
         load(str(tmp_path))
-    assert str(info.value) == f"{tmp_path}: expected the {what} to be a regular file; got a directory"
+    assert str(info.value) == (
+        f"{tmp_path}: expected the {what} to be a regular file; got a directory"
+    )
 
 
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets here")
