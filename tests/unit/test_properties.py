@@ -51,13 +51,13 @@ from llmmeter._usage import (
 )
 
 PROPS = settings(
-    max_examples=150,
+    max_examples=max(150, settings.default.max_examples),  # LLMMETER_FUZZ=long: more
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-FEW = settings(PROPS, max_examples=60)
+FEW = settings(PROPS, max_examples=max(60, settings.default.max_examples // 2))
 
 # --- strategies ------------------------------------------------------------------------
 
