@@ -65,6 +65,10 @@ def read_config(path: str, what: str) -> tuple[bytes, Signature]:
         descriptor = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a NUL character in the path
+        raise ConfigError(f"{path!r}: cannot read the {what}: {exc}") from None
     try:
         st = os.fstat(descriptor)
         _check_kind(path, what, st)  # what was opened: the path may point elsewhere by now

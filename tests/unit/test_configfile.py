@@ -154,6 +154,15 @@ def test_a_link_to_a_regular_file_is_read(
     load(str(link))
 
 
+def test_a_path_with_a_nul_character_is_a_config_error(
+    loader: tuple[Callable[[str], object], str, str],
+) -> None:
+    load, what, _ = loader
+    with pytest.raises(ConfigError) as info:
+        load("policy\x00.toml")
+    assert str(info.value) == f"'policy\\x00.toml': cannot read the {what}: embedded null byte"
+
+
 def _padded(document: str, size: int) -> bytes:
     """``document`` followed by a TOML comment, ``size`` bytes in all."""
     head = document.encode() + b"#"
