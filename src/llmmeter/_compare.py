@@ -347,9 +347,13 @@ def build_comparator(compare: str | Judge, label: str | None = None) -> Comparat
         raise ComparatorProblem("label", f"expected a regular expression; got {label!r}")
     try:
         pattern = re.compile(label)
-    except re.error as exc:
+    except (re.error, OverflowError) as exc:  # OverflowError: a repeat count such as a{10**20}
         raise ComparatorProblem(
             "label", f"expected a regular expression; got {label!r} ({exc})"
+        ) from None
+    except RecursionError:  # groups nested deeper than the parser's stack
+        raise ComparatorProblem(
+            "label", f"expected a regular expression; got {label!r} (nested too deeply)"
         ) from None
     return Comparator(name="label", judge=_label_judge(pattern), label=pattern)
 

@@ -221,6 +221,17 @@ def test_a_callable_that_raises_is_an_error_without_its_message() -> None:
         ("label", None, "rules[0].label: compare = 'label' needs a label regex; got none"),
         ("label", "(", "rules[0].label: expected a regular expression; got '(' (missing ), "),
         ("label", 7, "rules[0].label: expected a regular expression; got 7"),
+        (
+            "label",
+            "a{99999999999999999999}",
+            "rules[0].label: expected a regular expression; got 'a{99999999999999999999}' (the "
+            "repetition number is too large)",
+        ),
+        (
+            "label",
+            "(" * 1000 + "a" + ")" * 1000,
+            "rules[0].label: expected a regular expression; got '((((",
+        ),
         ("exact", "x", "rules[0].label: a label regex only applies to compare = 'label', not"),
     ],
 )

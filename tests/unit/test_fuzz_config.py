@@ -229,6 +229,7 @@ RE_FUTURE_SETS = pytest.mark.filterwarnings("ignore:Possible (nested set|set ):F
 @example(document=b"mode = " + b"9" * 5000 + b"\n")  # tomllib's bare ValueError
 @example(document=POLICY_SEEDS[0] + b"sample = 0x" + b"f" * 4000 + b"\n")  # unprintable int
 @example(document=b"a = " + b"[" * 3000 + b"]" * 3000 + b"\n")
+@example(document=POLICY_SEEDS[1].replace(b'label = "', b'label = "a{99999999999999999999}'))
 def test_policy_file_loads_or_raises_config_error(scratch: Path, document: bytes) -> None:
     path = _place(scratch, "regular", document)
     policy, problem = _load(RulePolicy.load, path)
