@@ -143,3 +143,32 @@ async def aclient(server: FakeOpenAI, openai_module: Any) -> Any:
     c = openai_module.AsyncOpenAI(base_url=server.base_url, api_key="sk-test-key", max_retries=0)
     yield c
     await c.close()
+
+
+# --- hypothesis: a bounded, reproducible budget by default; LLMMETER_FUZZ=long digs deeper ---
+# (read here, at collection: the clean_environ fixture removes LLMMETER_* from each test)
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+_FUZZ_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile(
+    "llmmeter-ci",
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=_FUZZ_HEALTH,
+)
+settings.register_profile(  # a fresh random seed per run; a failure prints how to replay it
+    "llmmeter-long",
+    max_examples=20_000,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=_FUZZ_HEALTH,
+)
+_FUZZ_PROFILES = {"": "llmmeter-ci", "ci": "llmmeter-ci", "long": "llmmeter-long"}
+if os.environ.get("LLMMETER_FUZZ", "") not in _FUZZ_PROFILES:
+    raise pytest.UsageError(
+        f"LLMMETER_FUZZ: expected one of ci, long (or unset); got {os.environ['LLMMETER_FUZZ']!r}"
+    )
+settings.load_profile(_FUZZ_PROFILES[os.environ.get("LLMMETER_FUZZ", "")])

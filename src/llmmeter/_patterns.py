@@ -29,6 +29,7 @@ answer is always RE2's.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -151,7 +152,7 @@ def compile_prompt(patterns: Sequence[str]) -> PromptPatterns:
                 "a pattern that does not match every prompt (this one matches the empty "
                 "string; leave 'prompt' out to match all)",
             )
-        problem = _boundary_problem(pattern)
+        problem = _repeat_problem(pattern) or _boundary_problem(pattern)
         if problem:
             raise PatternError(position, problem)
         size = (regex.programsize, _places(re2, pattern, regex))
@@ -186,8 +187,10 @@ def compile_label(pattern: str) -> Any:
     options = _options(re2)
     options.never_capture = False
     regex = _compile(re2, options, 0, pattern)
-    problem = _boundary_problem(pattern) or _size_problem(
-        regex.programsize, _places(re2, pattern, regex), one=True
+    problem = (
+        _repeat_problem(pattern)
+        or _boundary_problem(pattern)
+        or _size_problem(regex.programsize, _places(re2, pattern, regex), one=True)
     )
     if problem:
         raise PatternError(0, problem)
@@ -314,6 +317,51 @@ def _parse(pattern: str) -> tuple[Any, Any] | None:
         return sre, parser.parse(pattern, 0)
     except Exception:  # RE2-only syntax, or another Python's parser
         return None
+
+
+_COUNT: Final = re.compile(r"\{([0-9]+)(?:,([0-9]*))?\}")
+MAX_COUNT: Final = 1000
+"""RE2's largest repeat count."""
+
+
+def _repeat_problem(pattern: str) -> str | None:
+    """Why a counted repetition would not repeat, or ``None``: RE2 reads ``a{N}`` with a count
+    too large to parse as the literal text ``a{N}`` (Python's ``re`` as a repetition), so
+    the pattern would silently mean something else."""
+    i, end, in_class = 0, len(pattern), False
+    while i < end:
+        char = pattern[i]
+        if pattern.startswith("\\Q", i):  # quoted text up to \E is literal
+            stop = pattern.find("\\E", i + 2)
+            i = end if stop < 0 else stop + 2
+            continue
+        if char == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            i += 1
+            i += pattern.startswith("^", i)
+            i += pattern.startswith("]", i)  # a ']' first in a class is itself
+            continue
+        elif char == "{" and i > 0:
+            match = _COUNT.match(pattern, i)
+            if match and any(_too_many(count) for count in match.groups() if count):
+                shown = match.group()
+                shown = shown if len(shown) <= 40 else f"{shown[:30]}...{shown[-5:]}"
+                return (
+                    f"counted repetitions up to {{{MAX_COUNT}}} (this one: {shown}; "
+                    "RE2 would read a count it cannot hold as literal text)"
+                )
+        i += 1
+    return None
+
+
+def _too_many(count: str) -> bool:
+    digits = count.lstrip("0")
+    return len(digits) > len(str(MAX_COUNT)) or int(digits or "0") > MAX_COUNT
 
 
 def _boundary_problem(pattern: str) -> str | None:

@@ -23,7 +23,6 @@ import math
 import re
 import threading
 import time
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
+from ._configfile import load_toml
 from ._usage import Usage
 from .exceptions import ConfigError
 
@@ -310,18 +310,7 @@ def load_overrides(path: str | Path, *, known_model: Any = None) -> Overrides:
         "prod-gpt4o" = "gpt-4o"                # Azure deployment -> model
     """
     where = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read the prices file: {exc.strerror or exc}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{where}: expected a TOML file; got invalid TOML ({exc})") from None
-    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
-        raise ConfigError(
-            f"{where}: expected a TOML file; got invalid TOML (nested too deeply)"
-        ) from None
+    data, _ = load_toml(where, "prices file")  # a regular file of at most 1 MiB
     for key in data:
         if key not in ("models", "aliases"):
             raise ConfigError(

@@ -126,12 +126,16 @@ class Router:
             self.spend.errors = counter
 
     def start(self) -> None:
-        """Poll the fleet's spend while some rule has a guard (a reload re-decides)."""
+        """Watch a policy file for changes; poll the fleet's spend while some rule has a
+        guard (a reload re-decides)."""
         if self._rules is not None:
+            self._rules.start_watching()
             self._rules.sync_spend()
 
     def close(self) -> None:
-        """Stop the spend poller (``uninstrument()``)."""
+        """Stop the file watcher and the spend poller (``uninstrument()``)."""
+        if self._rules is not None:
+            self._rules.stop_watching()
         if self.spend is not None:
             self.spend.close()
 

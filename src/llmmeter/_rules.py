@@ -4,8 +4,8 @@ The file format is DESIGN section 8 (reference in docs/policy.md). Everything th
 wrong with a file is found when it is loaded, at ``instrument()``: unknown keys, wrong types,
 bad globs and regular expressions, impossible values. Each raises one ``ConfigError`` naming
 the file, the key, what was expected and what was found. A file that changes later is
-reloaded; if the new version is invalid the last good one stays in force and the reason is
-logged.
+reloaded by a watcher thread (``_watch``), never by a call; if the new version is invalid
+the last good one stays in force and the reason is logged.
 
 Deciding is the hot path: rules are compiled once (a rule's ``from`` globs into one regular
 expression, its ``prompt`` patterns into one RE2 alternation: ``_patterns.py``), the rules
@@ -23,11 +23,9 @@ import math
 import os
 import re
 import threading
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import translate
-from time import monotonic
 from typing import Any, Final
 
 from ._compare import (
@@ -39,9 +37,11 @@ from ._compare import (
     build_comparator,
     comparator_from_config,
 )
+from ._configfile import Signature, file_signature, load_toml
 from ._patterns import PatternError, PromptPatterns, compile_prompt
 from ._policy import Accept, CallView, Route, sampled
 from ._spend import SpendMonitor, SpendSource
+from ._watch import Watcher
 from .exceptions import ConfigError
 
 logger = logging.getLogger("llmmeter")
@@ -50,7 +50,9 @@ MODES: Final = ("enforce", "shadow", "off")
 FALLBACKS: Final = ("on-error", "off")
 APIS: Final = ("chat_completions", "responses", "completions")
 DEFAULT_RELOAD_INTERVAL: Final = 1.0
-"""Seconds between checks of a policy file for changes (one ``stat`` per interval)."""
+"""Seconds between checks of a policy file for changes (one ``stat`` per interval, on the
+watcher's thread)."""
+WATCHER_NAME: Final = "llmmeter-policy-watch"
 
 _TOP_KEYS: Final = ("mode", "fallback", "deployments", "evaluation_budget_usd", "rules")
 _RULE_KEYS: Final = (
@@ -266,7 +268,7 @@ class RulePolicy:
         data: Any,
         *,
         path: str | None = None,
-        signature: tuple[int, int, int] | None = None,
+        signature: Signature | None = None,
         accept: Accept | None = None,
         override: str | None = None,
         reload_interval: float = DEFAULT_RELOAD_INTERVAL,
@@ -295,10 +297,10 @@ class RulePolicy:
         self._interval = float(reload_interval)
         self._data = data if path is None else None
         self._state = _compile(data, source, override, self._comparators)
-        self._signature = signature  # taken before ``data`` was read: see _read_signed
-        self._next_check = monotonic() + self._interval
+        self._signature = signature  # the version ``data`` was read from
         self._reload_lock = threading.Lock()
-        self._bad_signature: tuple[int, int, int] | None = None
+        self._bad_signature: Signature | None = None
+        self._watcher = self._new_watcher()
         self._spend: SpendMonitor | None = None
         self._spend_required = False
         """Bound by ``instrument()``: a version of the file with a spend guard needs
@@ -315,21 +317,22 @@ class RulePolicy:
         comparators: Mapping[str, Judge] | None = None,
     ) -> RulePolicy:
         """Read a TOML policy file; it is reloaded when it changes (checked every
-        ``reload_interval`` seconds, on the next call after that).
+        ``reload_interval`` seconds by a background thread, from the first ``decide``, or
+        from ``instrument()``).
 
         Args:
-            path: the file.
+            path: the file (a regular file of at most 1 MiB, or a link to one).
             accept: see the class.
             mode: overrides the file's mode and every rule's, except rules set to ``off``
                 (as ``LLMMETER_POLICY_MODE``).
-            reload_interval: seconds between checks for a changed file.
+            reload_interval: seconds between checks for a changed file (at least 0.1).
             comparators: rule name to ``judge(original, candidate) -> float in [0, 1]``, for
                 rules whose evaluation needs code (a file can only name a built-in
                 comparator); each named rule must have ``evaluate``.
         """
         name = os.fspath(path)
         self = cls.__new__(cls)
-        signature, data = _read_signed(name)
+        data, signature = load_toml(name, "policy file")
         self._init(
             name,
             data,
@@ -361,7 +364,7 @@ class RulePolicy:
         """A copy whose mode overrides the file's and every rule's (rules set to off stay off)."""
         copy = type(self).__new__(type(self))
         path = self._path
-        signature, data = _read_signed(path) if path is not None else (None, self._data)
+        data, signature = load_toml(path, "policy file") if path is not None else (self._data, None)
         copy._init(
             self.source,
             data,
@@ -423,9 +426,13 @@ class RulePolicy:
 
     def decide(self, call: CallView) -> Route | None:
         """The first matching rule's route, ``None`` if no rule applies or the call falls
-        outside the rule's ``sample``. Rules in mode ``off`` are skipped."""
-        if self._path is not None and monotonic() >= self._next_check:
-            self._reload()
+        outside the rule's ``sample``. Rules in mode ``off`` are skipped.
+
+        Never touches the file: a file policy's watcher thread checks it, started here on
+        first use (or by ``instrument()``, or again in a forked child)."""
+        watcher = self._watcher
+        if watcher is not None and watcher.idle:
+            watcher.start()
         state = self._state
         spend = self._spend
         for rule in state.candidates(call.model):
@@ -476,6 +483,7 @@ class RulePolicy:
         _check_spend(self._state, self.source, monitor)
         bound = copy.copy(self)
         bound._reload_lock = threading.Lock()
+        bound._watcher = bound._new_watcher()  # the caller's object keeps its own, unstarted
         bound._spend = monitor
         bound._spend_required = True
         return bound
@@ -491,16 +499,32 @@ class RulePolicy:
 
     # --- reloading -------------------------------------------------------------------------
 
+    def _new_watcher(self) -> Watcher | None:
+        if self._path is None:
+            return None
+        return Watcher(self._reload, self._interval, WATCHER_NAME)
+
+    def start_watching(self) -> None:
+        """Check the file for changes in the background from now on (``instrument()``)."""
+        if self._watcher is not None:
+            self._watcher.start()
+
+    def stop_watching(self) -> None:
+        """Stop checking the file, for good (``uninstrument()``); waits for nothing."""
+        if self._watcher is not None:
+            self._watcher.stop()
+
     def _reload(self) -> None:
-        """Swap in the file's new version if it changed and is valid; never raises."""
-        if not self._reload_lock.acquire(blocking=False):
-            return  # another thread is at it; this call uses the policy in force
-        try:
-            self._next_check = monotonic() + self._interval
+        """Swap in the file's new version if it changed and is valid; never raises.
+
+        The watcher's check, on its own thread; tests call it to check now. Calls keep
+        deciding with the version in force meanwhile: they never wait for this lock.
+        """
+        with self._reload_lock:
             path = self._path
             assert path is not None
             try:
-                signature = _signature(path)
+                signature = file_signature(path)
             except OSError as exc:
                 if self._signature is not None:
                     logger.warning(
@@ -514,7 +538,8 @@ class RulePolicy:
             if signature in (self._signature, self._bad_signature):
                 return
             try:
-                state = _compile(_read(path), path, self._override, self._comparators)
+                data, read = load_toml(path, "policy file")
+                state = _compile(data, path, self._override, self._comparators)
                 if self._spend_required:
                     _check_spend(state, path, self._spend)
             except ConfigError as exc:
@@ -535,12 +560,10 @@ class RulePolicy:
                 )
                 return
             self._state = state
-            self._signature = signature
+            self._signature = read  # the version read: a write during the read is a change
             self._bad_signature = None
             logger.info("llmmeter: policy file %s reloaded (%d rules)", path, len(state.rules))
             self.sync_spend()
-        finally:
-            self._reload_lock.release()
 
 
 # --- loading and validating ------------------------------------------------------------
@@ -572,37 +595,6 @@ def _check_spend(state: _Compiled, source: str, monitor: SpendMonitor | None) ->
                 "holds the fleet's llmmeter_cost_usd_total (such as http://prometheus:9090); "
                 "got no URL"
             )
-
-
-def _signature(path: str) -> tuple[int, int, int]:
-    st = os.stat(path)
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def _read_signed(path: str) -> tuple[tuple[int, int, int] | None, dict[str, Any]]:
-    """The file's signature and contents. The signature is taken first, so a write that
-    lands between the two reads is seen as a change at the next check, not missed."""
-    try:
-        signature: tuple[int, int, int] | None = _signature(path)
-    except OSError:
-        signature = None  # _read says why; or the file appeared since: the next check reloads
-    return signature, _read(path)
-
-
-def _read(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as file:
-            raw = file.read()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the policy file: {exc.strerror or exc}") from None
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: expected a UTF-8 TOML file; {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
-        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
 
 
 def _fail(source: str, where: str, expected: str, got: Any) -> ConfigError:

@@ -485,10 +485,12 @@ def output_messages(outcome: Outcome) -> list[dict[str, Any]]:
 def parse_json_body(content: bytes) -> Any:
     """Parse a raw HTTP body we read ourselves (never through the user's ``parse()``); ``None``
     for a body that is not JSON (a transcription as ``text``, ``srt`` or ``vtt``, an HTML error
-    page from a proxy): it has no usage to read."""
+    page from a proxy) or is nested too deeply to decode: it has no usage to read."""
     if not content:
         return None
     try:
         return json.loads(content)
     except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not text
+        return None
+    except RecursionError:  # arrays or objects nested deeper than the decoder's stack
         return None

@@ -252,3 +252,53 @@ def test_interpreter_exit_delivers_every_span_still_queued(
     assert len(names) == 1500
     assert set(names) == {"embeddings text-embedding-3-small"}
     assert sum(r.path.endswith("traces") for r in collector.received) >= 3  # batches of 512
+
+
+def test_a_forked_child_watches_the_policy_file_with_a_thread_of_its_own(tmp_path: Path) -> None:
+    """The parent's watcher thread does not survive the fork: the child's first call starts
+    another, which reloads a file the child changes. (No exporter: this is about the file.)"""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rules]]\nname = "old"\nfrom = "gpt-4o"\nto = "gpt-4o-mini"\n')
+    script = tmp_path / "watch.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, sys, threading, time
+            from llmmeter import RulePolicy
+            from llmmeter._policy import CallView
+
+            CALL = CallView(endpoint="chat", operation="chat", model="gpt-4o", kwargs={})
+            policy = RulePolicy.load(sys.argv[1], reload_interval=0)
+            policy.decide(CALL)  # starts the watcher
+            parent_thread = policy._watcher._thread
+            child = os.fork()
+            if child == 0:
+                status = 1
+                try:
+                    policy.decide(CALL)  # the child's first call: a watcher of its own
+                    assert policy._watcher._thread is not parent_thread
+                    assert policy._watcher._thread in threading.enumerate()
+                    with open(sys.argv[1] + ".new", "w") as new:
+                        new.write('[[rules]]\\nname = "new"\\nfrom = "gpt-4o"\\nto = "x"\\n')
+                    os.replace(sys.argv[1] + ".new", sys.argv[1])
+                    end = time.monotonic() + 60
+                    while policy.decide(CALL).rule != "new":
+                        assert time.monotonic() < end, "the child's watcher never reloaded"
+                        time.sleep(0.02)
+                    status = 0
+                finally:
+                    os._exit(status)
+            _, code = os.waitpid(child, 0)
+            print(os.waitstatus_to_exitcode(code))
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", str(script), str(policy)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "0"), done.stderr

@@ -227,6 +227,12 @@ def test_a_callable_that_raises_is_an_error_without_its_message() -> None:
             "rules[0].label: expected a regular expression RE2 can compile (missing ): (); got '('",
         ),
         ("label", 7, "rules[0].label: expected a regular expression; got 7"),
+        (
+            "label",
+            "a{99999999999999999999}",
+            "rules[0].label: expected counted repetitions up to {1000} (this one: "
+            "{99999999999999999999}; RE2 would read a count it cannot hold as literal text)",
+        ),
         ("exact", "x", "rules[0].label: a label regex only applies to compare = 'label', not"),
     ],
 )
@@ -243,6 +249,8 @@ def test_config_accepts_every_builtin_and_a_callable() -> None:
         assert comparator_from_config(name, None, source="f", where="w").name == name
     label = comparator_from_config("label", "(a|b)", source="f", where="w")
     assert label.label is not None and label.label.pattern == "(a|b)"
+    deep = "(" * 1000 + "a" + ")" * 1000  # RecursionError in Python's re; RE2 parses it
+    assert comparator_from_config("label", deep, source="f", where="w").label is not None
 
     def mine(original: Answer, candidate: Answer) -> float:
         return 1.0

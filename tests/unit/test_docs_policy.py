@@ -82,10 +82,11 @@ def test_reload_warning_is_the_one_logged(
     (shown,) = [t.strip() for lang, t in BLOCKS if lang == "text" and "changed but is invalid" in t]
     invalid = next(t for t in TOML if "sample = 25" in t)
     Path("policy.toml").write_text(TOML[0])
-    policy = llmmeter.RulePolicy.load("policy.toml", reload_interval=0)
+    policy = llmmeter.RulePolicy.load("policy.toml", reload_interval=3600)
     Path("policy.toml").write_text(invalid)
     os.utime("policy.toml", ns=(1, 10**18))
     with caplog.at_level(logging.WARNING, logger="llmmeter"):
+        policy._reload()  # the watcher thread's check, made now
         policy.decide(CallView(endpoint="chat", operation="chat", model="gpt-4o", kwargs={}))
     assert [r.getMessage() for r in caplog.records] == [shown]
 

@@ -10,9 +10,9 @@ or say what is wrong in its documented way (one ``llmmeter: error:`` line, exit 
 The bounds are patched down to a few KiB so that examples of a few KiB cross them; the
 same code then guards the real 64 MiB.
 
-Budget: the ``llmmeter-ci`` profile runs a few hundred examples (seconds, derandomized, so
-CI is repeatable); ``LLMMETER_FUZZ=long`` selects ``llmmeter-long`` (thousands per test,
-random each run) for a longer hunt locally::
+Budget: the hypothesis profile of ``tests/conftest.py``: by default ``llmmeter-ci``, 150
+examples a test here (seconds, derandomized, so CI is repeatable); ``LLMMETER_FUZZ=long``
+selects ``llmmeter-long``, 5,000 a test here, random each run, for a longer hunt locally::
 
     LLMMETER_FUZZ=long .venv/bin/python -m pytest -q tests/unit/test_fuzz_cli_readers.py
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,26 +38,13 @@ from llmmeter._compare import build_comparator
 
 pytest.importorskip("openai")
 
-settings.register_profile(
-    "llmmeter-ci",
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    database=None,
+FUZZ = settings(  # the budget is the profile of tests/conftest.py (LLMMETER_FUZZ)
+    settings.default,
+    max_examples=max(150, settings.default.max_examples // 4),  # ci: 150; long: 5,000
     suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
+        *settings.default.suppress_health_check,
         HealthCheck.function_scoped_fixture,
     ],
-)
-settings.register_profile(
-    "llmmeter-long",
-    settings.get_profile("llmmeter-ci"),
-    max_examples=5_000,
-    derandomize=False,
-)
-FUZZ = settings.get_profile(
-    "llmmeter-long" if os.environ.get("LLMMETER_FUZZ") == "long" else "llmmeter-ci"
 )
 SMALL_LINE = 4096
 """The line and document bound while fuzzing: examples cross it often."""

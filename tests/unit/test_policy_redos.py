@@ -162,6 +162,39 @@ def test_the_issues_pattern_decides_the_issues_prompt() -> None:
     assert route is not None and route.model == "gpt-4o-mini"
 
 
+@pytest.mark.parametrize(
+    "pattern",
+    [r"a{99999999999999999999}", r"ab{1,99999999999999999999}", "x{" + "9" * 5000 + "}"],
+)
+def test_a_count_re2_cannot_hold_is_refused_not_read_as_literal_text(pattern: str) -> None:
+    """RE2 reads ``a{N}`` with a count too large to parse as the text ``a{N}``; the user
+    meant a repetition (Python's ``re`` reads one), so the pattern is refused, not changed."""
+    rule = {"name": "r", "from": "gpt-4o", "to": "gpt-4o-mini", "prompt": [pattern]}
+    with pytest.raises(llmmeter.ConfigError, match=r"counted repetitions up to \{1000\}"):
+        RulePolicy(rules=[rule])
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text"),
+    [
+        (r"[x{99999999999999999999}]", "quote: {"),
+        (r"\{99999999999999999999}", "{99999999999999999999}"),
+        (r"a\{99999999999999999999}", "a{99999999999999999999}"),
+        (r"\Qb{99999999999999999999}\E", "b{99999999999999999999}"),
+    ],
+)
+def test_a_large_count_in_a_class_escaped_or_quoted_is_text_and_loads(
+    pattern: str, text: str
+) -> None:
+    rule = {"name": "r", "from": "gpt-4o", "to": "gpt-4o-mini", "prompt": [pattern]}
+    policy = RulePolicy(rules=[rule])
+    messages: list[dict[str, Any]] = [{"role": "user", "content": text}]
+    view = CallView(
+        endpoint="chat", operation="chat", model="gpt-4o", kwargs={"messages": messages}
+    )
+    assert policy.decide(view) is not None
+
+
 def test_instrument_refuses_an_unsupported_pattern_before_installing_anything(
     tmp_path: Path,
 ) -> None:

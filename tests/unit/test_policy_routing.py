@@ -484,17 +484,27 @@ def test_policy_file_change_is_picked_up_and_a_bad_change_keeps_the_last_good(
 
     path = tmp_path / "policy.toml"
     path.write_text('[[rules]]\nname = "r"\nfrom = "gpt-4o"\nto = "gpt-4o-mini"\n')
-    routed(llmmeter.RulePolicy.load(path, reload_interval=0))
+    from llmmeter._instrumentor import REGISTRY
+
+    def check_the_file() -> None:  # what the running policy's watcher does every interval
+        runtime = REGISTRY.runtime()
+        assert runtime is not None and runtime.router is not None
+        runtime.router.policy._reload()
+
+    routed(llmmeter.RulePolicy.load(path, reload_interval=3600))
     client.chat.completions.create(model="gpt-4o", messages=MSG)
 
     path.write_text('[[rules]]\nname = "r2"\nfrom = "gpt-4o"\nto = "gpt-4.1-nano"\n')
     os.utime(path, ns=(1, 10**18))
+    check_the_file()
     client.chat.completions.create(model="gpt-4o", messages=MSG)
 
     path.write_text('[[rules]]\nname = "r3"\nfrom = "gpt-4o"\nto = "gpt-4o-mini"\nsamp = 1\n')
     os.utime(path, ns=(1, 2 * 10**18))
     with caplog.at_level(logging.WARNING, logger="llmmeter"):
+        check_the_file()
         client.chat.completions.create(model="gpt-4o", messages=MSG)
+        check_the_file()
         client.chat.completions.create(model="gpt-4o", messages=MSG)
     assert _sent_models(server) == ["gpt-4o-mini", "gpt-4.1-nano", "gpt-4.1-nano", "gpt-4.1-nano"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

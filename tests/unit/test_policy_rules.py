@@ -6,10 +6,13 @@ the call's keyword arguments.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import math
 import os
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 import pytest
 from openai import NOT_GIVEN
 
-from llmmeter import _rules
+from llmmeter import _configfile, _rules
 from llmmeter._policy import (
     PROMPT_WINDOW,
     CallView,
@@ -488,8 +491,11 @@ def test_missing_file_raises_config_error_naming_it(tmp_path: Path) -> None:
 
 
 def test_directory_instead_of_file_raises_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read the policy file"):
+    with pytest.raises(ConfigError) as info:
         RulePolicy.load(tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path}: expected the policy file to be a regular file; got a directory"
+    )
 
 
 def test_dict_errors_name_the_given_source() -> None:
@@ -1251,28 +1257,34 @@ def test_describe_says_why_a_rule_does_not_apply() -> None:
 
 
 # --- live reload --------------------------------------------------------------------------
+#
+# The watcher thread calls ``_reload()`` every interval; these tests call it themselves, with
+# an interval no test outlives, so each check happens exactly where the test says.
+
+QUIET = 3600.0
+"""A reload interval long enough that the watcher thread never checks during a test."""
 
 
-def test_changed_file_is_used_from_the_next_decide(tmp_path: Path) -> None:
+def loaded_quietly(path: Path, **kwargs: Any) -> RulePolicy:
+    return RulePolicy.load(path, reload_interval=QUIET, **kwargs)
+
+
+def test_changed_file_is_used_from_the_next_check(tmp_path: Path) -> None:
     path = write(tmp_path / "policy.toml", toml_rule("old"))
-    loaded = RulePolicy.load(path, reload_interval=0)
+    loaded = loaded_quietly(path)
     assert loaded.decide(call()) == Route("gpt-4o-mini", "old")
     rewrite(path, toml_rule("renamed-rule", to="gpt-4.1-nano"))
+    assert loaded.decide(call()) == Route("gpt-4o-mini", "old")  # a call never checks
+    loaded._reload()
     assert loaded.decide(call()) == Route("gpt-4.1-nano", "renamed-rule")
     assert [r.name for r in loaded.rules] == ["renamed-rule"]
 
 
-def test_file_is_checked_only_once_per_reload_interval(tmp_path: Path) -> None:
-    path = write(tmp_path / "policy.toml", toml_rule("old"))
-    loaded = RulePolicy.load(path, reload_interval=3600)
-    rewrite(path, toml_rule("renamed-rule", to="gpt-4.1-nano"))
-    assert loaded.decide(call()) == Route("gpt-4o-mini", "old")
-
-
 def test_reload_keeps_the_mode_override(tmp_path: Path) -> None:
     path = write(tmp_path / "policy.toml", toml_rule("old"))
-    loaded = RulePolicy.load(path, mode="shadow", reload_interval=0)
+    loaded = loaded_quietly(path, mode="shadow")
     rewrite(path, 'mode = "enforce"\n' + toml_rule("new", extra='mode = "enforce"\n'))
+    loaded._reload()
     assert loaded.decide(call()) == Route("gpt-4o-mini", "new", shadow=True)
 
 
@@ -1280,12 +1292,13 @@ def test_invalid_change_keeps_last_good_rules_and_logs_the_file(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = write(tmp_path / "policy.toml", toml_rule("good"))
-    loaded = RulePolicy.load(path, reload_interval=0)
+    loaded = loaded_quietly(path)
     rewrite(path, toml_rule("good", extra="sample = 7\n"))
     with caplog.at_level(logging.WARNING, logger="llmmeter"):
         for _ in range(3):
+            loaded._reload()
             assert loaded.decide(call()) == Route("gpt-4o-mini", "good")
-    (record,) = caplog.records  # logged once, not on every call
+    (record,) = caplog.records  # logged once, not at every check
     assert record.levelno == logging.WARNING
     assert str(path) in record.getMessage()
     assert "keeping the last good policy" in record.getMessage()
@@ -1296,19 +1309,22 @@ def test_invalid_toml_on_reload_keeps_last_good_rules(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = write(tmp_path / "policy.toml", toml_rule("good"))
-    loaded = RulePolicy.load(path, reload_interval=0)
+    loaded = loaded_quietly(path)
     rewrite(path, "[[rules]\nname = ")
     with caplog.at_level(logging.WARNING, logger="llmmeter"):
+        loaded._reload()
         assert loaded.decide(call()) == Route("gpt-4o-mini", "good")
     assert [r.getMessage() for r in caplog.records if "not valid TOML" in r.getMessage()]
 
 
 def test_fixed_file_after_an_invalid_one_is_loaded(tmp_path: Path) -> None:
     path = write(tmp_path / "policy.toml", toml_rule("good"))
-    loaded = RulePolicy.load(path, reload_interval=0)
+    loaded = loaded_quietly(path)
     rewrite(path, toml_rule("good", extra="sample = 7\n"))
+    loaded._reload()
     assert loaded.decide(call()) == Route("gpt-4o-mini", "good")
     rewrite(path, toml_rule("fixed", to="gpt-4.1-nano"))
+    loaded._reload()
     assert loaded.decide(call()) == Route("gpt-4.1-nano", "fixed")
 
 
@@ -1316,10 +1332,11 @@ def test_deleted_file_keeps_last_good_rules_and_logs_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = write(tmp_path / "policy.toml", toml_rule("good"))
-    loaded = RulePolicy.load(path, reload_interval=0)
+    loaded = loaded_quietly(path)
     path.unlink()
     with caplog.at_level(logging.WARNING, logger="llmmeter"):
         for _ in range(3):
+            loaded._reload()
             assert loaded.decide(call()) == Route("gpt-4o-mini", "good")
     (record,) = caplog.records
     assert str(path) in record.getMessage()
@@ -1329,38 +1346,67 @@ def test_deleted_file_keeps_last_good_rules_and_logs_once(
 
 def test_file_restored_after_deletion_is_loaded(tmp_path: Path) -> None:
     path = write(tmp_path / "policy.toml", toml_rule("good"))
-    loaded = RulePolicy.load(path, reload_interval=0)
+    loaded = loaded_quietly(path)
     path.unlink()
+    loaded._reload()
     assert loaded.decide(call()) == Route("gpt-4o-mini", "good")
     write(path, toml_rule("restored", to="gpt-4.1-nano"))
+    loaded._reload()
     assert loaded.decide(call()) == Route("gpt-4.1-nano", "restored")
 
 
 def test_file_replaced_by_rename_is_reloaded(tmp_path: Path) -> None:
     """Editors and config tools write a new file and rename it over the old one."""
     path = write(tmp_path / "policy.toml", toml_rule("old"))
-    loaded = RulePolicy.load(path, reload_interval=0)
+    loaded = loaded_quietly(path)
     replacement = write(tmp_path / "policy.toml.tmp", toml_rule("new"))
     os.replace(replacement, path)
+    loaded._reload()
     assert loaded.decide(call()) == Route("gpt-4o-mini", "new")
+
+
+def test_file_replaced_by_a_fifo_keeps_last_good_rules_without_blocking(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A named pipe swapped in for the file is refused at the check, which returns: it
+    would otherwise wait, in open(), for a writer that never comes."""
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes here")
+    path = write(tmp_path / "policy.toml", toml_rule("good"))
+    loaded = loaded_quietly(path)
+    path.unlink()
+    os.mkfifo(path)
+    with caplog.at_level(logging.WARNING, logger="llmmeter"):
+        loaded._reload()
+        assert loaded.decide(call()) == Route("gpt-4o-mini", "good")
+    (record,) = caplog.records
+    assert "keeping the last good policy" in record.getMessage()
+    assert "expected the policy file to be a regular file; got a named pipe" in (
+        record.getMessage()
+    )
 
 
 def test_write_landing_while_the_file_is_loaded_is_picked_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The file's signature is taken before it is read: a write in between is a change."""
+    """The version is taken from the open file before it is read: a write during the read
+    is a change at the next check."""
     path = write(tmp_path / "policy.toml", toml_rule("old"))
-    read = _rules._read
+    read = _configfile.os.read
+    rewritten = []
 
-    def read_then_rewrite(name: str) -> dict[str, Any]:
-        data = read(name)
-        rewrite(path, toml_rule("renamed-rule", to="gpt-4.1-nano"))
+    def read_then_rewrite(descriptor: int, size: int) -> bytes:
+        data = read(descriptor, size)
+        if not data and not rewritten:  # the whole old version is read
+            rewritten.append(True)
+            rewrite(path, toml_rule("renamed-rule", to="gpt-4.1-nano"))
         return data
 
-    monkeypatch.setattr(_rules, "_read", read_then_rewrite)
-    loaded = RulePolicy.load(path, reload_interval=0)
+    monkeypatch.setattr(_configfile.os, "read", read_then_rewrite)
+    loaded = loaded_quietly(path)
     monkeypatch.undo()
     assert [r.name for r in loaded.rules] == ["old"]
+    loaded._reload()
     assert loaded.decide(call()) == Route("gpt-4.1-nano", "renamed-rule")
 
 
@@ -1368,6 +1414,140 @@ def test_policy_without_a_file_never_reloads() -> None:
     p = policy()
     assert p.path is None
     assert p.decide(call()) == Route("gpt-4o-mini", "classify")
+    assert p._watcher is None  # nothing to watch: no thread
+
+
+def test_decide_never_touches_the_policy_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checking the file (a stat) and reading it are the watcher thread's: on a slow or hung
+    mount they would stall the application's call."""
+    path = write(tmp_path / "policy.toml", toml_rule("old"))
+    loaded = RulePolicy.load(path, reload_interval=0)
+    rewrite(path, toml_rule("new"))
+    touched: list[str] = []
+
+    def watched(name: str, function: Any) -> Any:
+        def on_this_thread(target: Any, *args: Any, **kwargs: Any) -> Any:
+            if (
+                isinstance(target, (str, os.PathLike))
+                and os.fspath(target) == str(path)
+                and threading.current_thread() is threading.main_thread()
+            ):
+                touched.append(name)
+            return function(target, *args, **kwargs)
+
+        return on_this_thread
+
+    monkeypatch.setattr(os, "stat", watched("os.stat", os.stat))
+    monkeypatch.setattr(os, "open", watched("os.open", os.open))
+    monkeypatch.setattr("builtins.open", watched("open", open))
+    for _ in range(3):
+        loaded.decide(call())
+    monkeypatch.undo()
+    loaded.stop_watching()
+    assert touched == []
+
+
+def test_a_slow_reload_never_holds_up_a_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the watcher is stuck reading a new version, calls decide with the one in force."""
+    path = write(tmp_path / "policy.toml", toml_rule("old"))
+    loaded = loaded_quietly(path)
+    rewrite(path, toml_rule("new", to="gpt-4.1-nano"))
+    entered, release = threading.Event(), threading.Event()
+    load = _rules.load_toml
+
+    def slow_load(name: str, what: str) -> Any:
+        assert threading.current_thread() is not threading.main_thread(), "read on a call"
+        entered.set()
+        release.wait()
+        return load(name, what)
+
+    monkeypatch.setattr(_rules, "load_toml", slow_load)
+    checker = threading.Thread(target=loaded._reload)
+    checker.start()
+    try:
+        assert entered.wait(60), "the check never started"
+        assert loaded.decide(call()) == Route("gpt-4o-mini", "old")
+    finally:
+        release.set()
+        checker.join()
+    assert loaded.decide(call()) == Route("gpt-4.1-nano", "new")
+
+
+def test_the_watcher_thread_reloads_a_changed_file_with_no_call(tmp_path: Path) -> None:
+    path = write(tmp_path / "policy.toml", toml_rule("old"))
+    loaded = RulePolicy.load(path, reload_interval=0)  # the watcher's shortest interval
+    loaded.start_watching()
+    rewrite(path, toml_rule("new", to="gpt-4.1-nano"))
+    wait_for(lambda: [r.name for r in loaded.rules] == ["new"], "the watcher reloads")
+    watchers = [t for t in threading.enumerate() if t.name == _rules.WATCHER_NAME]
+    assert watchers and all(t.daemon for t in watchers)
+    loaded.stop_watching()
+
+
+def test_first_decide_starts_the_watcher_and_stop_ends_it_for_good(tmp_path: Path) -> None:
+    loaded = loaded_quietly(write(tmp_path / "policy.toml", toml_rule("old")))
+    watcher = loaded._watcher
+    assert watcher is not None and not watcher.running
+    loaded.decide(call())
+    assert watcher.running
+    thread = watcher._thread
+    assert thread is not None
+    loaded.stop_watching()
+    wait_for(lambda: not thread.is_alive(), "the watcher ends")
+    loaded.decide(call())
+    assert not watcher.running
+
+
+def test_a_policy_nobody_holds_takes_its_watcher_thread_with_it(tmp_path: Path) -> None:
+    loaded = loaded_quietly(write(tmp_path / "policy.toml", toml_rule("old")))
+    loaded.decide(call())
+    watcher = loaded._watcher
+    assert watcher is not None
+    thread = watcher._thread
+    assert thread is not None and thread.is_alive()
+    del loaded, watcher
+    gc.collect()
+    wait_for(lambda: not thread.is_alive(), "the watcher ends with its policy")
+
+
+def test_in_a_forked_child_the_next_decide_starts_a_new_watcher(tmp_path: Path) -> None:
+    """A child has none of its parent's threads; what the fork hook does, on one watcher."""
+    loaded = loaded_quietly(write(tmp_path / "policy.toml", toml_rule("old")))
+    loaded.decide(call())
+    watcher = loaded._watcher
+    assert watcher is not None
+    parents = watcher._thread
+    watcher._forked()
+    assert watcher.idle
+    loaded.decide(call())
+    assert watcher.running and watcher._thread is not parents
+    loaded.stop_watching()
+
+
+def test_an_instrumented_copy_watches_on_its_own(tmp_path: Path) -> None:
+    """``bind_spend`` (what ``instrument()`` runs) gets a watcher of its own: stopping it at
+    ``uninstrument()`` leaves the caller's object able to watch."""
+    loaded = loaded_quietly(write(tmp_path / "policy.toml", toml_rule("old")))
+    bound = loaded.bind_spend(None)
+    assert bound._watcher is not loaded._watcher
+    bound.start_watching()
+    bound.stop_watching()
+    loaded.decide(call())
+    assert loaded._watcher is not None and loaded._watcher.running
+    loaded.stop_watching()
+
+
+def wait_for(condition: Any, what: str) -> None:
+    """Poll ``condition`` (what a background thread will make true); fail after a minute
+    rather than hang, never as a claim about speed."""
+    end = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < end, what
+        time.sleep(0.01)
 
 
 # --- Route, Policy, CallView -------------------------------------------------------------

@@ -232,7 +232,7 @@ def test_alias_maps_an_azure_deployment_to_a_model(
         ),
         ("[aliases]\ndep = 'no-such-model-anywhere'\n", r"aliases\.'dep': expected a model with a"),
         ("[pricing]\nx = 1\n", r"key 'pricing': expected only \[models\] and \[aliases\]"),
-        ("models = [", r"expected a TOML file; got invalid TOML"),
+        ("models = [", r"prices\.toml: not valid TOML: "),
     ],
 )
 def test_bad_prices_file_fails_instrument_naming_file_key_expected_got(

@@ -543,6 +543,13 @@ def spend_monitor() -> SpendMonitor:
     return monitor
 
 
+def reload_running_policy() -> None:
+    """Check the running policy's file now, as its watcher thread does every interval."""
+    runtime = REGISTRY.runtime()
+    assert runtime is not None and runtime.router is not None
+    runtime.router.policy._reload()
+
+
 def test_poller_runs_with_a_guard_and_stops_on_uninstrument(
     tmp_path: Path, guard_env: StubPrometheus, tel: Telemetry
 ) -> None:
@@ -570,14 +577,15 @@ def test_no_guard_no_poller_until_a_reload_adds_one_and_removes_it(
     client: Any,
 ) -> None:
     path = write(tmp_path / "policy.toml", UNGUARDED)
-    instrumented.instrument(policy=RulePolicy.load(path, reload_interval=0))
+    instrumented.instrument(policy=RulePolicy.load(path, reload_interval=3600))
     monitor = spend_monitor()
     assert not monitor.running and guard_env.requests == []
 
     guard_env.set_value("900")
     write(path, GUARDED.format(budget=500))
+    reload_running_policy()  # what the watcher thread does every interval
     messages = [{"role": "user", "content": "hi"}]
-    client.chat.completions.create(model="gpt-4o", messages=messages)  # reloads, then decides
+    client.chat.completions.create(model="gpt-4o", messages=messages)
     assert monitor.running
     wait_until(lambda: monitor.current() == 900.0, "the first poll")
     client.chat.completions.create(model="gpt-4o", messages=messages)
@@ -588,7 +596,7 @@ def test_no_guard_no_poller_until_a_reload_adds_one_and_removes_it(
     thread = monitor._thread
     assert thread is not None
     write(path, UNGUARDED)
-    client.chat.completions.create(model="gpt-4o", messages=messages)
+    reload_running_policy()
     wait_until(lambda: not thread.is_alive(), "the poller ends when no rule has a guard")
     assert monitor.current() is None
 
@@ -601,10 +609,11 @@ def test_reload_adding_a_guard_without_a_url_keeps_the_last_good_policy(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     path = write(tmp_path / "policy.toml", UNGUARDED)
-    instrumented.instrument(policy=RulePolicy.load(path, reload_interval=0))
+    instrumented.instrument(policy=RulePolicy.load(path, reload_interval=3600))
     runtime = REGISTRY.runtime()
     assert runtime is not None and runtime.router is not None and runtime.router.spend is None
     write(path, GUARDED.format(budget=500))
+    reload_running_policy()
     client.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "x"}])
     assert (instrumented.span().attributes or {})["llmmeter.policy.rule"] == "plain"
     assert (

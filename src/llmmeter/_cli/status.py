@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from llmmeter._config import LLMMETER_PROMETHEUS_URL
+from llmmeter._configfile import read_config
 from llmmeter._prometheus import PrometheusURL
 from llmmeter._rules import RulePolicy
 from llmmeter.exceptions import ConfigError
 
-from . import inputs
 from .common import UsageError, Writer, format_cost, format_table, parse_number
 from .policy_edit import EditError, changed, edit_policy, write_atomically
 from .recommend import (
@@ -250,7 +250,10 @@ def _policy_status(args: argparse.Namespace, out: Writer) -> int:
 
 def _read_text(path: str) -> tuple[bytes, str]:
     """The policy file as it is now: the bytes the write compares against, and their text."""
-    raw = inputs.read_file(path, "the policy file")
+    try:
+        raw, _ = read_config(path, "policy file")  # as RulePolicy.load: a regular file only
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     try:
         return raw, raw.decode("utf-8")
     except UnicodeDecodeError:  # RulePolicy.load read it as UTF-8: it changed since
