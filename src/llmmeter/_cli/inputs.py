@@ -1,8 +1,8 @@
 """Reading a command's input within a stated bound, with progress on long reads.
 
 Every data file a command reads goes through here: the OTLP JSON of ``report`` and
-``policy status``, the JSONL dataset of ``evaluate``, the policy file ``promote`` edits and
-the prompt file of ``policy explain``. A line (or a document read whole) is read no further
+``policy status``, the JSONL dataset of ``evaluate`` and the prompt file of ``policy explain``
+(the policy file itself is read as ``instrument()`` reads it: ``_configfile``). A line (or a document read whole) is read no further
 than its bound plus one byte, so a gzip bomb with no newline, ``/dev/zero`` or a runaway pipe
 costs at most that much memory before it is one error naming the file and the line. Any
 input that opens is read this way, regular file, FIFO or device alike: the bound, not the
@@ -34,7 +34,7 @@ keeps a command well under 1 GiB; a collector's batch of 8,192 llmmeter spans is
 MAX_DOCUMENT: Final = MAX_LINE
 """Bytes of a pretty-printed OTLP file at most: it is read whole, like one long line."""
 MAX_FILE: Final = 16 * MIB
-"""Bytes of a policy file or a prompt file at most: both are read whole, and far smaller."""
+"""Bytes of a prompt file at most: it is read whole, and far smaller."""
 MAX_DEPTH: Final = 100
 """Levels a dataset's request may nest: deeper ones would only reach the SDK's recursion."""
 
