@@ -113,6 +113,7 @@ class Call:
         *,
         fallback_of: Call | None = None,
         reason: str | None = None,
+        context: otel_context.Context | None = None,
     ) -> None:
         self.runtime = runtime
         self.target = target
@@ -143,7 +144,7 @@ class Call:
 
         # Where the span hangs and what it is labelled: a fallback re-sent while the user
         # iterates a stream elsewhere still belongs with the call that was routed.
-        self.parent, self.label = _origin(fallback_of, evaluation)
+        self.parent, self.label = _origin(fallback_of, evaluation, context)
         client = getattr(instance, "_client", None)
         azure = client is not None and runtime.is_azure(client)
         model = None if target.retrieve else wire_model(kwargs)
@@ -270,15 +271,17 @@ class Call:
 
     # --- while the SDK method runs -----------------------------------------------------
 
-    def enter(self) -> None:
+    def enter(self, outer: otel_context.Context | None = None) -> None:
         """Make our span current for the SDK call, so HTTP-level spans nest under it; and,
         unless told to keep them, tell other OpenAI instrumentations that this call is
-        recorded (see ``_coexist.py``)."""
+        recorded (see ``_coexist.py``). ``outer``: the current context, when the caller has
+        just read it."""
         target = self.target
         self._window = window = Window()
         context = entering(
             self.span,
             window,
+            outer if outer is not None else otel_context.get_current(),
             suppress=self.runtime.settings.suppress_others,
             embeddings=target.endpoint == EMBEDDINGS,
             fetch=target.retrieve,
@@ -292,13 +295,16 @@ class Call:
         window = self._window
         if window is not None:
             window.open = False
-        with self.runtime.guard.site("call.leave"):
+        try:  # every call passes here: a bare try costs less than a guard site's with
             if self._call_token is not None:
                 current_call.reset(self._call_token)
                 self._call_token = None
             if self._ctx_token is not None:
                 otel_context.detach(self._ctx_token)
                 self._ctx_token = None
+        except Exception as exc:
+            if not self.runtime.guard.handle("call.leave", exc):
+                raise
 
     def on_attempt(self) -> None:
         """One HTTP attempt was built inside the SDK (its retries included): past the other
@@ -514,9 +520,7 @@ class Call:
             attrs.update(usage_attributes(usage))
         if usage is not None and usage.input_tokens is not None:
             # No input count (a malformed answer): pricing would invent a zero; leave it out.
-            with runtime.guard.site("call.price"):
-                models = (outcome.response_model, self.model)
-                cost = price(runtime.prices, usage, models, outcome.service_tier, attrs)
+            cost = self._price(usage, attrs)
             if cost is not None and self.routing is not None and self.fallback_of is None:
                 with runtime.guard.site("call.savings"):
                     self._savings(usage, cost, attrs, metric_attrs)
@@ -551,6 +555,18 @@ class Call:
         if self.routing is not None and self.routing.route.evaluate and error is None:
             with runtime.guard.site("evaluation.submit"):
                 self._submit_evaluation(self.routing, ended)
+
+    def _price(self, usage: Usage, attrs: dict[str, AttributeValue]) -> Cost | None:
+        """The call's cost, on ``attrs`` (``None``: unpriced, or pricing failed inside us)."""
+        runtime = self.runtime
+        outcome = self.outcome
+        try:  # every priced call passes here: a bare try costs less than a guard site's with
+            models = (outcome.response_model, self.model)
+            return price(runtime.prices, usage, models, outcome.service_tier, attrs)
+        except Exception as exc:
+            if not runtime.guard.handle("call.price", exc):
+                raise
+        return None
 
     def _submit_evaluation(self, routing: Routing, ended: StreamEnd | None) -> None:
         """Hand this call to the evaluator: the same request goes to the other model. Only
@@ -609,7 +625,7 @@ def _span_attributes(
     target: Target, args: tuple[Any, ...], kwargs: Mapping[str, Any], attrs: dict[str, Any]
 ) -> None:
     """The span-only request attributes (unbounded values such as ids never go on metrics)."""
-    attrs.update(request_attributes(target.endpoint, kwargs))
+    request_attributes(target.endpoint, kwargs, attrs)
     if target.retrieve:
         rid = args[0] if args else kwargs.get("response_id")
         if isinstance(rid, str):
@@ -617,7 +633,7 @@ def _span_attributes(
 
 
 def _origin(
-    fallback_of: Call | None, evaluation: Evaluation | None
+    fallback_of: Call | None, evaluation: Evaluation | None, context: otel_context.Context | None
 ) -> tuple[otel_context.Context, str | None]:
     """The parent context and task label of a call: the routed call's for its fallback; an
     evaluation request is a root (linked to the user's call) with the user's task label."""
@@ -625,7 +641,7 @@ def _origin(
         return fallback_of.parent, fallback_of.label
     if evaluation is not None:
         return otel_context.Context(), evaluation.label
-    return otel_context.get_current(), current_task.get()
+    return context if context is not None else otel_context.get_current(), current_task.get()
 
 
 def _action(routing: Routing | None, fallback_of: Call | None) -> str | None:
@@ -642,13 +658,19 @@ def open_call(
     instance: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    *,
+    context: otel_context.Context | None = None,
 ) -> Call | None:
-    """Start a call's telemetry, or return None if that failed (the user's call goes on)."""
-    with runtime.guard.site("call.open"):
+    """Start a call's telemetry, or return None if that failed (the user's call goes on).
+    ``context``: the current context, when the caller has just read it."""
+    try:  # every call passes here: a bare try costs less than a guard site's with
         fallback = runtime.fallback
         if fallback is not None:  # llmmeter's own providers, until the application has some
             fallback.check()
-        call = Call(runtime, target, instance, args, kwargs)
-        call.enter()
+        call = Call(runtime, target, instance, args, kwargs, context=context)
+        call.enter(context)
         return call
+    except Exception as exc:
+        if not runtime.guard.handle("call.open", exc):
+            raise
     return None

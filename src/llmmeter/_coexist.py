@@ -224,11 +224,18 @@ class WindowSpan(trace.Span):
 
 
 def entering(
-    span: trace.Span, window: Window, *, suppress: bool, embeddings: bool, fetch: bool
+    span: trace.Span,
+    window: Window,
+    current: otel_context.Context,
+    *,
+    suppress: bool,
+    embeddings: bool,
+    fetch: bool,
 ) -> Any:
-    """The context a call attaches while its SDK method runs: its span current (through the
-    window), and, ``suppress``, the flags that tell other instrumentations it is recorded."""
-    current = window.outer = otel_context.get_current()
+    """The context a call attaches while its SDK method runs over ``current`` (the context
+    current now): its span current (through the window), and, ``suppress``, the flags that
+    tell other instrumentations it is recorded."""
+    window.outer = current
     context = trace.set_span_in_context(
         WindowSpan(span, trace.get_current_span(current), window), current
     )

@@ -165,34 +165,64 @@ _NUMERIC: Final = (
 _MAX_TOKENS_KEYS: Final = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
-def request_attributes(endpoint: str, kwargs: Mapping[str, Any]) -> dict[str, AttributeValue]:
-    """Semconv request attributes from the call's keyword arguments (no content)."""
-    attrs: dict[str, AttributeValue] = {}
-    for key, name in _NUMERIC:
-        value = kwargs.get(key)
+_NUMERIC_NAMES: Final = dict(_NUMERIC)
+_OUTPUT_KEYS: Final = frozenset({"response_format", "text", "text_format"})
+_REQUEST_KEYS: Final = frozenset(
+    {
+        *(key for key, _ in _NUMERIC),
+        *_MAX_TOKENS_KEYS,
+        "seed",
+        "n",
+        "stop",
+        "stream",
+        "service_tier",
+        "encoding_format",
+        "dimensions",
+        *_OUTPUT_KEYS,
+        "conversation",
+    }
+)
+"""Every keyword argument :func:`request_attributes` reads: most calls pass none of them
+beyond ``model`` and the input, and then it costs one set intersection."""
+
+
+def request_attributes(
+    endpoint: str, kwargs: Mapping[str, Any], attrs: dict[str, AttributeValue]
+) -> None:
+    """Add the semconv request attributes of the call's keyword arguments (no content)."""
+    present = _REQUEST_KEYS.intersection(kwargs)
+    if not present:
+        return
+    for key in present.intersection(_NUMERIC_NAMES):
+        value = kwargs[key]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            attrs[name] = value
-    for key in _MAX_TOKENS_KEYS:
-        value = kwargs.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = value
-            break
-    seed = kwargs.get("seed")
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        attrs[sc.GEN_AI_REQUEST_SEED] = seed
-    n = kwargs.get("n")
-    if isinstance(n, int) and not isinstance(n, bool) and n != 1:
-        attrs[sc.GEN_AI_REQUEST_CHOICE_COUNT] = n
-    stop = kwargs.get("stop")
-    if isinstance(stop, str):
-        attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = [stop]
-    elif isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
-        attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = list(stop)
-    if kwargs.get("stream") is True:
+            attrs[_NUMERIC_NAMES[key]] = value
+    if not present.isdisjoint(_MAX_TOKENS_KEYS):
+        for key in _MAX_TOKENS_KEYS:
+            value = kwargs.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = value
+                break
+    if "seed" in present:
+        seed = kwargs["seed"]
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            attrs[sc.GEN_AI_REQUEST_SEED] = seed
+    if "n" in present:
+        n = kwargs["n"]
+        if isinstance(n, int) and not isinstance(n, bool) and n != 1:
+            attrs[sc.GEN_AI_REQUEST_CHOICE_COUNT] = n
+    if "stop" in present:
+        stop = kwargs["stop"]
+        if isinstance(stop, str):
+            attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = [stop]
+        elif isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
+            attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = list(stop)
+    if "stream" in present and kwargs["stream"] is True:
         attrs[sc.GEN_AI_REQUEST_STREAM] = True
-    tier = kwargs.get("service_tier")
-    if isinstance(tier, str):
-        attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
+    if "service_tier" in present:
+        tier = kwargs["service_tier"]
+        if isinstance(tier, str):
+            attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = tier
     if endpoint == EMBEDDINGS:
         fmt = kwargs.get("encoding_format")
         if isinstance(fmt, str):
@@ -200,15 +230,16 @@ def request_attributes(endpoint: str, kwargs: Mapping[str, Any]) -> dict[str, At
         dims = kwargs.get("dimensions")
         if isinstance(dims, int) and not isinstance(dims, bool):
             attrs[sc.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = dims
-    output_type = _output_type(endpoint, kwargs)
-    if output_type is not None:
-        attrs[sc.GEN_AI_OUTPUT_TYPE] = output_type
-    conversation = kwargs.get("conversation")
-    if isinstance(conversation, str):
-        attrs[sc.GEN_AI_CONVERSATION_ID] = conversation
-    elif isinstance(conversation, Mapping) and isinstance(conversation.get("id"), str):
-        attrs[sc.GEN_AI_CONVERSATION_ID] = conversation["id"]
-    return attrs
+    if not present.isdisjoint(_OUTPUT_KEYS):
+        output_type = _output_type(endpoint, kwargs)
+        if output_type is not None:
+            attrs[sc.GEN_AI_OUTPUT_TYPE] = output_type
+    if "conversation" in present:
+        conversation = kwargs["conversation"]
+        if isinstance(conversation, str):
+            attrs[sc.GEN_AI_CONVERSATION_ID] = conversation
+        elif isinstance(conversation, Mapping) and isinstance(conversation.get("id"), str):
+            attrs[sc.GEN_AI_CONVERSATION_ID] = conversation["id"]
 
 
 def _output_type(endpoint: str, kwargs: Mapping[str, Any]) -> str | None:

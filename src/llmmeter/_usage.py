@@ -125,9 +125,13 @@ def _fields(obj: Any) -> _Fields:
     two dicts answers a miss as cheaply as a hit. Parsed bodies are dicts already; anything else
     is read through ``getattr``.
     """
-    if type(obj) is dict:
-        return obj
-    kind = _kind_of(type(obj))
+    cls = type(obj)
+    if cls is dict:
+        plain: dict[str, Any] = obj
+        return plain
+    kind = _KINDS.get(cls)
+    if kind is None:
+        kind = _kind_of(cls)
     if kind == _MODEL:
         values: dict[str, Any] = obj.__dict__
         extra = getattr(obj, "__pydantic_extra__", None)

@@ -30,14 +30,9 @@ RuntimeSource = Callable[[], Runtime | None]
 
 # The keys OpenTelemetry instrumentations honour to record nothing (the SDK's own exporters,
 # Logfire and others set them around work that must not be traced): the key object of
-# ``opentelemetry.context``, and the plain string some instrumentations use.
+# ``opentelemetry.context``, and the plain string some instrumentations use. The wrappers
+# read them from the context they pass on to the call, which is read once per call.
 _SUPPRESSED: Final = (otel_context._SUPPRESS_INSTRUMENTATION_KEY, "suppress_instrumentation")
-
-
-def suppressed() -> bool:
-    """The application asked OpenTelemetry instrumentation to record nothing here."""
-    current = otel_context.get_current()
-    return bool(current.get(_SUPPRESSED[0]) or current.get(_SUPPRESSED[1]))
 
 
 def sync_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., Any]:
@@ -47,11 +42,14 @@ def sync_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., Any
         runtime = runtime_of()
         # Inert after uninstrument(); one span per logical request when SDK methods nest;
         # nothing where the application suppressed instrumentation.
-        if runtime is None or current_call.get() is not None or suppressed():
+        if runtime is None or current_call.get() is not None:
+            return wrapped(*args, **kwargs)
+        current = otel_context.get_current()
+        if current.get(_SUPPRESSED[0]) or current.get(_SUPPRESSED[1]):
             return wrapped(*args, **kwargs)
         if runtime.restack is not None:
             runtime.restack(wrapper)  # another instrumentation wrapped over ours since?
-        call = open_call(runtime, target, instance, args, kwargs)
+        call = open_call(runtime, target, instance, args, kwargs, context=current)
         if call is None:
             return wrapped(*args, **kwargs)
         if call.routing is not None:
@@ -84,11 +82,14 @@ def async_wrapper(target: Target, runtime_of: RuntimeSource) -> Callable[..., An
         wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         runtime = runtime_of()
-        if runtime is None or current_call.get() is not None or suppressed():
+        if runtime is None or current_call.get() is not None:
+            return await wrapped(*args, **kwargs)
+        current = otel_context.get_current()
+        if current.get(_SUPPRESSED[0]) or current.get(_SUPPRESSED[1]):
             return await wrapped(*args, **kwargs)
         if runtime.restack is not None:
             runtime.restack(wrapper)
-        call = open_call(runtime, target, instance, args, kwargs)
+        call = open_call(runtime, target, instance, args, kwargs, context=current)
         if call is None:
             return await wrapped(*args, **kwargs)
         if call.routing is not None:

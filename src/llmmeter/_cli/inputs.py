@@ -2,11 +2,11 @@
 
 Every data file a command reads goes through here: the OTLP JSON of ``report`` and
 ``policy status``, the JSONL dataset of ``evaluate`` and the prompt file of ``policy explain``
-(the policy file itself is read as ``instrument()`` reads it: ``_configfile``). A line (or a document read whole) is read no further
-than its bound plus one byte, so a gzip bomb with no newline, ``/dev/zero`` or a runaway pipe
-costs at most that much memory before it is one error naming the file and the line. Any
-input that opens is read this way, regular file, FIFO or device alike: the bound, not the
-kind of file, is what keeps memory in check.
+(the policy file itself is read as ``instrument()`` reads it: ``_configfile``). A line (or a
+document read whole) is read no further than its bound plus one byte, so a gzip bomb with
+no newline, ``/dev/zero`` or a runaway pipe costs at most that much memory before it is one
+error naming the file and the line. Any input that opens is read this way, regular file,
+FIFO or device alike: the bound, not the kind of file, is what keeps memory in check.
 
 A read that goes on for more than a few seconds says how far it has got on stderr, so a
 large file never looks like a hang; a short read prints nothing.
