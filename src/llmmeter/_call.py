@@ -517,7 +517,7 @@ class Call:
             usage = None
         cost = None
         if usage is not None:
-            attrs.update(usage_attributes(usage))
+            usage_attributes(usage, attrs)
         if usage is not None and usage.input_tokens is not None:
             # No input count (a malformed answer): pricing would invent a zero; leave it out.
             cost = self._price(usage, attrs)

@@ -120,7 +120,8 @@ def compute_cost(rates: Rates, usage: Usage) -> Cost:
     audio_in = usage.input_audio_tokens or 0
     image_in = usage.input_image_tokens or 0
     base = rates.input
-    input_cost = max(0, n_in - cached - written - audio_in - image_in) * _at(base, base, n_in)
+    per_token = base if type(base) is float else _at(base, base, n_in)
+    input_cost = max(0, n_in - cached - written - audio_in - image_in) * per_token
     if cached:
         input_cost += cached * _at(rates.cached_input, base, n_in)
     if written:
@@ -133,7 +134,8 @@ def compute_cost(rates: Rates, usage: Usage) -> Cost:
     audio_out = usage.output_audio_tokens or 0
     image_out = usage.output_image_tokens or 0
     out = rates.output
-    output_cost = max(0, n_out - audio_out - image_out) * _at(out, out, n_in)
+    per_token = out if type(out) is float else _at(out, out, n_in)
+    output_cost = max(0, n_out - audio_out - image_out) * per_token
     if audio_out:
         output_cost += audio_out * _at(rates.output_audio, out, n_in)
     if image_out:

@@ -127,9 +127,11 @@ def response_attributes(outcome: Outcome) -> dict[str, AttributeValue]:
         attrs[sc.GEN_AI_RESPONSE_ID] = outcome.response_id
     if outcome.response_model is not None:
         attrs[sc.GEN_AI_RESPONSE_MODEL] = outcome.response_model
-    if outcome.finish_reasons:
-        reasons = outcome.finish_reasons
-        attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [reasons[i] for i in sorted(reasons)]
+    reasons = outcome.finish_reasons
+    if reasons:
+        attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = (
+            list(reasons.values()) if len(reasons) == 1 else [reasons[i] for i in sorted(reasons)]
+        )
     if outcome.service_tier is not None:
         attrs[sc.OPENAI_RESPONSE_SERVICE_TIER] = outcome.service_tier
     if outcome.system_fingerprint is not None:
@@ -137,18 +139,18 @@ def response_attributes(outcome: Outcome) -> dict[str, AttributeValue]:
     return attrs
 
 
-def usage_attributes(usage: Usage) -> dict[str, AttributeValue]:
-    attrs: dict[str, AttributeValue] = {}
-    for name, value in (
-        (sc.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens),
-        (sc.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens),
-        (sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens),
-        (sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cache_creation_tokens),
-        (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens),
-    ):
-        if value is not None:
-            attrs[name] = value
-    return attrs
+def usage_attributes(usage: Usage, attrs: dict[str, AttributeValue]) -> None:
+    """Add the token counts the answer reported to ``attrs``."""
+    if usage.input_tokens is not None:
+        attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+    if usage.output_tokens is not None:
+        attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+    if usage.cache_read_tokens is not None:
+        attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
+    if usage.cache_creation_tokens is not None:
+        attrs[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_creation_tokens
+    if usage.reasoning_tokens is not None:
+        attrs[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
 
 
 def price(
