@@ -21,9 +21,10 @@ from ._usage import AUDIO, CHAT, COMPLETIONS, EMBEDDINGS, IMAGES, RESPONSES, End
 AttributeValue = str | bool | int | float | list[str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Target:
-    """One patched SDK method."""
+    """One patched SDK method. Each exists once (:data:`TARGETS`), so it compares and hashes
+    by identity: it keys caches on every call, and a dataclass's field hash is Python code."""
 
     module: str
     qualname: str

@@ -35,12 +35,14 @@ _RESPONSES_OUTPUT_SUFFIXES: Final = (".delta", ".added")
 """Events that carry model output (the first one sets the time to first chunk)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
     """Token counts of one call as the API reported them (``None`` = not reported).
 
     ``input_tokens`` includes cached input and ``output_tokens`` includes reasoning, as the
-    OpenAI API counts them and as the GenAI conventions define them.
+    OpenAI API counts them and as the GenAI conventions define them. Never changed once
+    read, but not frozen: a frozen dataclass's ``__init__`` costs five times as much, and one
+    is built on every call.
     """
 
     input_tokens: int | None = None
