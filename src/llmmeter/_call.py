@@ -39,6 +39,7 @@ from ._record import (
     usage_attributes,
 )
 from ._routing import Routing
+from ._runtime import MetricLabels
 from ._sdk import rejects_stream_options, status_code
 from ._targets import Target, asks_stream_options, is_raw_request, request_attributes, wire_model
 from ._task import current_task
@@ -96,6 +97,7 @@ class Call:
         "result",
         "routing",
         "runtime",
+        "shape",
         "span",
         "started",
         "stream_key",
@@ -158,17 +160,14 @@ class Call:
         # The model asked of the server (after routing): priced as when the answer names none.
         self.model = model
 
-        shape = runtime.shape(target, model, client, self.label, azure=azure)
-        attrs = dict(shape.common)
-        links = None
+        self.shape = shape = runtime.shape(target, model, client, self.label, azure=azure)
+        # Still the shape's own labels at the end: the shape's label sets serve the metrics.
         self.metric_attrs: dict[str, Any] = shape.labels
-        if routing is not None and action is not None:
-            with runtime.guard.site("policy.record"):
-                links = self._record_decision(routing, action, reason, attrs)
-        elif evaluation is not None:
-            with runtime.guard.site("evaluation.record"):
-                links = self._record_evaluation(evaluation, attrs)
-        attrs.update(shape.static)
+        links = None
+        if (routing is not None and action is not None) or evaluation is not None:
+            attrs, links = self._labelled(shape, routing, action, reason)
+        else:
+            attrs = dict(shape.span_base)
         _span_attributes(target, args, kwargs, attrs)
 
         self.stream_key = ""
@@ -180,6 +179,23 @@ class Call:
         self.span: Span = runtime.tracer.start_span(
             shape.name, context=self.parent, kind=SpanKind.CLIENT, attributes=attrs, links=links
         )
+
+    def _labelled(
+        self, shape: Shape, routing: Routing | None, action: str | None, reason: str | None
+    ) -> tuple[dict[str, AttributeValue], list[Link] | None]:
+        """The first span attributes of a routed call or an evaluation request, whose metric
+        labels say so too; the link to the call it follows from."""
+        runtime = self.runtime
+        attrs = dict(shape.common)
+        links = None
+        if routing is not None and action is not None:
+            with runtime.guard.site("policy.record"):
+                links = self._record_decision(routing, action, reason, attrs)
+        elif self.evaluation is not None:
+            with runtime.guard.site("evaluation.record"):
+                links = self._record_evaluation(self.evaluation, attrs)
+        attrs.update(shape.static)
+        return attrs, links
 
     def _capture_prompt(self, kwargs: dict[str, Any], attrs: dict[str, AttributeValue]) -> None:
         """The prompt, opted in: on the span, and kept for the content event at the end."""
@@ -497,9 +513,12 @@ class Call:
         outcome = self.outcome
         span = self.span
         attrs = response_attributes(outcome)
-        metric_attrs = self.metric_attrs
-        if outcome.response_model is not None:
-            metric_attrs = {**metric_attrs, sc.GEN_AI_RESPONSE_MODEL: outcome.response_model}
+        labels: MetricLabels | None = None
+        if self.metric_attrs is self.shape.labels:  # the common case: labels built once
+            labels = self.shape.answered_by(outcome.response_model)
+            metric_attrs = labels.call
+        else:
+            metric_attrs = self._answered_labels()
         if self.attempts > 1:
             attrs[sc.HTTP_REQUEST_RESEND_COUNT] = self.attempts - 1
         ttfc = None
@@ -527,10 +546,8 @@ class Call:
         if runtime.settings.capture_content and outcome.output:
             capture_output(outcome, attrs, runtime.settings)
         if error is not None:
-            kind = error_type(error, runtime.sdk)
-            attrs[sc.ERROR_TYPE] = kind
-            metric_attrs = {**metric_attrs, sc.ERROR_TYPE: kind}
-            record_error(span, error, runtime.sdk, content=runtime.settings.capture_content)
+            metric_attrs = self._failed(error, attrs, metric_attrs)
+            labels = None
         if self.content is not None and runtime.event_logger is not None:
             with runtime.guard.site("call.content_event"):
                 content_event(
@@ -550,11 +567,33 @@ class Call:
         span.end()
 
         record_metrics(
-            runtime.instruments, metric_attrs, duration=duration, ttfc=ttfc, usage=usage, cost=cost
+            runtime.instruments,
+            labels or MetricLabels.of(metric_attrs),
+            duration=duration,
+            ttfc=ttfc,
+            usage=usage,
+            cost=cost,
         )
         if self.routing is not None and self.routing.route.evaluate and error is None:
             with runtime.guard.site("evaluation.submit"):
                 self._submit_evaluation(self.routing, ended)
+
+    def _failed(
+        self, error: BaseException, attrs: dict[str, AttributeValue], metric_attrs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Record the error on the span; the metric labels with its type."""
+        runtime = self.runtime
+        kind = error_type(error, runtime.sdk)
+        attrs[sc.ERROR_TYPE] = kind
+        record_error(self.span, error, runtime.sdk, content=runtime.settings.capture_content)
+        return {**metric_attrs, sc.ERROR_TYPE: kind}
+
+    def _answered_labels(self) -> dict[str, Any]:
+        """The metric labels of a call whose own differ from its shape's (a decision)."""
+        model = self.outcome.response_model
+        if model is None:
+            return self.metric_attrs
+        return {**self.metric_attrs, sc.GEN_AI_RESPONSE_MODEL: model}
 
     def _price(self, usage: Usage, attrs: dict[str, AttributeValue]) -> Cost | None:
         """The call's cost, on ``attrs`` (``None``: unpriced, or pricing failed inside us)."""

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from ._config import Settings
     from ._metrics import Instruments
+    from ._runtime import MetricLabels
 
 _ERROR_MESSAGE_LIMIT: Final = 1024
 WITHHELD: Final = "message withheld: content capture is off"
@@ -244,7 +245,7 @@ _EVENT_KEYS: Final = frozenset(
 
 def record_metrics(
     instruments: Instruments,
-    metric_attrs: dict[str, Any],
+    labels: MetricLabels,
     *,
     duration: float,
     ttfc: float | None,
@@ -252,19 +253,16 @@ def record_metrics(
     cost: Cost | None,
 ) -> None:
     """One call's metric points: duration, time to first chunk, tokens, cache, cost."""
+    metric_attrs = labels.call
     instruments.duration.record(duration, metric_attrs)
     if ttfc is not None:
         instruments.time_to_first_chunk.record(ttfc, metric_attrs)
     if usage is None:
         return
     if usage.input_tokens is not None:
-        instruments.token_usage.record(
-            usage.input_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "input"}
-        )
+        instruments.token_usage.record(usage.input_tokens, labels.input)
     if usage.output_tokens is not None:
-        instruments.token_usage.record(
-            usage.output_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "output"}
-        )
+        instruments.token_usage.record(usage.output_tokens, labels.output)
     if usage.cache_read_tokens:
         instruments.cache_tokens.add(
             usage.cache_read_tokens, {**metric_attrs, sc.LLMMETER_CACHE_OPERATION: "read"}

@@ -43,6 +43,9 @@ MAX_SERVERS: Final = 64
 MAX_SHAPES: Final = 512
 """Request shapes (method, model, server, task) whose constant attributes are remembered;
 past the cap the cache starts over (task labels are the user's, so could be many)."""
+MAX_RESPONSE_MODELS: Final = 16
+"""Response models whose metric labels a shape remembers: a request model is answered by
+one or two dated snapshots; past the cap the labels are built per call."""
 
 
 class Runtime:
@@ -197,6 +200,22 @@ class Shape:
     first_party: bool
     """The server is OpenAI's or Azure OpenAI's own API (see
     :func:`~llmmeter._targets.reports_usage_only_when_asked`)."""
+    span_base: dict[str, AttributeValue] = dataclasses.field(default_factory=dict)
+    """``common`` and ``static`` together: a call's first span attributes, copied."""
+    _answered: dict[str | None, MetricLabels] = dataclasses.field(default_factory=dict)
+
+    def answered_by(self, response_model: str | None) -> MetricLabels:
+        """The metric labels of a call of this shape that the response names
+        ``response_model``: built once per model (a few per shape), not per call."""
+        labels = self._answered.get(response_model)
+        if labels is None:
+            call = self.labels
+            if response_model is not None:
+                call = {**call, sc.GEN_AI_RESPONSE_MODEL: response_model}
+            labels = MetricLabels.of(call)
+            if len(self._answered) < MAX_RESPONSE_MODELS:
+                self._answered[response_model] = labels
+        return labels
 
     @classmethod
     def build(
@@ -218,7 +237,35 @@ class Shape:
             static[sc.SERVER_PORT] = port
         name = f"{target.operation} {model}" if model else target.operation
         first_party = reports_usage_only_when_asked(address, azure=azure)
-        return cls(common, dict(common), static, name, azure, address, port, first_party)
+        return cls(
+            common,
+            dict(common),
+            static,
+            name,
+            azure,
+            address,
+            port,
+            first_party,
+            span_base={**common, **static},
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MetricLabels:
+    """A call's metric labels, and the token histogram's two label sets derived from them.
+    Shared by every call with the same labels, so never mutated (the SDK copies them)."""
+
+    call: dict[str, Any]
+    input: dict[str, Any]
+    output: dict[str, Any]
+
+    @classmethod
+    def of(cls, call: dict[str, Any]) -> MetricLabels:
+        return cls(
+            call,
+            {**call, sc.GEN_AI_TOKEN_TYPE: "input"},
+            {**call, sc.GEN_AI_TOKEN_TYPE: "output"},
+        )
 
 
 def _common_attributes(
