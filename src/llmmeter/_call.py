@@ -122,9 +122,8 @@ class Call:
         self.instance = instance
         self.args = args
         self.started = perf_counter()
-        self.finished = False
+        self.finished = self.injected = False
         self.attempts = 0
-        self.injected = False
         self.outcome = Outcome()
         self.capture = runtime.settings.content_wanted
         # The prompt, kept for the content event at the end (only when content goes there).
@@ -146,16 +145,19 @@ class Call:
 
         # Where the span hangs and what it is labelled: a fallback re-sent while the user
         # iterates a stream elsewhere still belongs with the call that was routed.
-        self.parent, self.label = _origin(fallback_of, evaluation, context)
+        if fallback_of is None and evaluation is None:  # the common case, inline
+            self.parent = context if context is not None else otel_context.get_current()
+            self.label = current_task.get()
+        else:
+            self.parent, self.label = _origin(fallback_of, evaluation, context)
         client = getattr(instance, "_client", None)
         azure = client is not None and runtime.is_azure(client)
         model = None if target.retrieve else wire_model(kwargs)
-        self.routing: Routing | None = (routing := self._decide(client, model, azure=azure))
         self.base_kwargs = kwargs
-        action = _action(routing, fallback_of)
-        if routing is not None and action == sc.ACTION_ROUTE:
-            model = routing.sent
-            self.base_kwargs = {**kwargs, "model": model}
+        routing = action = None
+        if runtime.router is not None or fallback_of is not None:
+            routing, action, model = self._routed(client, model, azure=azure)
+        self.routing: Routing | None = routing
         self.kwargs = self.base_kwargs
         # The model asked of the server (after routing): priced as when the answer names none.
         self.model = model
@@ -168,7 +170,9 @@ class Call:
             attrs, links = self._labelled(shape, routing, action, reason)
         else:
             attrs = dict(shape.span_base)
-        _span_attributes(target, args, kwargs, attrs)
+        request_attributes(target.endpoint, kwargs, attrs)  # span only: ids never go on metrics
+        if target.retrieve:
+            _response_id(args, kwargs, attrs)
 
         self.stream_key = ""
         if kwargs.get("stream") is True:
@@ -179,6 +183,18 @@ class Call:
         self.span: Span = runtime.tracer.start_span(
             shape.name, context=self.parent, kind=SpanKind.CLIENT, attributes=attrs, links=links
         )
+
+    def _routed(
+        self, client: Any, model: str | None, *, azure: bool
+    ) -> tuple[Routing | None, str | None, str | None]:
+        """The routing in force, what the call does with it, and the model it then asks
+        for; a routed call's keyword arguments name that model."""
+        routing = self._decide(client, model, azure=azure)
+        action = _action(routing, self.fallback_of)
+        if routing is not None and action == sc.ACTION_ROUTE:
+            model = routing.sent
+            self.base_kwargs = {**self.original_kwargs, "model": model}
+        return routing, action, model
 
     def _labelled(
         self, shape: Shape, routing: Routing | None, action: str | None, reason: str | None
@@ -660,15 +676,11 @@ class Call:
             self.runtime.instruments.savings.add(saved, metric_attrs)
 
 
-def _span_attributes(
-    target: Target, args: tuple[Any, ...], kwargs: Mapping[str, Any], attrs: dict[str, Any]
-) -> None:
-    """The span-only request attributes (unbounded values such as ids never go on metrics)."""
-    request_attributes(target.endpoint, kwargs, attrs)
-    if target.retrieve:
-        rid = args[0] if args else kwargs.get("response_id")
-        if isinstance(rid, str):
-            attrs[sc.GEN_AI_RESPONSE_ID] = rid
+def _response_id(args: tuple[Any, ...], kwargs: Mapping[str, Any], attrs: dict[str, Any]) -> None:
+    """A ``responses.retrieve`` call's id, on its span (never on metrics: unbounded)."""
+    rid = args[0] if args else kwargs.get("response_id")
+    if isinstance(rid, str):
+        attrs[sc.GEN_AI_RESPONSE_ID] = rid
 
 
 def _origin(

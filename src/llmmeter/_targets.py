@@ -109,7 +109,7 @@ that the stream (whichever one it carries after a fallback) closes with it and i
 def wire_model(kwargs: Mapping[str, Any]) -> str | None:
     """The model that goes on the wire: ``extra_body["model"]`` overrides ``model``."""
     extra = kwargs.get("extra_body")
-    if isinstance(extra, Mapping):
+    if extra is not None and isinstance(extra, Mapping):  # None first: Mapping is an ABC
         model = extra.get("model")
         if isinstance(model, str):
             return model
@@ -187,9 +187,7 @@ _REQUEST_KEYS: Final = frozenset(
 beyond ``model`` and the input, and then it costs one set intersection."""
 
 
-def request_attributes(
-    endpoint: str, kwargs: Mapping[str, Any], attrs: dict[str, AttributeValue]
-) -> None:
+def request_attributes(endpoint: str, kwargs: Mapping[str, Any], attrs: dict[str, Any]) -> None:
     """Add the semconv request attributes of the call's keyword arguments (no content)."""
     present = _REQUEST_KEYS.intersection(kwargs)
     if not present:
