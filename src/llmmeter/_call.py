@@ -22,7 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import Link, Span, SpanKind
 
 from . import _semconv as sc
-from ._coexist import Window, entering, handing_http_back
+from ._coexist import Window, entering
 from ._config import INJECT_ALWAYS, INJECT_AUTO
 from ._evaluation import Evaluation, current_evaluation
 from ._guard import UNTRACED, Untraced
@@ -342,8 +342,9 @@ class Call:
         """One HTTP attempt was built inside the SDK (its retries included): past the other
         instrumentations' wrappers, so the HTTP request gets instrumentation back."""
         self.attempts += 1
-        if self.runtime.settings.suppress_others:
-            otel_context.attach(handing_http_back(otel_context.get_current()))  # reset at leave()
+        window = self._window
+        if window is not None:
+            window.http = True  # the generic suppression flags read false from now on
 
     def retry_without_injection(self, exc: BaseException) -> bool:
         """True when our own ``stream_options`` caused this error and the call must be re-sent.

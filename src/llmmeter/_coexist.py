@@ -15,7 +15,7 @@ convention that the outermost layer owns an inference's span:
   ``suppress_language_model_instrumentation`` (OpenLLMetry's key), the GenAI utilities' typed
   context data when the application has them loaded (genai-openai), and OpenTelemetry's
   ``suppress_instrumentation`` (OpenInference, Logfire and OpenLLMetry's Responses wrappers),
-  which the attempt hook hands back before the HTTP request goes out, so that the
+  which turns false once the SDK begins its HTTP attempt (:class:`HttpGate`), so that the
   application's HTTP spans stay.
 - **What cannot be silenced is said once**, with the switch that turns it off (openai-v2 and
   OpenLIT read no context key); llmmeter never removes another instrumentation's patch (their
@@ -154,10 +154,12 @@ class Window:
     detach restores llmmeter's context, which then says nothing any more: the window is
     closed, so its flags are false and its span is the one that was current before."""
 
-    __slots__ = ("entered", "open", "outer")
+    __slots__ = ("entered", "http", "open", "outer")
 
     def __init__(self) -> None:
         self.open = True
+        self.http = False
+        """The SDK has begun an HTTP attempt: the generic flags (:class:`HttpGate`) are off."""
         self.outer: Any = None
         """The context current before the call entered (the application's)."""
         self.entered: Any = None
@@ -172,6 +174,24 @@ class Window:
         is current again, as it would be without llmmeter."""
         if self.entered is not None and otel_context.get_current() is self.entered:
             otel_context.attach(self.outer)  # never detached: it restores the outer value
+
+
+class HttpGate:
+    """The value of OpenTelemetry's generic ``suppress_instrumentation`` keys in a call's
+    context: true while the window is open and the SDK has not begun its HTTP attempt. The
+    other OpenAI instrumentations read it on entry and stand back; the HTTP instrumentation
+    reads it as the request goes out and records as usual, its spans nested under
+    llmmeter's. One flag flipped per call, where a context with the keys off would be built
+    and attached at every attempt."""
+
+    __slots__ = ("_window",)
+
+    def __init__(self, window: Window) -> None:
+        self._window = window
+
+    def __bool__(self) -> bool:
+        window = self._window
+        return window.open and not window.http
 
 
 class WindowSpan(trace.Span):
@@ -245,13 +265,16 @@ def entering(
     return context
 
 
-def suppressing(context: otel_context.Context, flag: Any, *, embeddings: bool, fetch: bool) -> Any:
-    """``context`` saying that llmmeter records this inference (see the module docstring),
-    with ``flag`` (a :class:`Window`) as the flags' value."""
+def suppressing(
+    context: otel_context.Context, window: Window, *, embeddings: bool, fetch: bool
+) -> Any:
+    """``context`` saying that llmmeter records this inference (see the module docstring):
+    ``window`` as the language-model flag, its :class:`HttpGate` as the generic ones."""
+    gate = HttpGate(window)
     values: dict[str, Any] = {
-        LM_KEY: flag,
-        _SUPPRESS_KEY: flag,
-        _SUPPRESS_PLAIN: flag,
+        LM_KEY: window,
+        _SUPPRESS_KEY: gate,
+        _SUPPRESS_PLAIN: gate,
     }
     genai = sys.modules.get(UTIL_GENAI)
     if genai is not None:
@@ -259,12 +282,6 @@ def suppressing(context: otel_context.Context, flag: Any, *, embeddings: bool, f
         if data is not None:
             values[data[0]] = data[1]
     return otel_context.Context({**context, **values})
-
-
-def handing_http_back(context: otel_context.Context) -> Any:
-    """``context`` with OpenTelemetry instrumentation on again, for the HTTP request itself:
-    the application's HTTP spans are its own, and they nest under llmmeter's span."""
-    return otel_context.Context({**context, _SUPPRESS_KEY: False, _SUPPRESS_PLAIN: False})
 
 
 def _genai_data(genai: Any, *, embeddings: bool, fetch: bool) -> tuple[str, Any] | None:

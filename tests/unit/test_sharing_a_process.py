@@ -256,8 +256,9 @@ def test_a_request_level_instrumentation_is_silenced_and_http_instrumentation_is
     server: FakeOpenAI, openai_module: Any, telemetry: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """OpenInference and Logfire wrap the clients' request(), below llmmeter: told to record
-    nothing by suppress_instrumentation, which llmmeter hands back before the HTTP request
-    goes out (an HTTP instrumentation, here an event hook, still sees it enabled)."""
+    nothing by suppress_instrumentation, whose value in llmmeter's context turns false once
+    the SDK begins its HTTP attempt (an HTTP instrumentation, here an event hook, still sees
+    it enabled)."""
     from opentelemetry import trace
     from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
