@@ -288,6 +288,7 @@ class Overrides:
 
 
 _RATE_NAMES: Final = tuple(_PRICE_KEYS)
+_UNSEEN: Final = object()
 MAX_RATE: Final = 1_000_000
 """USD per 1M tokens an override may set at most ($1 a token): thousands of times any real
 price, and far enough from float's limits that no cost of a real call overflows."""
@@ -482,10 +483,15 @@ class PriceTable:
         """Price by the first model that has rates (response model, then request model)."""
         if when is None:
             when = time.time()  # once per call, whichever model ends up priced
+        day = int(when // 86400)
+        known = self._rates
         for name in models:
             if name:
-                rates = self.rates(name, service_tier=service_tier, batch=batch, when=when)
-                if rates is not None:
+                # rates()' own cache, without the call (one get: another thread may clear it)
+                rates: object = known.get((name, service_tier, batch, day), _UNSEEN)
+                if rates is _UNSEEN:
+                    rates = self.rates(name, service_tier=service_tier, batch=batch, when=when)
+                if isinstance(rates, Rates):
                     return compute_cost(rates, usage)
         return None
 
