@@ -8,7 +8,7 @@ bodies parsed by us), and tolerate missing fields: older SDKs and other servers 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Final, Literal
 
@@ -57,23 +57,35 @@ class Usage:
     output_image_tokens: int | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Outcome:
-    """What a call's response told us; filled incrementally by whole responses or chunks."""
+    """What a call's response told us; filled incrementally by whole responses or chunks.
+    Starts empty (one is built per call: its ``__init__`` is written out, without the
+    generated one's parameters and default factory)."""
 
-    response_id: str | None = None
-    response_model: str | None = None
-    service_tier: str | None = None
-    system_fingerprint: str | None = None
-    finish_reasons: dict[int, str] = field(default_factory=dict)
-    usage: Usage | None = None
-    chunks: int = 0
-    first_output_at: float | None = None
+    response_id: str | None
+    response_model: str | None
+    service_tier: str | None
+    system_fingerprint: str | None
+    finish_reasons: dict[int, str]
+    usage: Usage | None
+    chunks: int
+    first_output_at: float | None
     # Only filled when content capture is on: index -> accumulated output message.
-    output: dict[int, dict[str, Any]] | None = None
+    output: dict[int, dict[str, Any]] | None
     # The id and model are known: a stream's later chunks (which repeat them) skip reading
     # them, except the closing ones (a finish reason, usage), read in case a value changed.
-    identified: bool = False
+    identified: bool
+
+    def __init__(self) -> None:
+        self.response_id = self.response_model = None
+        self.service_tier = self.system_fingerprint = None
+        self.finish_reasons = {}
+        self.usage = None
+        self.chunks = 0
+        self.first_output_at = None
+        self.output = None
+        self.identified = False
 
 
 class _Attrs:
