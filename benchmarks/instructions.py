@@ -2,7 +2,7 @@
 
     python benchmarks/instructions.py [--only NAME[,NAME]] [--cases a,b] [--warmup W]
                                       [--n1 N1] [--n2 N2] [--jobs J] [--json FILE]
-                                      [--write-docs docs/performance.md]
+                                      [--write-docs docs/performance.md] [--from-json FILE]
     python benchmarks/instructions.py --check [--update] [--figures FILE]
 
 Why instructions. Wall time on a shared 2-core machine swings 30-60 % from run to run, so
@@ -970,6 +970,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--write-docs", metavar="FILE", help="replace the instructions section of FILE"
     )
+    parser.add_argument(
+        "--from-json", metavar="FILE", help="no run: show (or --write-docs) a saved --json run"
+    )
     parser.add_argument("--check", action="store_true", help="the CI check (see the docstring)")
     parser.add_argument("--update", action="store_true", help="with --check: write the figures")
     parser.add_argument("--figures", default=str(FIGURES), help="the figures --check reads")
@@ -988,14 +991,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         return check(args, sizes)
 
-    names = bench.pick_names(args.only, known, "name")
-    cases = bench.pick_names(args.cases, list(bench.CASES_BY_NAME), "case", CASES)
-    results = count(names, cases, sizes, args.jobs)
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+        cases, command = results["cases"], results["command"]
+    else:
+        names = bench.pick_names(args.only, known, "name")
+        cases = bench.pick_names(args.cases, list(bench.CASES_BY_NAME), "case", CASES)
+        results = count(names, cases, sizes, args.jobs)
+        command = compare.shown_command(
+            argv if argv is not None else sys.argv[1:], "benchmarks/instructions.py"
+        )
+        results |= {"cases": cases, "command": command}
     report = render(results, cases)
     print(report)
-    command = compare.shown_command(
-        argv if argv is not None else sys.argv[1:], "benchmarks/instructions.py"
-    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
     if args.write_docs:
