@@ -109,7 +109,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -1130,20 +1130,43 @@ def call_of(case: Case, create: Callable[..., Any]) -> Callable[[], Any]:
     return lambda: create(**kwargs)
 
 
-def run_child(
-    target: str, cases: Sequence[Case], calls: int, warmup: int, batches: int
-) -> dict[str, Any]:
-    """Set the variant up, time each case, check its telemetry: the child's JSON report."""
+@dataclass(frozen=True)
+class CaseCall:
+    """One case's call on a fresh client, as the variant set up in this child makes it."""
+
+    case: Case
+    call: Callable[[], Any]
+    """No arguments; a coroutine function for an async case; reads a stream to its end."""
+    pipeline: Pipeline
+    check: Check
+
+
+def case_calls(target: str, cases: Sequence[Case]) -> Iterator[CaseCall]:
+    """Set the variant up, then each case's call (a by-hand variant's wrap applied); closes
+    each client after its case, and the providers after the last."""
     pipeline = Pipeline.build()
     check = resolve_variant(target)(pipeline.tracer_provider, pipeline.meter_provider)
-    report: dict[str, Any] = {"variant": target, "cases": {}}
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     for case in cases:
         client = make_client(case)
         create = case.method(client)
         if check.wrap is not None:
             create = check.wrap(case, create)
-        fn = call_of(case, create)
+        yield CaseCall(case, call_of(case, create), pipeline, check)
+        close = getattr(client, "close", None)
+        if close is not None and not case.is_async:
+            close()
+    pipeline.tracer_provider.shutdown()
+    pipeline.meter_provider.shutdown()
+
+
+def run_child(
+    target: str, cases: Sequence[Case], calls: int, warmup: int, batches: int
+) -> dict[str, Any]:
+    """Set the variant up, time each case, check its telemetry: the child's JSON report."""
+    report: dict[str, Any] = {"variant": target, "cases": {}}
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    for each in case_calls(target, cases):
+        case, fn, pipeline, check = each.case, each.call, each.pipeline, each.check
         per_batch = max(1, calls // case.weight // batches)
         case_warmup = max(1, warmup // case.weight)
         before = pipeline.snapshot()
@@ -1165,11 +1188,6 @@ def run_child(
             "warnings": evidence.warnings,
             "cpus": cpus,
         }
-        close = getattr(client, "close", None)
-        if close is not None and not case.is_async:
-            close()
-    pipeline.tracer_provider.shutdown()
-    pipeline.meter_provider.shutdown()
     return report
 
 

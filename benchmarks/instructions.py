@@ -258,33 +258,21 @@ async def _count_async(fn: Callable[[], Any], sizes: Sizes) -> None:
 
 def run_child(target: str, cases: Sequence[bench.Case], sizes: Sizes) -> dict[str, Any]:
     """Set the variant up, make each case's calls between marks, check its telemetry."""
-    pipeline = bench.Pipeline.build()
-    check = bench.resolve_variant(target)(pipeline.tracer_provider, pipeline.meter_provider)
     report: dict[str, Any] = {"variant": target, "cases": {}}
-    for case in cases:
-        client = bench.make_client(case)
-        create = case.method(client)
-        if check.wrap is not None:
-            create = check.wrap(case, create)
-        fn = bench.call_of(case, create)
-        case_sizes = sizes.for_case(case)
-        before = pipeline.snapshot()
-        if case.is_async:
-            asyncio.run(_count_async(fn, case_sizes))
+    for each in bench.case_calls(target, cases):
+        case_sizes = sizes.for_case(each.case)
+        before = each.pipeline.snapshot()
+        if each.case.is_async:
+            asyncio.run(_count_async(each.call, case_sizes))
         else:
-            _count_sync(fn, case_sizes)
+            _count_sync(each.call, case_sizes)
         calls = case_sizes.warmup + case_sizes.n2
-        evidence = pipeline.evidence(calls, before)
-        report["cases"][case.name] = {
+        evidence = each.pipeline.evidence(calls, before)
+        report["cases"][each.case.name] = {
             "calls": calls,
             "spans": evidence.spans,
-            "problems": check.problems(case, evidence),
+            "problems": each.check.problems(each.case, evidence),
         }
-        close = getattr(client, "close", None)
-        if close is not None and not case.is_async:
-            close()
-    pipeline.tracer_provider.shutdown()
-    pipeline.meter_provider.shutdown()
     return report
 
 
