@@ -7,21 +7,34 @@
 
 Why instructions. Wall time on a shared 2-core machine swings 30-60 % from run to run, so
 "does llmmeter cost less than the others?" has no stable answer in microseconds. The
-instructions valgrind counts hardly move: two runs of one child agree within 0.05 %.
+instructions valgrind counts do not move with the load.
 
 Method. Each variant runs in its own process under ``valgrind --tool=callgrind``, with
 ``bench.py``'s client, in-memory transport, pre-built bodies and telemetry pipeline, and the
 variant set up by its ``bench.py`` setup (so ``others:setup_x`` works as in ``compare.py``).
-Per case the child makes the warm-up calls, collects garbage and freezes what survives (the
-collector then walks only what the calls leave behind, not the whole heap of imported
-modules), then calls ``os.getsid(0)`` before call 1, after call N1 and after call N2.
-``--dump-before=getsid`` makes callgrind write, at each of those, the instructions counted
-since the one before, on the calling thread (``--separate-threads=yes``: the span
-processor's export thread is left out; it is the application's thread a call costs). So per
-call = (count at N2 - count at N1) / (N2 - N1): start-up, the warm-up and whatever runs
-once are outside the counted span. The N1 segment is kept as a cross-check
-(``first_per_call``). Streamed cases make a quarter of the calls. Per chunk is the slope
-``(stream_50 - stream_10) / 40``.
+Per case the child makes the warm-up calls, then calls ``os.getsid(0)`` before call 1, after
+call N1 and after call N2; ``--dump-before=getsid`` makes callgrind write, at each of those,
+the instructions counted since the one before, on the calling thread
+(``--separate-threads=yes``: it is the application's thread a call costs). So per call =
+(count at N2 - count at N1) / (N2 - N1): start-up, the warm-up and whatever runs once stay
+outside the counted span. The N1 segment is kept as a cross-check (``first_per_call``: a
+little lower, as the spans the processor holds until the flush make each collection longer).
+Streamed cases make a quarter of the calls. Per chunk is the slope
+``(stream_50 - stream_10) / 40``. Each variant is counted in ``--layouts`` memory layouts
+(default 3: a padding variable moves where the interpreter's objects land) and the median
+kept.
+
+Same from run to run: two runs of one child agree within a few dozen instructions per call,
+because what varied is pinned. The span processor exports only when flushed
+(``OTEL_BSP_SCHEDULE_DELAY``: its timer thread, waking every 5 s of wall time, ran a varying
+number of times and left the heap a little different, ±0.1 %). Before the counted span the
+child collects garbage and freezes what survives (the collector then walks what the calls
+leave, not the heap of imported modules; it stays on: its passes are part of a call's
+cost), seeds ``random`` (span ids) and sets a switch interval no timer reaches; the child runs
+with address randomisation off (``setarch -R``). What remains is the layout: CPython's
+method cache and its sets of objects hash by address, so another environment, path or
+argument moves a count by up to 0.15 % (2 % of a share); hence the median over layouts,
+and every figure over the ``bare`` of its own interpreter.
 
 Children run with ``bench.child_env()`` (``PYTHONHASHSEED=0``, ``PYTHONPATH=src``, no
 ``LLMMETER_*``/``OTEL_*``), after ``compileall`` of ``src/``, ``benchmarks/`` and the
@@ -63,7 +76,9 @@ import gc
 import json
 import os
 import platform
+import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,6 +122,13 @@ CHUNK_LIMIT = 1.0
 CHECK_CASES = ("chat", "chat_async")
 TOLERANCE = 0.05
 """``--check`` fails when a share grew by more than this fraction of the one checked in."""
+
+LAYOUTS = 3
+"""Each variant is counted in this many memory layouts and the median kept: CPython's
+method cache and its sets of objects hash by address, so one layout can count 0.1 % more
+than another (up to 2 % of a share), and the median leaves out one unlucky layout."""
+LAYOUT_VARIABLE = "LLMMETER_BENCH_LAYOUT"
+LAYOUT_STEP = 33
 
 DOCS_MARKS = ("<!-- instructions:start -->", "<!-- instructions:end -->")
 TIMEOUT = 3600.0
@@ -226,8 +248,11 @@ def mark() -> None:
 
 
 def _settle() -> None:
+    """Make the counted span the same from run to run (see the module docstring)."""
     gc.collect()
     gc.freeze()
+    sys.setswitchinterval(1000.0)
+    random.seed(0)
 
 
 def _count_sync(fn: Callable[[], Any], sizes: Sizes) -> None:
@@ -319,6 +344,8 @@ class Job:
     """What the child sets up: a ``bench.py`` variant, or (start-up) the order."""
     python: str
     cases: tuple[str, ...] = ()
+    layout: int = 0
+    """Which memory layout (``child_env``): the same job in another gives slightly other counts."""
 
 
 @dataclass
@@ -339,7 +366,10 @@ def valgrind_version() -> str | None:
 
 
 def _callgrind(out_dir: Path) -> list[str]:
+    setarch = shutil.which("setarch")
+    fixed = [setarch, platform.machine(), "--addr-no-randomize"] if setarch else []
     return [
+        *fixed,
         "valgrind",
         "--tool=callgrind",
         f"--dump-before={MARK}",
@@ -348,6 +378,17 @@ def _callgrind(out_dir: Path) -> list[str]:
         "--dump-line=no",
         f"--callgrind-out-file={out_dir / 'callgrind.%p'}",
     ]
+
+
+def child_env(layout: int = 0) -> dict[str, str]:
+    """``bench.child_env()``; a span processor that exports only when flushed (its thread,
+    waking on a timer, ran a varying number of times before the counted span and left the
+    heap a little different from run to run); and ``layout`` as a padding variable, which
+    moves what the interpreter allocates at start and so where everything after lands."""
+    never = str(10**9)  # milliseconds, and spans: the flush after each case comes first
+    env = bench.child_env() | {"OTEL_BSP_SCHEDULE_DELAY": never, "OTEL_BSP_MAX_QUEUE_SIZE": never}
+    env[LAYOUT_VARIABLE] = "x" * (LAYOUT_STEP * layout)
+    return env
 
 
 def _tail(stderr: str) -> str:
@@ -371,7 +412,7 @@ def run_job(job: Job, sizes: Sizes) -> JobResult:
         try:
             proc = subprocess.run(
                 [*_callgrind(out_dir), *command],
-                env=bench.child_env(),
+                env=child_env(job.layout),
                 capture_output=True,
                 text=True,
                 timeout=TIMEOUT,
@@ -406,6 +447,25 @@ def run_job(job: Job, sizes: Sizes) -> JobResult:
             "problems": report["cases"][name]["problems"],
         }
     return JobResult(job, seconds, cases)
+
+
+def merge_layouts(runs: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """One variant's cases over its layouts: the median per call, every layout's figure, and
+    every layout's telemetry problems."""
+    merged: dict[str, dict[str, Any]] = {}
+    for case in dict.fromkeys(case for run in runs for case in run):
+        entries = [run[case] for run in runs if case in run]
+        figures = [float(entry["per_call"]) for entry in entries]
+        merged[case] = {
+            "per_call": round(statistics.median(figures), 1),
+            "layouts": figures,
+            "first_per_call": round(
+                statistics.median(float(entry["first_per_call"]) for entry in entries), 1
+            ),
+            "sizes": entries[0]["sizes"],
+            "problems": [p for entry in entries for p in entry["problems"]],
+        }
+    return merged
 
 
 def compile_bytecode(python: str) -> None:
@@ -629,7 +689,16 @@ def figures_document(
         },
         "environment": {
             key: meta[key]
-            for key in ("date", "commit", "valgrind", "cpu", "machine", "python", "sizes")
+            for key in (
+                "date",
+                "commit",
+                "valgrind",
+                "cpu",
+                "machine",
+                "python",
+                "sizes",
+                "layouts",
+            )
             if key in meta
         }
         | {"versions": venv.get("versions", {})},
@@ -736,7 +805,8 @@ def render(results: Mapping[str, Any], cases: Sequence[str]) -> str:
         f"- Per case: {sizes['warmup']} warm-up calls, then per call = (count at "
         f"{sizes['n2']} calls - count at {sizes['n1']}) / {sizes['n2'] - sizes['n1']}, "
         "on the calling thread (streams: a quarter of the calls); per chunk = "
-        f"({LONG_STREAM} - {SHORT_STREAM}) / {chunks_between()}",
+        f"({LONG_STREAM} - {SHORT_STREAM}) / {chunks_between()}; each figure the median of "
+        f"{meta.get('layouts', 1)} memory layout(s)",
         "- One figure again: `python benchmarks/instructions.py --only NAME --cases CASE` "
         f"(NAME `{MAIN}` for bare, floor and llmmeter in the main .venv, or an "
         f"instrumentation's: its bare and llmmeter come with it; `{STARTUP}` for start-up)",
@@ -811,9 +881,10 @@ def environment(sizes: Sizes, valgrind: str) -> dict[str, Any]:
 
 
 def plan(
-    names: Sequence[str], cases: Sequence[str], python: str
+    names: Sequence[str], cases: Sequence[str], python: str, layouts: int = LAYOUTS
 ) -> tuple[list[Job], dict[str, Any], list[str]]:
-    """The jobs for ``names``, the virtualenvs they run in, and what could not be built."""
+    """The jobs for ``names`` (each counted variant once per layout; start-up, in millions,
+    once), the virtualenvs they run in, and what could not be built."""
     jobs: list[Job] = []
     venvs: dict[str, Any] = {}
     failures: list[str] = []
@@ -823,7 +894,11 @@ def plan(
             continue
         if name == MAIN:
             venvs[MAIN] = {"python": python, "package": "llmmeter", "variants": {}}
-            jobs += [Job(MAIN, v, v, python, tuple(cases)) for v in MAIN_VARIANTS]
+            jobs += [
+                Job(MAIN, v, v, python, tuple(cases), layout)
+                for layout in range(layouts)
+                for v in MAIN_VARIANTS
+            ]
             continue
         inst = compare.INSTRUMENTATIONS[name]
         py, error = compare.ensure_venv(inst, python)
@@ -838,11 +913,12 @@ def plan(
             "variants": {},
         }
         own = tuple(c for c in cases if c not in inst.skip_cases)
-        jobs += [
-            Job(name, "bare", "bare", str(py), tuple(cases)),
-            Job(name, name, inst.setup, str(py), own),
-            Job(name, "llmmeter", "llmmeter", str(py), tuple(cases)),
-        ]
+        for layout in range(layouts):
+            jobs += [
+                Job(name, "bare", "bare", str(py), tuple(cases), layout),
+                Job(name, name, inst.setup, str(py), own, layout),
+                Job(name, "llmmeter", "llmmeter", str(py), tuple(cases), layout),
+            ]
     return jobs, venvs, failures
 
 
@@ -857,17 +933,20 @@ def collect(
         venv["variants"] = {}
     for job in jobs:  # the tables' order: the plan's, not completion's
         venvs.get(job.venv, {}).get("variants", {}).setdefault(job.variant, {})
+    counted: dict[tuple[str, str], list[dict[str, dict[str, Any]]]] = {}
     for outcome in outcomes:
         job = outcome.job
         if outcome.error:
-            failures.append(f"{job.venv}/{job.variant}: {outcome.error}")
-            continue
-        if job.venv == STARTUP:
+            failures.append(f"{job.venv}/{job.variant}, layout {job.layout}: {outcome.error}")
+        elif job.venv == STARTUP:
             startup.update(outcome.cases)
-            continue
-        venvs[job.venv]["variants"][job.variant] = outcome.cases
-        for case, entry in outcome.cases.items():
-            problems += [f"{job.venv}/{job.variant}/{case}: {p}" for p in entry["problems"]]
+        else:
+            counted.setdefault((job.venv, job.variant), []).append(outcome.cases)
+    for (venv_name, variant), runs in counted.items():
+        merged = merge_layouts(runs)
+        venvs[venv_name]["variants"][variant] = merged
+        for case, entry in merged.items():
+            problems += [f"{venv_name}/{variant}/{case}: {p}" for p in entry["problems"]]
     for name, venv in venvs.items():
         packages = [venv["package"], *compare.REPORTED]
         venv["versions"] = compare.installed_versions(Path(venv["python"]), packages)
@@ -877,17 +956,21 @@ def collect(
     return {"venvs": venvs, "startup": startup, "failures": failures, "problems": problems}
 
 
-def count(names: Sequence[str], cases: Sequence[str], sizes: Sizes, workers: int) -> dict[str, Any]:
+def count(
+    names: Sequence[str], cases: Sequence[str], sizes: Sizes, workers: int, layouts: int = LAYOUTS
+) -> dict[str, Any]:
     valgrind = valgrind_version()
     if valgrind is None:
-        raise SystemExit("valgrind not found: install it (apt-get install valgrind)")
+        print("valgrind not found: install it (apt-get install valgrind)", file=sys.stderr)
+        raise SystemExit(2)
     started = time.perf_counter()
-    jobs, venvs, failures = plan(names, cases, sys.executable)
+    jobs, venvs, failures = plan(names, cases, sys.executable, layouts)
     outcomes = run_jobs(jobs, sizes, workers)
     results = collect(jobs, outcomes, venvs)
     results["failures"][:0] = failures
     results["meta"] = environment(sizes, valgrind) | {
-        "seconds": round(time.perf_counter() - started, 1)
+        "layouts": layouts,
+        "seconds": round(time.perf_counter() - started, 1),
     }
     return results
 
@@ -896,7 +979,7 @@ def check(args: argparse.Namespace, sizes: Sizes) -> int:
     """``--check``: llmmeter's share of the floor's on the check cases, against the file."""
     figures = Path(args.figures)
     shown = figures.relative_to(ROOT) if figures.is_relative_to(ROOT) else figures
-    results = count([MAIN], CHECK_CASES, sizes, args.jobs)
+    results = count([MAIN], CHECK_CASES, sizes, args.jobs, args.layouts)
     bad = [*results["failures"], *results["problems"]]
     if bad:
         print("\n".join(f"instructions: {b}" for b in bad))
@@ -954,6 +1037,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n1", type=int, default=Sizes.n1, help="calls at the first count")
     parser.add_argument("--n2", type=int, default=Sizes.n2, help="calls at the second count")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="children at once")
+    parser.add_argument(
+        "--layouts", type=int, default=LAYOUTS, help="memory layouts per variant (the median)"
+    )
     parser.add_argument("--json", metavar="FILE", help="write every result as JSON")
     parser.add_argument(
         "--write-docs", metavar="FILE", help="replace the instructions section of FILE"
@@ -972,6 +1058,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = Sizes(args.warmup, args.n1, args.n2)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.layouts < 1:
+        parser.error(f"--layouts must be at least 1, got {args.layouts}")
     if args.child:
         return child_main(args, sizes)
     if args.update and not args.check:
@@ -985,7 +1073,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         names = bench.pick_names(args.only, known, "name")
         cases = bench.pick_names(args.cases, list(bench.CASES_BY_NAME), "case", CASES)
-        results = count(names, cases, sizes, args.jobs)
+        results = count(names, cases, sizes, args.jobs, args.layouts)
         command = compare.shown_command(
             argv if argv is not None else sys.argv[1:], "benchmarks/instructions.py"
         )

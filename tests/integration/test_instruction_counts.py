@@ -35,7 +35,7 @@ def checked(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedPro
         ),
         encoding="utf-8",
     )
-    small = ["--warmup", "2", "--n1", "2", "--n2", "6"]
+    small = ["--warmup", "2", "--n1", "2", "--n2", "6", "--layouts", "1"]
     return subprocess.run(
         [sys.executable, str(SCRIPT), "--check", "--figures", str(figures), *small],
         capture_output=True,

@@ -351,3 +351,53 @@ def test_the_docs_section_is_replaced_between_its_own_marks(tmp_path: Path) -> N
     assert "old counts" not in text
     assert "Recorded with `python benchmarks/instructions.py`.\n\nnew counts" in text
     assert text.endswith("<!-- instructions:end -->\ntail\n")
+
+
+# --- layouts ----------------------------------------------------------------------------
+
+
+def layout_run(per_call: float, problems: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "per_call": per_call,
+        "first_per_call": per_call - 10,
+        "sizes": [20, 20, 120],
+        "problems": problems or [],
+    }
+
+
+def test_each_figure_is_the_median_over_layouts_and_keeps_every_layouts_figure() -> None:
+    runs = [
+        {"chat": layout_run(7_000_000.0)},
+        {"chat": layout_run(7_009_000.0, ["exported 0 spans for 140 calls"])},  # unlucky
+        {"chat": layout_run(7_001_000.0)},
+    ]
+    merged = instructions.merge_layouts(runs)["chat"]
+    assert merged["per_call"] == 7_001_000.0
+    assert merged["layouts"] == [7_000_000.0, 7_009_000.0, 7_001_000.0]
+    assert merged["first_per_call"] == 7_000_990.0
+    assert merged["problems"] == ["exported 0 spans for 140 calls"]  # any layout's counts
+
+
+def test_layouts_differ_only_by_the_padding_variable() -> None:
+    first, second = instructions.child_env(0), instructions.child_env(2)
+    assert first[instructions.LAYOUT_VARIABLE] == ""
+    assert len(second[instructions.LAYOUT_VARIABLE]) == 2 * instructions.LAYOUT_STEP
+    assert {k: v for k, v in first.items() if k != instructions.LAYOUT_VARIABLE} == {
+        k: v for k, v in second.items() if k != instructions.LAYOUT_VARIABLE
+    }
+    assert first["PYTHONHASHSEED"] == "0"
+    assert int(first["OTEL_BSP_SCHEDULE_DELAY"]) >= 10**9  # no timer thread in the counts
+
+
+def test_every_counted_variant_runs_once_per_layout_and_start_up_once() -> None:
+    jobs, venvs, failures = instructions.plan(
+        ["main", "startup"], ["chat"], sys.executable, layouts=3
+    )
+    assert failures == []
+    assert set(venvs) == {"main"}
+    counted = sorted((job.variant, job.layout) for job in jobs if job.venv == "main")
+    assert counted == sorted((v, n) for v in ("bare", "floor", "llmmeter") for n in range(3))
+    assert sorted(job.target for job in jobs if job.venv == "startup") == [
+        "llmmeter_first",
+        "openai_first",
+    ]
