@@ -84,7 +84,7 @@ bench-compare: $(VENV)/.dev-installed
 
 # Instructions per call under valgrind's callgrind, for llmmeter, the floor and the other
 # instrumentations (their virtualenvs as bench-compare builds them), and start-up; recorded in
-# docs/performance.md (~15 min on 2 cores). INSTRUCTIONS_ARGS, e.g. "--only main --cases chat".
+# docs/performance.md (~40 min on 2 cores). INSTRUCTIONS_ARGS, e.g. "--only main --cases chat".
 bench-instructions: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/instructions.py --write-docs docs/performance.md $(INSTRUCTIONS_ARGS)
 
