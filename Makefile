@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OPENAI_1 ?= 1.109.1
 OPENAI_2 ?= 2.54.0
 
-.PHONY: demo test unit lint typecheck pytest compat coexist-venvs sdk-suite sdk-suite-compat bench bench-micro bench-compare bench-outage bench-soak clean
+.PHONY: demo test unit lint typecheck pytest compat coexist-venvs sdk-suite sdk-suite-compat bench bench-micro bench-compare bench-instructions check-instructions bench-outage bench-soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,17 @@ bench-micro: $(VENV)/.dev-installed
 # build/bench-compare/ (optional: ~15 min, ~600 MB; docs/performance-compare.md).
 bench-compare: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/compare.py $(COMPARE_ARGS)
+
+# Instructions per call under valgrind's callgrind, for llmmeter, the floor and the other
+# instrumentations (their virtualenvs as bench-compare builds them), and start-up; recorded in
+# docs/performance.md (~40 min on 2 cores). INSTRUCTIONS_ARGS, e.g. "--only main --cases chat".
+bench-instructions: $(VENV)/.dev-installed
+	$(BIN)/python benchmarks/instructions.py --write-docs docs/performance.md $(INSTRUCTIONS_ARGS)
+
+# CI: fails when llmmeter's instructions over bare grow more than 5 % against the floor's
+# (benchmarks/instructions.json; `benchmarks/instructions.py --check --update` rewrites it).
+check-instructions: $(VENV)/.dev-installed
+	$(BIN)/python benchmarks/instructions.py --check
 
 # Call latency while the OTLP endpoint is down, hanging or erroring (docs/reliability.md).
 bench-outage: $(VENV)/.dev-installed

@@ -32,6 +32,8 @@ streams of 10 and 200 content chunks; the user did not ask for usage, so llmmete
 ``stream_options.include_usage`` and hides the usage chunk: the common path), and
 ``stream_usage`` (10 chunks, the user set ``include_usage``). The per-chunk cost is the slope
 ``(stream_200 - stream_10) / 190``. Chat and Responses requests carry a ~2 KB prompt.
+``stream_50`` (50 chunks, usage injected) runs only when named: ``benchmarks/instructions.py``
+counts it.
 
 Processes. For each round the parent starts one child per variant (the order rotates each
 round, so drift favours nobody), pinned to one core with ``taskset`` where it exists (by
@@ -107,7 +109,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -248,7 +250,13 @@ CASES: tuple[Case, ...] = (
         user_usage=True,
     ),
 )
-CASES_BY_NAME = {case.name: case for case in CASES}
+EXTRA_CASES: tuple[Case, ...] = (
+    Case("stream_50", "chat stream, 50 chunks, usage injected", "chat", chunks=50, weight=2),
+)
+"""Cases a run takes only when named (``--cases``); ``benchmarks/instructions.py`` counts
+``stream_50``, and its per-chunk slope against ``stream_10``."""
+CASES_BY_NAME = {case.name: case for case in (*CASES, *EXTRA_CASES)}
+DEFAULT_CASES = tuple(case.name for case in CASES)
 NON_STREAMING = ("chat", "chat_async", "responses", "embeddings")
 SLOPE_CASES = ("stream_10", "stream_200")
 
@@ -1097,7 +1105,7 @@ async def _time_async(fn: Callable[[], Any], warmup: int, per_batch: int, batche
     return timing
 
 
-def _call_of(case: Case, create: Callable[..., Any]) -> Callable[[], Any]:
+def call_of(case: Case, create: Callable[..., Any]) -> Callable[[], Any]:
     kwargs = case.kwargs()
     if case.is_async:
         if case.stream:
@@ -1122,20 +1130,43 @@ def _call_of(case: Case, create: Callable[..., Any]) -> Callable[[], Any]:
     return lambda: create(**kwargs)
 
 
-def run_child(
-    target: str, cases: Sequence[Case], calls: int, warmup: int, batches: int
-) -> dict[str, Any]:
-    """Set the variant up, time each case, check its telemetry: the child's JSON report."""
+@dataclass(frozen=True)
+class CaseCall:
+    """One case's call on a fresh client, as the variant set up in this child makes it."""
+
+    case: Case
+    call: Callable[[], Any]
+    """No arguments; a coroutine function for an async case; reads a stream to its end."""
+    pipeline: Pipeline
+    check: Check
+
+
+def case_calls(target: str, cases: Sequence[Case]) -> Iterator[CaseCall]:
+    """Set the variant up, then each case's call (a by-hand variant's wrap applied); closes
+    each client after its case, and the providers after the last."""
     pipeline = Pipeline.build()
     check = resolve_variant(target)(pipeline.tracer_provider, pipeline.meter_provider)
-    report: dict[str, Any] = {"variant": target, "cases": {}}
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     for case in cases:
         client = make_client(case)
         create = case.method(client)
         if check.wrap is not None:
             create = check.wrap(case, create)
-        fn = _call_of(case, create)
+        yield CaseCall(case, call_of(case, create), pipeline, check)
+        close = getattr(client, "close", None)
+        if close is not None and not case.is_async:
+            close()
+    pipeline.tracer_provider.shutdown()
+    pipeline.meter_provider.shutdown()
+
+
+def run_child(
+    target: str, cases: Sequence[Case], calls: int, warmup: int, batches: int
+) -> dict[str, Any]:
+    """Set the variant up, time each case, check its telemetry: the child's JSON report."""
+    report: dict[str, Any] = {"variant": target, "cases": {}}
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    for each in case_calls(target, cases):
+        case, fn, pipeline, check = each.case, each.call, each.pipeline, each.check
         per_batch = max(1, calls // case.weight // batches)
         case_warmup = max(1, warmup // case.weight)
         before = pipeline.snapshot()
@@ -1157,11 +1188,6 @@ def run_child(
             "warnings": evidence.warnings,
             "cpus": cpus,
         }
-        close = getattr(client, "close", None)
-        if close is not None and not case.is_async:
-            close()
-    pipeline.tracer_provider.shutdown()
-    pipeline.meter_provider.shutdown()
     return report
 
 
@@ -1595,7 +1621,7 @@ def telemetry_problems(
     soak: Mapping[str, Any] | None,
 ) -> list[str]:
     """Every reason a number does not count: invalid telemetry, or a floor that drifted."""
-    problems = []
+    problems: list[str] = []
     for spec in config.variants:
         for case in config.cases:
             entries = raw.get(spec.name, {}).get(case.name, [])
@@ -1791,7 +1817,7 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
@@ -1806,7 +1832,7 @@ def environment(
     http = http_name()
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "pinned": pinned,
         "load_before": load_before,
@@ -2081,21 +2107,27 @@ def render(results: Mapping[str, Any], config: Config) -> str:
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def write_docs(path: Path, report: str, command: str) -> None:
+def write_docs(
+    path: Path, report: str, command: str, marks: tuple[str, str] = (MARK_START, MARK_END)
+) -> None:
+    """Replace what stands between ``marks`` in ``path`` with ``report`` and its command."""
+    mark_start, mark_end = marks
     text = path.read_text(encoding="utf-8")
-    start, end = text.find(MARK_START), text.find(MARK_END)
+    start, end = text.find(mark_start), text.find(mark_end)
     if start < 0 or end < start:
-        raise SystemExit(f"{path}: no {MARK_START} ... {MARK_END} section")
-    body = f"{MARK_START}\n\nRecorded with `{command}`.\n\n{report}\n\n"
+        raise SystemExit(f"{path}: no {mark_start} ... {mark_end} section")
+    body = f"{mark_start}\n\nRecorded with `{command}`.\n\n{report}\n\n"
     path.write_text(text[:start] + body + text[end:], encoding="utf-8")
 
 
 # --- command line ----------------------------------------------------------------------
 
 
-def _names(text: str | None, known: Sequence[str], what: str) -> list[str]:
+def pick_names(
+    text: str | None, known: Sequence[str], what: str, default: Sequence[str] | None = None
+) -> list[str]:
     if not text:
-        return list(known)
+        return list(known if default is None else default)
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -2107,7 +2139,10 @@ def child_main(args: argparse.Namespace) -> int:
     if args.child == "micro":
         data = run_micro(args.calls, args.batches)
     else:
-        cases = [CASES_BY_NAME[n] for n in _names(args.case, list(CASES_BY_NAME), "case")]
+        cases = [
+            CASES_BY_NAME[n]
+            for n in pick_names(args.case, list(CASES_BY_NAME), "case", DEFAULT_CASES)
+        ]
         data = run_child(args.child, cases, args.calls, args.warmup, args.batches)
     text = json.dumps(data, indent=1)
     if args.out:
@@ -2158,7 +2193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return child_main(args)
 
     variants = [VariantSpec.parse(v) for v in (args.variants or ",".join(VARIANTS)).split(",")]
-    cases = [CASES_BY_NAME[n] for n in _names(args.cases, list(CASES_BY_NAME), "case")]
+    cases = [
+        CASES_BY_NAME[n] for n in pick_names(args.cases, list(CASES_BY_NAME), "case", DEFAULT_CASES)
+    ]
     smoke = args.smoke
     config = Config(
         variants=variants,

@@ -494,7 +494,7 @@ def run_all(names: Sequence[str], options: Options, python: str) -> list[dict[st
     return runs
 
 
-def shown_command(argv: Sequence[str]) -> str:
+def shown_command(argv: Sequence[str], script: str = "benchmarks/compare.py") -> str:
     """The command as the docs show it: the options that shape the run, not output files."""
     shown, skip = [], False
     for arg in argv:
@@ -504,7 +504,7 @@ def shown_command(argv: Sequence[str]) -> str:
             skip = True
         elif not arg.startswith(("--json=", "--write-docs=")):
             shown.append(arg)
-    return " ".join(["python benchmarks/compare.py", *shown])
+    return " ".join([f"python {script}", *shown])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
