@@ -12,17 +12,25 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ._bootstrap import DEFAULT_EXIT_TIMEOUT
 from ._content import Redactor
 from ._evaluation import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE
 from ._evaluation import DEFAULT_TIMEOUT as DEFAULT_EVALUATION_TIMEOUT
-from ._prometheus import PrometheusURL
-from ._spend import DEFAULT_POLL_INTERVAL, DEFAULT_QUERY, DEFAULT_TIMEOUT
 from .exceptions import ConfigError
 
+if TYPE_CHECKING:
+    from ._prometheus import PrometheusURL
+
 logger = logging.getLogger("llmmeter")
+
+# The spend guard's defaults live here, with the settings that override them: the poller
+# (``_spend``, ``_prometheus``) is imported only by a process whose policy has a spend guard.
+DEFAULT_SPEND_QUERY: Final = "sum(increase(llmmeter_cost_usd_total[24h]))"
+"""The fleet's spend in USD over the last 24 hours, every service and model together."""
+DEFAULT_SPEND_POLL_INTERVAL: Final = 30.0
+DEFAULT_SPEND_TIMEOUT: Final = 5.0
 
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -159,9 +167,9 @@ class Settings:
     applied to captured content before truncation."""
     prometheus: PrometheusURL | None = field(default=None, repr=False)
     """From ``LLMMETER_PROMETHEUS_URL``: where the spend guard reads the fleet's spend."""
-    spend_query: str = DEFAULT_QUERY
-    spend_poll_interval: float = DEFAULT_POLL_INTERVAL
-    spend_timeout: float = DEFAULT_TIMEOUT
+    spend_query: str = DEFAULT_SPEND_QUERY
+    spend_poll_interval: float = DEFAULT_SPEND_POLL_INTERVAL
+    spend_timeout: float = DEFAULT_SPEND_TIMEOUT
     evaluation_concurrency: int = DEFAULT_CONCURRENCY
     evaluation_queue_size: int = DEFAULT_QUEUE_SIZE
     evaluation_timeout: float = DEFAULT_EVALUATION_TIMEOUT
@@ -291,6 +299,8 @@ def _env_prometheus(environ: Mapping[str, str]) -> PrometheusURL | None:
     raw = environ.get(LLMMETER_PROMETHEUS_URL)
     if raw is None or not raw.strip():
         return None
+    from ._prometheus import PrometheusURL  # only a process that polls Prometheus loads it
+
     try:
         return PrometheusURL.parse(raw)
     except ValueError as exc:  # its text shows the URL with the password masked
@@ -340,9 +350,11 @@ def resolve_settings(
         strict=strict if strict is not None else _env_bool(env, LLMMETER_STRICT, False),
         redact=Redactor(redact) if redact is not None else None,
         prometheus=_env_prometheus(env),
-        spend_query=env.get(LLMMETER_SPEND_QUERY, "").strip() or DEFAULT_QUERY,
-        spend_poll_interval=_env_seconds(env, LLMMETER_SPEND_POLL_INTERVAL, DEFAULT_POLL_INTERVAL),
-        spend_timeout=_env_seconds(env, LLMMETER_SPEND_TIMEOUT, DEFAULT_TIMEOUT),
+        spend_query=env.get(LLMMETER_SPEND_QUERY, "").strip() or DEFAULT_SPEND_QUERY,
+        spend_poll_interval=_env_seconds(
+            env, LLMMETER_SPEND_POLL_INTERVAL, DEFAULT_SPEND_POLL_INTERVAL
+        ),
+        spend_timeout=_env_seconds(env, LLMMETER_SPEND_TIMEOUT, DEFAULT_SPEND_TIMEOUT),
         evaluation_concurrency=_env_positive_int(
             env, LLMMETER_EVALUATION_CONCURRENCY, DEFAULT_CONCURRENCY
         ),

@@ -37,7 +37,6 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _semconv as sc
-from ._compare import Comparator, Comparison, answer_from_messages, compare, read_answer
 from ._guard import Guard
 from ._metrics import Instruments
 from ._targets import RAW_RESPONSE_HEADER
@@ -46,6 +45,8 @@ from ._usage import Outcome, output_messages
 if TYPE_CHECKING:
     from opentelemetry.trace import SpanContext
     from opentelemetry.util.types import AttributeValue
+
+    from ._compare import Comparator, Comparison
 
 logger = logging.getLogger("llmmeter")
 
@@ -143,6 +144,10 @@ class Evaluation:
         evaluator.judged(self.rule, judged.score)
 
     def judge(self, comparator: Comparator) -> Comparison:
+        # Loaded by the policy that asked for evaluations (``import llmmeter`` does not pay
+        # for the comparators): here only a lookup in ``sys.modules``.
+        from ._compare import Comparison, answer_from_messages, compare, read_answer
+
         try:
             if self.result is not None:
                 user = read_answer(self.result)

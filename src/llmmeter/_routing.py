@@ -18,18 +18,17 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._compare import EXACT, Comparator
 from ._guard import Guard
 from ._policy import CallView, Route
-from ._rules import RulePolicy, check_comparators, resolve_policy
-from ._spend import SpendMonitor
 from ._targets import Target
 from ._task import current_key, current_task
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Counter
 
+    from ._compare import Comparator
     from ._config import Settings
+    from ._spend import SpendMonitor
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -81,6 +80,8 @@ class Router:
         """The policy in force (for a rule policy, ``instrument()``'s own bound copy)."""
         self.spend = spend
         """The poller of the fleet's spend, when rules may have spend guards."""
+        from ._rules import RulePolicy  # loaded by build() before any router exists
+
         self._guard = guard
         self._force_shadow = force_shadow
         self._rules = policy if isinstance(policy, RulePolicy) else None
@@ -101,6 +102,13 @@ class Router:
         Raises:
             ConfigError: a bad policy file or object, or a spend guard with no Prometheus.
         """
+        if policy is None and settings.policy_path is None:
+            return None
+        # The rule-file machinery (rules, comparators, prompt patterns, the spend poller) is
+        # imported only by a process with a policy: without one, start-up pays nothing for it.
+        from ._rules import RulePolicy, check_comparators, resolve_policy
+        from ._spend import SpendMonitor
+
         policy, force_shadow = resolve_policy(policy, settings.policy_path, settings.policy_mode)
         if policy is None:
             return None
@@ -256,6 +264,8 @@ class Router:
         """How rule ``rule``'s evaluations are judged (``exact`` unless the policy says)."""
         if self._rules is not None:
             return self._rules.comparator(rule)
+        from ._compare import EXACT  # loaded with the policy (check_comparators)
+
         return self._comparators.get(rule, EXACT)
 
     def evaluation_budget(self) -> float | None:

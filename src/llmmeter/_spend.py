@@ -26,6 +26,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Final, Protocol
 
 from . import _semconv as sc
+from ._config import DEFAULT_SPEND_POLL_INTERVAL, DEFAULT_SPEND_QUERY, DEFAULT_SPEND_TIMEOUT
 from ._prometheus import PollError, PrometheusURL, instant_query
 
 if TYPE_CHECKING:
@@ -35,10 +36,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("llmmeter")
 
-DEFAULT_QUERY: Final = "sum(increase(llmmeter_cost_usd_total[24h]))"
-"""The fleet's spend in USD over the last 24 hours, every service and model together."""
-DEFAULT_POLL_INTERVAL: Final = 30.0
-DEFAULT_TIMEOUT: Final = 5.0
+DEFAULT_QUERY: Final = DEFAULT_SPEND_QUERY
+DEFAULT_POLL_INTERVAL: Final = DEFAULT_SPEND_POLL_INTERVAL
+DEFAULT_TIMEOUT: Final = DEFAULT_SPEND_TIMEOUT
 STALE_POLLS: Final = 3
 """A figure older than this many poll intervals is not trusted: the condition is false. One
 or two failed polls in a row keep the last good figure."""

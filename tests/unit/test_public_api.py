@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -44,6 +47,10 @@ def test_dir_shows_the_public_names_and_nothing_else() -> None:
     assert shown - modules == {name for name in llmmeter.__all__ if not name.startswith("_")}
 
 
+LAZY = frozenset({"RulePolicy"})
+"""Public names whose module loads on first use (``llmmeter.__getattr__``)."""
+
+
 def test_the_package_init_defines_nothing_it_only_re_exports() -> None:
     assert llmmeter.__file__ is not None
     tree = ast.parse(Path(llmmeter.__file__).read_text(encoding="utf-8"))
@@ -51,10 +58,45 @@ def test_the_package_init_defines_nothing_it_only_re_exports() -> None:
     assert isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)  # docstring
     for node in body[1:]:
         if isinstance(node, ast.ImportFrom):
-            assert node.level == 1, ast.unparse(node)  # from our own modules only
+            assert node.level == 1 or node.module == "typing", ast.unparse(node)
+            continue
+        if isinstance(node, ast.If):  # `if TYPE_CHECKING:` the lazy names, for type checkers
+            assert ast.unparse(node.test) == "_TYPE_CHECKING", ast.unparse(node)
+            continue
+        if isinstance(node, ast.FunctionDef):  # the lazy-name hooks of PEP 562, nothing else
+            assert node.name in ("__getattr__", "__dir__"), node.name
             continue
         assert isinstance(node, ast.Assign), ast.unparse(node)
         assert [ast.unparse(t) for t in node.targets] == ["__all__"]
+
+
+def test_import_llmmeter_leaves_the_policy_machinery_unloaded() -> None:
+    """Start-up pays for rules, comparators, prompt patterns and the spend poller only in a
+    process that has a policy (a third of start-up's instructions, docs/performance.md)."""
+    code = (
+        "import sys, llmmeter\n"
+        "llmmeter.instrument(tracer_provider=__import__('opentelemetry.sdk.trace', "
+        "fromlist=['TracerProvider']).TracerProvider())\n"
+        "lazy = ('llmmeter._rules', 'llmmeter._compare', 'llmmeter._patterns', "
+        "'llmmeter._spend', 'llmmeter._prometheus', 'llmmeter._watch')\n"
+        "print(sorted(m for m in lazy if m in sys.modules))\n"
+        "print(llmmeter.RulePolicy.__module__, 'RulePolicy' in dir(llmmeter))\n"
+        "print('llmmeter._rules' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMMETER_", "OTEL_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.splitlines() == ["[]", "llmmeter._rules True", "True"], done.stderr
+
+
+def test_lazy_public_names_are_the_modules_own_objects() -> None:
+    from llmmeter._rules import RulePolicy
+
+    assert set(LAZY) <= set(llmmeter.__all__)
+    assert llmmeter.RulePolicy is RulePolicy
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        llmmeter.Nope  # noqa: B018
 
 
 def test_testing_module_exports_the_fake_server() -> None:
