@@ -82,6 +82,7 @@ def test_call_makes_one_span_with_request_response_and_usage_attributes(
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": kwargs["model"],
         "server.address": "127.0.0.1",
+        "llmmeter.server.local": True,  # the fake server is on loopback
         "server.port": urlsplit(server.base_url).port,
         **_usage_attrs(logged.usage),
     }
@@ -171,6 +172,7 @@ def test_call_records_duration_and_token_metrics(
         "gen_ai.request.model": kwargs["model"],
         "gen_ai.response.model": attrs["gen_ai.response.model"],
         "server.address": "127.0.0.1",
+        "llmmeter.server.local": True,  # the fake server is on loopback
     }
     assert telemetry.metric("gen_ai.client.operation.duration").unit == "s"
     tokens = {
