@@ -97,13 +97,15 @@ def test_unknown_model_is_never_priced_at_zero() -> None:
 
 
 def test_unknown_model_span_has_unknown_ref_no_cost_and_counts_unpriced(
-    telemetry: Telemetry, client: Any, server: Any, caplog: pytest.LogCaptureFixture
+    telemetry: Telemetry, server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """On OpenAI's own host (a local server's unknown model is ``local`` instead)."""
     server.add_model("house-model-7")
-    for _ in range(2):
-        client.chat.completions.create(
-            model="house-model-7", messages=[{"role": "user", "content": "hi"}]
-        )
+    with server.client_as("openai") as client:
+        for _ in range(2):
+            client.chat.completions.create(
+                model="house-model-7", messages=[{"role": "user", "content": "hi"}]
+            )
     spans = telemetry.spans()
     for span in spans:
         attrs = span.attributes or {}

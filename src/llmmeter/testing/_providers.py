@@ -16,6 +16,7 @@ it would. What each sends in ``usage`` is from the providers' own API references
   ``cost_details``; streams always end with the usage chunk.
 - xAI: details with ``text_tokens``, ``image_tokens``, ``cached_tokens``, and
   ``num_sources_used``. Perplexity: ``search_context_size`` and a ``cost`` object.
+- OpenAI itself (``openai``): the fake's own answers, behind OpenAI's real base URL.
 - Mistral, Together, Fireworks, Gemini's OpenAI endpoint, Ollama, LM Studio: the three
   counts only. vLLM: the counts and ``"prompt_tokens_details": null``.
 """
@@ -42,7 +43,8 @@ class Family:
     base_url: str
     """The provider's real base URL, as its docs give it for the OpenAI SDK."""
     models: tuple[str, ...]
-    """Model names it serves (answered under the same name)."""
+    """Model names it serves (answered under the same name); none: OpenAI's own, answered
+    exactly as without a provider (the fake's catalog, OpenAI's shapes)."""
     usage: Callable[[Usage], Usage]
     """OpenAI's usage object, reshaped as this provider sends it."""
     extra: Callable[[Usage], dict[str, Any]] | None = None
@@ -157,6 +159,7 @@ def _vllm(usage: Usage) -> Usage:
 FAMILIES: Final = {
     family.name: family
     for family in (
+        Family("openai", "https://api.openai.com/v1", (), dict),
         Family(
             "groq",
             "https://api.groq.com/openai/v1",

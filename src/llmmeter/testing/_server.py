@@ -587,7 +587,7 @@ class FakeOpenAI:
             if endpoint == "/responses":
                 raise _errors.missing_parameter("model")
             raise _errors.invalid_request("you must provide a model parameter")
-        family = request.family
+        family = request.family if request.family is not None and request.family.models else None
         try:
             if family is not None:
                 model = _family_model(family, model_name)
@@ -604,8 +604,7 @@ class FakeOpenAI:
             reply,
             self._cache,
             azure=request.azure,
-            force_usage=self.always_include_usage
-            or (family is not None and forces_usage(family)),
+            force_usage=self.always_include_usage or (family is not None and forces_usage(family)),
         )
         if endpoint == "/chat/completions":
             if family is not None:
@@ -725,7 +724,9 @@ def _family_model(family: Family, name: Any) -> ModelInfo:
     if name not in family.models:
         raise _errors.model_not_found(str(name))
     reasoning = name == "deepseek-reasoner"
-    return ModelInfo(name, name, reasoning=reasoning, default_effort="medium" if reasoning else "none")
+    return ModelInfo(
+        name, name, reasoning=reasoning, default_effort="medium" if reasoning else "none"
+    )
 
 
 def _model_entry(name: str) -> dict[str, Any]:
