@@ -620,7 +620,12 @@ class Call:
         try:  # every priced call passes here: a bare try costs less than a guard site's with
             models = (outcome.response_model, self.model)
             return price(
-                runtime.prices, usage, models, outcome.service_tier, attrs, self.shape.provider
+                runtime.prices,
+                usage,
+                models,
+                outcome.service_tier,
+                attrs,
+                provider=self.shape.provider,
             )
         except Exception as exc:
             if not runtime.guard.handle("call.price", exc):

@@ -4,8 +4,9 @@ genai-prices' own ``calc_price`` costs tens of microseconds a call; we resolve a
 once per provider, cache its rates per (provider, model, service tier, batch, UTC day), and
 multiply ourselves, so a priced call adds about a microsecond. The provider is the price
 data's id for the one behind the client's base URL (``_providers.py``): Groq's
-``llama-3.3-70b-versatile`` is priced at Groq's list price, OpenAI's models at OpenAI's. Rates are USD per token as floats: a double carries ~15
-significant digits, far finer than any bill (see docs/pricing.md).
+``llama-3.3-70b-versatile`` is priced at Groq's list price, OpenAI's models at OpenAI's.
+Rates are USD per token as floats: a double carries ~15 significant digits, far finer than
+any bill (see docs/pricing.md).
 
 The data (genai-prices imports pydantic: 35-200 ms) is imported by neither ``import llmmeter``
 nor ``instrument()``: :class:`_DataLoader` loads it once per process, at the first lookup (the

@@ -161,6 +161,7 @@ def price(
     models: tuple[str | None, str | None],
     service_tier: str | None,
     attrs: dict[str, AttributeValue],
+    *,
     provider: Provider = OPENAI,
 ) -> Cost | None:
     """Price by the first of ``models`` known (response model, then request model) at

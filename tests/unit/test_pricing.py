@@ -298,5 +298,5 @@ def test_rate_cache_stays_bounded_and_keeps_caching_across_days(
     for day in range(10):
         when = NOW.timestamp() + day * 86400
         rates = table.rates("gpt-4o", when=when)
-        assert table._rates[("gpt-4o", None, False, int(when // 86400))] is rates
+        assert table._rates[("openai", "gpt-4o", None, False, int(when // 86400))] is rates
         assert len(table._rates) <= 3

@@ -4,6 +4,7 @@ price, local servers marked and left out of the unpriced count (docs/telemetry.m
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,9 @@ from typing import Any
 import pytest
 
 import llmmeter
-from llmmeter._providers import is_local, provider_of, provider_named
+from llmmeter._providers import is_local, provider_named, provider_of
 from llmmeter.testing import PROVIDERS, FakeOpenAI
+from tests.cli_runner import DATE, rows, run_cli
 from tests.conftest import Telemetry
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -202,9 +204,11 @@ def test_local_servers_are_marked_local_unpriced_and_not_counted_as_unpriced(
     family: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="llmmeter"):
-        with server.client_as(family) as client:
-            client.chat.completions.create(model=LOCAL[family], messages=MESSAGES)
+    with (
+        caplog.at_level(logging.WARNING, logger="llmmeter"),
+        server.client_as(family) as client,
+    ):
+        client.chat.completions.create(model=LOCAL[family], messages=MESSAGES)
     attrs = dict(telemetry.span().attributes or {})
     assert attrs["gen_ai.provider.name"] == "openai"
     assert attrs["llmmeter.server.local"] is True
@@ -291,3 +295,82 @@ def _done(telemetry: Telemetry) -> None:
     llmmeter.uninstrument()
     telemetry.meter_provider.shutdown()
     telemetry.tracer_provider.shutdown()
+
+
+async def test_async_clients_answer_as_the_provider_too(
+    telemetry: Telemetry, server: FakeOpenAI
+) -> None:
+    client = server.async_client_as("deepseek")
+    try:
+        await client.chat.completions.create(model="deepseek-reasoner", messages=MESSAGES)
+    finally:
+        await client.close()
+    attrs = telemetry.span().attributes or {}
+    assert attrs["gen_ai.provider.name"] == "deepseek"
+    assert attrs["gen_ai.usage.reasoning.output_tokens"] > 0
+    assert attrs["gen_ai.usage.cost.amount"] > 0
+
+
+# --- llmmeter prices --provider / --base-url ---------------------------------------------
+
+
+def test_prices_at_a_provider_show_its_list_price(capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's example: unknown to ``llmmeter prices`` before, Groq's list price now."""
+    code, out, err = run_cli(capsys, "prices", "llama-3.3-70b-versatile", *DATE)
+    assert (code, rows(out)["llama-3.3-70b-versatile"]) == (1, ["no price known"])
+    code, out, err = run_cli(
+        capsys, "prices", "--provider", "groq", "llama-3.3-70b-versatile", *DATE
+    )
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0] == (
+        "USD per 1M tokens, 2026-11-01, standard tier, provider groq (groq in the price data)"
+    )
+    assert rows(out)["llama-3.3-70b-versatile"][:4] == ["$0.59", "-", "-", "$0.79"]
+
+
+def test_prices_by_base_url_name_the_provider_as_spans_do(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run_cli(
+        capsys, "prices", "--base-url", "https://api.x.ai/v1", "grok-3-mini", "--json", *DATE
+    )
+    doc = json.loads(out)
+    assert code == 0
+    assert (doc["provider"], doc["price_data_provider"], doc["local"]) == ("x_ai", "x-ai", False)
+    assert doc["models"][0]["rates_per_1m"]["input"] == 0.3
+
+
+def test_prices_for_a_local_server_price_only_openai_models_and_prices_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    local = ["--base-url", "http://localhost:11434/v1"]
+    code, out, _ = run_cli(capsys, "prices", *local, "llama3.2", *DATE)
+    assert code == 1
+    assert rows(out)["llama3.2"] == [
+        "no list price (a local server: a prices file can give it a rate)"
+    ]
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models."llama3.2"]\ninput = 0.05\noutput = 0.1\n')
+    code, out, _ = run_cli(capsys, "prices", *local, "--prices", str(prices), "llama3.2", *DATE)
+    assert code == 0
+    assert rows(out)["llama3.2"][:4] == ["$0.05", "-", "-", "$0.10"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--provider", "nope"], "--provider: expected a provider name (openai, azure.ai.openai"),
+        (["--base-url", "ftp://user:secret@x"], "--base-url: expected an http:// or https://"),
+        (
+            ["--provider", "groq", "--base-url", "https://api.groq.com"],
+            "not allowed with argument",
+        ),
+    ],
+)
+def test_bad_provider_options_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run_cli(capsys, "prices", *argv, "gpt-4o")
+    assert (code, out) == (2, "")
+    assert message in err
+    assert "secret" not in err

@@ -259,11 +259,11 @@ def dress(family: Family, reply: Reply, asked_usage: bool) -> Reply:
         body = reply.body
         if isinstance(body, dict) and isinstance(body.get("usage"), dict):
             body = _dressed(family, body)
-            usage = family.usage(body["usage"])
-            body["usage"] = usage
+            shaped = family.usage(body["usage"])
+            body["usage"] = shaped
             if family.extra is not None:
-                body.update(family.extra(usage))
-            reply.body, reply.usage = body, usage
+                body.update(family.extra(shaped))
+            reply.body, reply.usage = body, shaped
         return reply
     chunks = [_parse(event) for event in reply.events]
     usage: Usage | None = None
@@ -272,10 +272,10 @@ def dress(family: Family, reply: Reply, asked_usage: bool) -> Reply:
             usage = family.usage(chunk["usage"])
     events: list[Event] = []
     keep_chunk = asked_usage or family.stream_usage == "chunk"
-    for chunk in chunks:
-        if chunk is None:
+    for parsed in chunks:
+        if parsed is None:
             continue
-        chunk = _dressed(family, chunk)
+        chunk = _dressed(family, parsed)
         if isinstance(chunk.get("usage"), dict):
             if not keep_chunk:
                 continue  # the usage chunk: this provider would not send it

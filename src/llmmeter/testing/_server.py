@@ -286,7 +286,8 @@ class FakeOpenAI:
             >>> with FakeOpenAI() as server:
             ...     client = server.client_as("groq")
             ...     reply = client.chat.completions.create(
-            ...         model="llama-3.3-70b-versatile", messages=[{"role": "user", "content": "Hi"}]
+            ...         model="llama-3.3-70b-versatile",
+            ...         messages=[{"role": "user", "content": "Hi"}],
             ...     )
             ...     client.close()
             >>> str(client.base_url), reply.usage.model_extra["queue_time"]
@@ -310,13 +311,14 @@ class FakeOpenAI:
         kwargs.setdefault("api_key", "sk-fake-provider-key")
         kwargs.setdefault("max_retries", 0)
         target = urlsplit(self.url)
+        host, port = target.hostname, target.port
         if asynchronous:
-            http = openai.DefaultAsyncHttpxClient
-            client = http(transport=_to_fake(http, target.hostname, target.port, asynchronous))
-            return openai.AsyncOpenAI(base_url=family.base_url, http_client=client, **kwargs)
-        http = openai.DefaultHttpxClient
-        client = http(transport=_to_fake(http, target.hostname, target.port, asynchronous))
-        return openai.OpenAI(base_url=family.base_url, http_client=client, **kwargs)
+            kind: Any = openai.DefaultAsyncHttpxClient
+            http = kind(transport=_to_fake(kind, host, port, asynchronous=True))
+            return openai.AsyncOpenAI(base_url=family.base_url, http_client=http, **kwargs)
+        kind = openai.DefaultHttpxClient
+        http = kind(transport=_to_fake(kind, host, port, asynchronous=False))
+        return openai.OpenAI(base_url=family.base_url, http_client=http, **kwargs)
 
     # -- scripting -------------------------------------------------------------------
 
@@ -679,7 +681,7 @@ class _Parsed:
     family: Family | None = None
 
 
-def _to_fake(http_client: type, host: str | None, port: int | None, asynchronous: bool) -> Any:
+def _to_fake(http_client: type, host: str | None, port: int | None, *, asynchronous: bool) -> Any:
     """A transport of the SDK's own HTTP library (httpx, or httpx2 for openai 3.x) that
     sends each request to the fake, keeping its ``Host`` header (the provider's)."""
     import importlib
