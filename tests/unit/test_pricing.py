@@ -271,7 +271,10 @@ def test_docs_pricing_examples_run(tmp_path: Path, capsys: pytest.CaptureFixture
     import re
 
     text = DOCS.read_text()
-    (toml_block,) = re.findall(r"```toml\n(.*?)```", text, flags=re.DOTALL)
+    local_block, toml_block = re.findall(r"```toml\n(.*?)```", text, flags=re.DOTALL)
+    local = PriceTable.load(str(_write(tmp_path, local_block))).rates("llama3.2")
+    assert local is not None
+    assert (local.per_million("input"), local.per_million("output")) == (0.05, 0.1)
     table = PriceTable.load(str(_write(tmp_path, toml_block)))
     tuned = table.price(Usage(input_tokens=M, output_tokens=M), ("ft:gpt-4o-mini:acme:x",))
     assert tuned is not None
