@@ -172,7 +172,6 @@ def test_call_records_duration_and_token_metrics(
         "gen_ai.request.model": kwargs["model"],
         "gen_ai.response.model": attrs["gen_ai.response.model"],
         "server.address": "127.0.0.1",
-        "llmmeter.server.local": True,  # the fake server is on loopback
     }
     assert telemetry.metric("gen_ai.client.operation.duration").unit == "s"
     tokens = {
