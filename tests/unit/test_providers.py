@@ -13,7 +13,7 @@ import pytest
 
 import llmmeter
 from llmmeter._providers import is_local, provider_named, provider_of
-from llmmeter.testing import PROVIDERS, FakeOpenAI
+from llmmeter.testing import FakeOpenAI
 from tests.cli_runner import DATE, rows, run_cli
 from tests.conftest import Telemetry
 
@@ -120,7 +120,7 @@ def test_each_hosted_provider_is_named_and_priced_at_its_list_price(
     cost = llmmeter.price(attrs["gen_ai.response.model"], usage, provider=name)
     assert cost is not None, f"{family}'s {model} has a list price"
     assert attrs["gen_ai.provider.name"] == name
-    assert attrs["server.address"] == PROVIDERS[family].split("/")[2]
+    assert attrs["server.address"] == FakeOpenAI.providers[family].split("/")[2]
     assert "llmmeter.server.local" not in attrs
     assert attrs["gen_ai.usage.cost.amount"] == pytest.approx(cost.total)
     assert attrs["llmmeter.price.ref"] == cost.ref

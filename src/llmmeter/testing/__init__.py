@@ -4,11 +4,10 @@
 streams shaped like the real API's (checked against recorded exchanges), and lets a
 test script failures and latency and inspect what was sent; ``FakeOpenAI.client_as`` gives
 a client that keeps another provider's base URL and is answered as that provider would
-(``PROVIDERS``). Importing this module does not import ``openai``. See docs/testing.md.
+(``FakeOpenAI.providers``). Importing this module does not import ``openai``. See docs/testing.md.
 """
 
-from ._providers import PROVIDERS
 from ._server import FakeOpenAI, RecordedRequest
 from ._text import DEFAULT_REPLY
 
-__all__ = ["DEFAULT_REPLY", "PROVIDERS", "FakeOpenAI", "RecordedRequest"]
+__all__ = ["DEFAULT_REPLY", "FakeOpenAI", "RecordedRequest"]

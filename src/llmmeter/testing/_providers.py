@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -236,7 +237,7 @@ FAMILIES: Final = {
 }
 """Every provider the fake answers as, by name."""
 
-PROVIDERS: Final = {name: family.base_url for name, family in FAMILIES.items()}
+PROVIDERS: Final = MappingProxyType({name: family.base_url for name, family in FAMILIES.items()})
 """Provider name -> the base URL a client made by ``client_as`` keeps."""
 
 

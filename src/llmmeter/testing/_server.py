@@ -32,7 +32,7 @@ from ._completions import completion
 from ._embeddings import embeddings
 from ._images import TINY_PNG, image_edit, image_generation
 from ._multipart import Form, is_multipart, parse_form
-from ._providers import FAMILIES, Family, dress, family_at, forces_usage
+from ._providers import FAMILIES, PROVIDERS, Family, dress, family_at, forces_usage
 from ._request import Context, PromptTemplate
 from ._responses_api import (
     ResponseStore,
@@ -176,6 +176,9 @@ class FakeOpenAI:
         ('gpt-4o-2024-08-06', 7)
     """
 
+    providers: Mapping[str, str] = PROVIDERS
+    """Each provider :meth:`client_as` answers as, with the base URL its clients keep."""
+
     def __init__(
         self,
         *,
@@ -276,7 +279,7 @@ class FakeOpenAI:
     # -- other providers ---------------------------------------------------------------
 
     def client_as(self, provider: str, **kwargs: Any) -> Any:
-        """An ``openai.OpenAI`` client for ``provider`` (a name of :data:`PROVIDERS`): its
+        """An ``openai.OpenAI`` client for ``provider`` (a name in :attr:`providers`): its
         ``base_url`` is the provider's real one, its transport sends every request here,
         and the fake answers as that provider would (model names, usage shapes). No
         network is used. ``kwargs`` go to ``openai.OpenAI`` (``api_key`` defaults to a
