@@ -141,6 +141,11 @@ def price(
 
     known = provider_named(provider)
     table = REGISTRY.price_table()
+    if known is None and provider not in table.provider_ids():
+        raise ValueError(
+            "llmmeter.price: expected a provider name (groq, deepseek, x_ai, gcp.gemini, ...) "
+            f"or a provider id of the price data; got {provider!r}"
+        )
     when = at.timestamp() if at is not None else None
     return table.price(
         usage_from(usage),

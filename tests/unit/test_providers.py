@@ -98,6 +98,12 @@ def test_public_hosts_are_not_local(host: str) -> None:
     assert not provider_of(host).local
 
 
+def test_price_refuses_a_provider_nobody_knows() -> None:
+    with pytest.raises(ValueError, match="got 'grok'"):
+        llmmeter.price("grok-3-mini", {"prompt_tokens": 10}, provider="grok")
+    assert llmmeter.price("llama3.1-8b", {"prompt_tokens": 10}, provider="cerebras") is not None
+
+
 def test_providers_are_found_by_semconv_name_or_price_data_id() -> None:
     assert provider_named("x_ai") == provider_named("x-ai") == provider_of("api.x.ai")
     assert provider_named("gcp.gemini") == provider_named("google")
