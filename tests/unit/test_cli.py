@@ -11,7 +11,7 @@ import pytest
 
 from llmmeter._cli import main
 from llmmeter._cli.common import format_cost, format_rate, parse_tokens
-from tests.cli_runner import DATE, rows, run_cli
+from tests.cli_runner import DATE, rows, run_cli, without_data_version
 
 OVERRIDES = """\
 [models."acme-llm"]
@@ -475,7 +475,6 @@ def test_money_formats_any_float_without_raising(value: float, cost: str) -> Non
 # --- docs/cli.md ---------------------------------------------------------------------
 
 DOCS = Path(__file__).parents[2] / "docs" / "cli.md"
-_DATA_VERSION = re.compile(r"genai-prices \d[\w.+-]*")
 
 
 def doc_examples() -> list[tuple[str, str]]:
@@ -500,10 +499,8 @@ def test_docs_show_real_output(
     monkeypatch.chdir(tmp_path)
     main(command.split())
     captured = capsys.readouterr()
-    # The figures are what the page promises; the price data's version is whichever release
-    # of pyproject's range is installed, so its banner is compared as a placeholder.
-    printed = _DATA_VERSION.sub("genai-prices <version>", captured.out + captured.err)
-    shown = _DATA_VERSION.sub("genai-prices <version>", shown)
+    printed = without_data_version(captured.out + captured.err)
+    shown = without_data_version(shown)
     if shown.endswith("...\n"):
         shown = shown.removesuffix("...\n")
         printed = printed[: len(shown)]
