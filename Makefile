@@ -6,14 +6,17 @@ BIN := $(VENV)/bin
 OPENAI_1 ?= 1.109.1
 OPENAI_2 ?= 2.54.0
 
-.PHONY: demo test unit lint typecheck pytest compat coexist-venvs sdk-suite sdk-suite-compat bench bench-micro bench-compare bench-instructions check-instructions bench-outage bench-soak clean
+.PHONY: demo test unit lint typecheck pytest compat prices-newest coexist-venvs sdk-suite sdk-suite-compat bench bench-micro bench-compare bench-instructions check-instructions bench-outage bench-soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[dev]"
+# Every install takes the CI pins (.ci/constraints.txt): the price data at a known version.
+CONSTRAINTS := .ci/constraints.txt
+
+$(VENV)/.dev-installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[dev]"
 	touch $@
 
 demo: $(VENV)/.dev-installed
@@ -36,10 +39,10 @@ unit: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest -q tests/unit
 
 # The suite against the newest openai 1.x and 2.x, each in its own virtualenv.
-.venv-openai%/.installed: pyproject.toml
+.venv-openai%/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv .venv-openai$*
 	.venv-openai$*/bin/python -m pip install -q --upgrade pip
-	.venv-openai$*/bin/python -m pip install -q -e ".[dev]" "openai==$(OPENAI_$*)"
+	.venv-openai$*/bin/python -m pip install -q -c $(CONSTRAINTS) -e ".[dev]" "openai==$(OPENAI_$*)"
 	touch $@
 
 # (The coexistence test runs in build/coexist/'s own virtualenvs whatever runs pytest: once,
@@ -49,6 +52,24 @@ COMPAT_PYTEST := -m pytest -q --ignore=tests/integration/test_other_instrumentat
 compat: .venv-openai1/.installed .venv-openai2/.installed
 	.venv-openai1/bin/python $(COMPAT_PYTEST)
 	.venv-openai2/bin/python $(COMPAT_PYTEST)
+
+# The pricing tests (rates, costs on spans, providers, the CLI's printed figures) against the
+# newest genai-prices that pyproject's range admits, in its own virtualenv without the pins.
+PRICES_TESTS := tests/unit/test_pricing.py tests/unit/test_pricing_recordings.py \
+	tests/unit/test_providers.py tests/unit/test_cli.py tests/unit/test_cli_policy.py
+PRICES_NEWEST := .venv-prices-newest
+
+$(PRICES_NEWEST)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PRICES_NEWEST)
+	$(PRICES_NEWEST)/bin/python -m pip install -q --upgrade pip
+	$(PRICES_NEWEST)/bin/python -m pip install -q -e ".[dev]"
+	touch $@
+
+prices-newest: $(PRICES_NEWEST)/.installed
+	$(PRICES_NEWEST)/bin/python -m pip install -q --upgrade "$$($(PRICES_NEWEST)/bin/python -c \
+		'import tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; print(next(d for d in deps if d.startswith("genai-prices")))')"
+	$(PRICES_NEWEST)/bin/python -c 'import genai_prices; print("genai-prices", genai_prices.__version__)'
+	$(PRICES_NEWEST)/bin/python -m pytest -q $(PRICES_TESTS)
 
 # The other OpenAI instrumentations, each in its own virtualenv under build/coexist/ (pinned in
 # tests/coexist/requirements/), for tests/integration/test_other_instrumentations.py.
@@ -102,4 +123,4 @@ bench-soak: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/soak.py
 
 clean:
-	rm -rf $(VENV) .venv-openai1 .venv-openai2 build/bench-compare build/coexist build/sdk-suite .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-openai1 .venv-openai2 $(PRICES_NEWEST) build/bench-compare build/coexist build/sdk-suite .mypy_cache .pytest_cache .ruff_cache

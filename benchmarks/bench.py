@@ -782,7 +782,7 @@ _FLOOR_PRICES = {  # USD per token: input, cached input, output (what a price ta
     "gpt-4o-mini-2024-07-18": (0.15e-6, 0.075e-6, 0.6e-6),
     EMBED_MODEL: (0.02e-6, 0.02e-6, 0.0),
 }
-_PRICE_REF = "genai-prices 0.2.3"
+_PRICE_REF = f"genai-prices {importlib.metadata.version('genai-prices')}"
 
 
 Tokens = tuple[int, int | None, int | None, int | None]

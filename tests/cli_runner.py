@@ -9,6 +9,13 @@ import pytest
 from llmmeter._cli import main
 
 DATE = ["--date", "2026-11-01"]  # prices change over time; pin the day
+_DATA_VERSION = re.compile(r"genai-prices \d[\w.+-]*")
+
+
+def without_data_version(text: str) -> str:
+    """``text`` with the price data's version as a placeholder: a page's example shows the
+    figures it promises, whichever release of pyproject's genai-prices range is installed."""
+    return _DATA_VERSION.sub("genai-prices <version>", text)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -108,6 +108,7 @@ def price(
     service_tier: str | None = None,
     batch: bool = False,
     at: datetime | None = None,
+    provider: str = "openai",
 ) -> Cost | None:
     """The USD cost of ``usage`` on ``model``, computed as spans compute it.
 
@@ -117,6 +118,8 @@ def price(
         service_tier: ``flex``, ``priority``, ... where the data prices tiers.
         batch: price at Batch API rates where the data has them.
         at: when the call happened (prices change over time); default now.
+        provider: whose list price: a ``gen_ai.provider.name`` (``groq``, ``x_ai``,
+            ``gcp.gemini``, ...) or a price-data provider id (``together``, ``google``).
 
     Returns:
         A :class:`Cost` (``.input``, ``.output``, ``.total`` in USD, ``.ref``), or ``None`` when
@@ -126,14 +129,31 @@ def price(
 
         >>> llmmeter.price("gpt-4o-mini", {"prompt_tokens": 1000, "completion_tokens": 500}).total
         0.00045
+        >>> llmmeter.price(
+        ...     "llama-3.3-70b-versatile", {"prompt_tokens": 1000, "completion_tokens": 500},
+        ...     provider="groq",
+        ... ).total
+        0.000985
     """
     from ._instrumentor import REGISTRY
     from ._pricing import usage_from
+    from ._providers import provider_named
 
+    known = provider_named(provider)
     table = REGISTRY.price_table()
+    if known is None and provider not in table.provider_ids():
+        raise ValueError(
+            "llmmeter.price: expected a provider name (groq, deepseek, x_ai, gcp.gemini, ...) "
+            f"or a provider id of the price data; got {provider!r}"
+        )
     when = at.timestamp() if at is not None else None
     return table.price(
-        usage_from(usage), (model,), service_tier=service_tier, batch=batch, when=when
+        usage_from(usage),
+        (model,),
+        provider=known.prices if known is not None else provider,
+        service_tier=service_tier,
+        batch=batch,
+        when=when,
     )
 
 

@@ -590,6 +590,7 @@ class Call:
             ttfc=ttfc,
             usage=usage,
             cost=cost,
+            local=self.shape.provider.local,
         )
         if self.routing is not None and self.routing.route.evaluate and error is None:
             with runtime.guard.site("evaluation.submit"):
@@ -618,7 +619,14 @@ class Call:
         outcome = self.outcome
         try:  # every priced call passes here: a bare try costs less than a guard site's with
             models = (outcome.response_model, self.model)
-            return price(runtime.prices, usage, models, outcome.service_tier, attrs)
+            return price(
+                runtime.prices,
+                usage,
+                models,
+                outcome.service_tier,
+                attrs,
+                provider=self.shape.provider,
+            )
         except Exception as exc:
             if not runtime.guard.handle("call.price", exc):
                 raise
@@ -661,14 +669,17 @@ class Call:
         assert routing is not None
         prices = self.runtime.prices
         tier = self.outcome.service_tier
+        provider = self.shape.provider.prices
         if self.turned_down:  # paid for, then replaced by the original model's answer
             attrs[sc.LLMMETER_POLICY_SAVINGS] = -cost.total
             return
         if routing.route.shadow:
-            other = prices.price(usage, (routing.route.model,), service_tier=tier)
+            other = prices.price(
+                usage, (routing.route.model,), provider=provider, service_tier=tier
+            )
             saved = None if other is None else cost.total - other.total
         else:
-            other = prices.price(usage, (routing.asked,), service_tier=tier)
+            other = prices.price(usage, (routing.asked,), provider=provider, service_tier=tier)
             saved = None if other is None else other.total - cost.total
         if saved is None:
             return

@@ -1,9 +1,12 @@
 """Prices: the genai-prices data behind our own layer, user overrides, and the arithmetic.
 
 genai-prices' own ``calc_price`` costs tens of microseconds a call; we resolve a model name
-once, cache its rates per (model, service tier, batch, UTC day), and multiply ourselves, so a
-priced call adds about a microsecond. Rates are USD per token as floats: a double carries ~15
-significant digits, far finer than any bill (see docs/pricing.md).
+once per provider, cache its rates per (provider, model, service tier, batch, UTC day), and
+multiply ourselves, so a priced call adds about a microsecond. The provider is the price
+data's id for the one behind the client's base URL (``_providers.py``): Groq's
+``llama-3.3-70b-versatile`` is priced at Groq's list price, OpenAI's models at OpenAI's.
+Rates are USD per token as floats: a double carries ~15 significant digits, far finer than
+any bill (see docs/pricing.md).
 
 The data (genai-prices imports pydantic: 35-200 ms) is imported by neither ``import llmmeter``
 nor ``instrument()``: :class:`_DataLoader` loads it once per process, at the first lookup (the
@@ -41,6 +44,10 @@ Rate = float | tuple[tuple[int, float], ...]
 
 OVERRIDE_REF: Final = "override"
 UNKNOWN_REF: Final = "unknown"
+LOCAL_REF: Final = "local"
+"""A local server's call that no price covers: not an unknown price, so not counted as one."""
+OPENAI: Final = "openai"
+"""The price data's id for OpenAI: the provider of every lookup that names none."""
 
 # Our rate fields and the genai-prices price keys they come from (USD per 1M tokens there).
 _PRICE_KEYS: Final = {
@@ -161,7 +168,7 @@ def _per_token(value: Any) -> Rate | None:
 
 
 class _Data:
-    """The bundled genai-prices snapshot for OpenAI (importing it takes 35-200 ms)."""
+    """The bundled genai-prices snapshot, by provider (importing it takes 35-200 ms)."""
 
     available = True
 
@@ -172,13 +179,22 @@ class _Data:
         self.version = f"genai-prices {genai_prices.__version__}"
         snapshot = data_snapshot.get_snapshot()
         self._providers = snapshot.providers
-        self._openai = next(p for p in snapshot.providers if p.id == "openai")
+        self._by_id = {p.id: p for p in snapshot.providers}
 
-    def find(self, name: str) -> Any | None:
-        return self._openai.find_model(name.lower(), all_providers=self._providers)
+    def find(self, name: str, provider: str = OPENAI) -> Any | None:
+        """The data's model for ``name`` in ``provider``'s own list (and the lists it falls
+        back to, as the data says: Azure's to OpenAI's), or None."""
+        listed = self._by_id.get(provider)
+        if listed is None:
+            return None
+        return listed.find_model(name.lower(), all_providers=self._providers)
 
-    def model_ids(self) -> list[str]:
-        return sorted(m.id for m in self._openai.models)
+    def model_ids(self, provider: str = OPENAI) -> list[str]:
+        listed = self._by_id.get(provider)
+        return sorted(m.id for m in listed.models) if listed is not None else []
+
+    def provider_ids(self) -> list[str]:
+        return sorted(self._by_id)
 
     def rates(self, model: Any, tier: str | None, batch: bool, when: datetime) -> Rates | None:
         context: dict[str, str] = {}
@@ -207,10 +223,13 @@ class _NoData(_Data):
     def __init__(self) -> None:
         self.version = "genai-prices unavailable"
 
-    def find(self, name: str) -> Any | None:
+    def find(self, name: str, provider: str = OPENAI) -> Any | None:
         return None
 
-    def model_ids(self) -> list[str]:
+    def model_ids(self, provider: str = OPENAI) -> list[str]:
+        return []
+
+    def provider_ids(self) -> list[str]:
         return []
 
     def rates(self, model: Any, tier: str | None, batch: bool, when: datetime) -> Rates | None:
@@ -382,7 +401,8 @@ def _parse_rates(where: str, name: str, table: Any) -> Rates:
 
 
 class PriceTable:
-    """Resolves a model name once and caches its rates per (model, tier, batch, UTC day)."""
+    """Resolves a model name once per provider and caches its rates per (provider, model,
+    tier, batch, UTC day). Overrides apply whatever the provider."""
 
     @classmethod
     def load(cls, overrides_path: str | None = None) -> PriceTable:
@@ -398,8 +418,8 @@ class PriceTable:
 
     def __init__(self, overrides: Overrides | None = None) -> None:
         self.overrides = overrides
-        self._models: dict[str, tuple[Any, Rates | None] | None] = {}
-        self._rates: dict[tuple[str, str | None, bool, int], Rates | None] = {}
+        self._models: dict[tuple[str, str], tuple[Any, Rates | None] | None] = {}
+        self._rates: dict[tuple[str, str, str | None, bool, int], Rates | None] = {}
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
@@ -411,16 +431,20 @@ class PriceTable:
     def data_ref(self) -> str:
         return self._data.version
 
-    def knows(self, name: str) -> bool:
-        return self._resolve(name) is not None
+    def knows(self, name: str, provider: str = OPENAI) -> bool:
+        return self._resolve(name, provider) is not None
 
-    def model_ids(self) -> list[str]:
-        return self._data.model_ids()
+    def model_ids(self, provider: str = OPENAI) -> list[str]:
+        return self._data.model_ids(provider)
 
-    def _resolve(self, name: str) -> tuple[Any, Rates | None] | None:
+    def provider_ids(self) -> list[str]:
+        """The price data's provider ids."""
+        return self._data.provider_ids()
+
+    def _resolve(self, name: str, provider: str = OPENAI) -> tuple[Any, Rates | None] | None:
         """(data model or None, override rates or None), or None when nothing prices it."""
         try:
-            return self._models[name]
+            return self._models[provider, name]
         except KeyError:
             pass
         found: tuple[Any, Rates | None] | None = None
@@ -432,31 +456,33 @@ class PriceTable:
             else:
                 target = overrides.alias_for(name)
                 if target is not None:
-                    found = self._resolve(target)
+                    found = self._resolve(target, provider)
         if found is None:
-            model = self._data.find(name)
+            model = self._data.find(name, provider)
             if model is not None:
                 found = (model, None)
         if len(self._models) < _MAX_NAMES:
-            self._models[name] = found
+            self._models[provider, name] = found
         return found
 
     def rates(
         self,
         name: str,
         *,
+        provider: str = OPENAI,
         service_tier: str | None = None,
         batch: bool = False,
         when: float | None = None,
     ) -> Rates | None:
-        """Rates for ``name`` at epoch seconds ``when`` (default now), or None if unpriced."""
+        """Rates for ``name`` at ``provider`` (the price data's id) at epoch seconds ``when``
+        (default now), or None if unpriced."""
         day = int((time.time() if when is None else when) // 86400)
-        key = (name, service_tier, batch, day)
+        key = (provider, name, service_tier, batch, day)
         try:
             return self._rates[key]
         except KeyError:
             pass
-        resolved = self._resolve(name)
+        resolved = self._resolve(name, provider)
         rates: Rates | None = None
         if resolved is not None:
             model, override = resolved
@@ -476,11 +502,13 @@ class PriceTable:
         usage: Usage,
         models: tuple[str | None, ...],
         *,
+        provider: str = OPENAI,
         service_tier: str | None = None,
         batch: bool = False,
         when: float | None = None,
     ) -> Cost | None:
-        """Price by the first model that has rates (response model, then request model)."""
+        """Price by the first model that has rates (response model, then request model) at
+        ``provider``'s list price (the price data's id)."""
         if when is None:
             when = time.time()  # once per call, whichever model ends up priced
         day = int(when // 86400)
@@ -488,25 +516,30 @@ class PriceTable:
         for name in models:
             if name:
                 # rates()' own cache, without the call (one get: another thread may clear it)
-                rates: object = known.get((name, service_tier, batch, day), _UNSEEN)
+                rates: object = known.get((provider, name, service_tier, batch, day), _UNSEEN)
                 if rates is _UNSEEN:
-                    rates = self.rates(name, service_tier=service_tier, batch=batch, when=when)
+                    rates = self.rates(
+                        name, provider=provider, service_tier=service_tier, batch=batch, when=when
+                    )
                 if isinstance(rates, Rates):
                     return compute_cost(rates, usage)
         return None
 
-    def warn_unpriced(self, name: str) -> None:
-        """One warning per unpriced model name (bounded); none when the data failed to load."""
+    def warn_unpriced(self, name: str, provider: str = OPENAI) -> None:
+        """One warning per unpriced model name and provider (bounded); none when the data
+        failed to load."""
         if not self._data.available:
             return  # the loader has said once that nothing is priced from the data
+        key = name if provider == OPENAI else f"{provider}/{name}"
         with self._lock:
-            if name in self._warned or len(self._warned) >= _MAX_NAMES:
+            if key in self._warned or len(self._warned) >= _MAX_NAMES:
                 return
-            self._warned.add(name)
+            self._warned.add(key)
         logger.warning(
-            "llmmeter: no price for model %r; its calls carry no cost (llmmeter.price.ref="
+            "llmmeter: no price for model %r%s; its calls carry no cost (llmmeter.price.ref="
             "'unknown'). Add it to a prices file (LLMMETER_PRICES) to price it.",
             name,
+            "" if provider == OPENAI else f" at provider {provider!r}",
         )
 
 

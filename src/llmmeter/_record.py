@@ -17,7 +17,8 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from . import _semconv as sc
 from ._content import content_json, input_messages, system_instructions
-from ._pricing import UNKNOWN_REF, Cost, PriceTable
+from ._pricing import LOCAL_REF, UNKNOWN_REF, Cost, PriceTable
+from ._providers import OPENAI, Provider
 from ._scrub import scrub
 from ._sdk import SdkTypes, status_code
 from ._usage import Outcome, Usage, output_messages
@@ -160,15 +161,21 @@ def price(
     models: tuple[str | None, str | None],
     service_tier: str | None,
     attrs: dict[str, AttributeValue],
+    *,
+    provider: Provider = OPENAI,
 ) -> Cost | None:
-    """Price by the first of ``models`` known (response model, then request model) and put
-    the cost on ``attrs``; an unknown model is marked so, never priced at $0."""
-    cost = prices.price(usage, models, service_tier=service_tier)
+    """Price by the first of ``models`` known (response model, then request model) at
+    ``provider``'s list price and put the cost on ``attrs``; an unknown model is marked so,
+    never priced at $0; a local server's, as local (no list price to miss)."""
+    cost = prices.price(usage, models, provider=provider.prices, service_tier=service_tier)
     if cost is None:
+        if provider.local:
+            attrs[sc.LLMMETER_PRICE_REF] = LOCAL_REF
+            return None
         attrs[sc.LLMMETER_PRICE_REF] = UNKNOWN_REF
         name = models[0] or models[1]
         if name:
-            prices.warn_unpriced(name)
+            prices.warn_unpriced(name, provider.prices)
         return None
     attrs[sc.GEN_AI_USAGE_COST_AMOUNT] = cost.total
     attrs[sc.GEN_AI_USAGE_COST_CURRENCY] = cost.currency
@@ -251,8 +258,10 @@ def record_metrics(
     ttfc: float | None,
     usage: Usage | None,
     cost: Cost | None,
+    local: bool = False,
 ) -> None:
-    """One call's metric points: duration, time to first chunk, tokens, cache, cost."""
+    """One call's metric points: duration, time to first chunk, tokens, cache, cost; a call
+    without a price counted as unpriced unless it went to a local server (``local``)."""
     metric_attrs = labels.call
     instruments.duration.record(duration, metric_attrs)
     if ttfc is not None:
@@ -273,5 +282,5 @@ def record_metrics(
         )
     if cost is not None:
         instruments.cost.add(cost.total, metric_attrs)
-    elif usage.input_tokens is not None:
+    elif usage.input_tokens is not None and not local:
         instruments.unpriced.add(1, metric_attrs)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _semconv as sc
+from ._providers import Provider, provider_of
 from ._targets import Target, reports_usage_only_when_asked
 
 if TYPE_CHECKING:
@@ -195,6 +196,8 @@ class Shape:
     """Span-only constant attributes (API type, port)."""
     name: str
     azure: bool
+    provider: Provider
+    """Who answers (named and priced by the host of the client's base URL)."""
     address: str | None
     port: int | None
     first_party: bool
@@ -228,8 +231,11 @@ class Shape:
         *,
         azure: bool,
     ) -> Shape:
-        common = _common_attributes(target, model, address, label, azure=azure)
+        provider = provider_of(address, azure=azure)
+        common = _common_attributes(target, model, address, label, provider)
         static: dict[str, AttributeValue] = {}
+        if provider.local:
+            static[sc.LLMMETER_SERVER_LOCAL] = True
         api_type = target.api_type
         if api_type is not None:
             static[sc.OPENAI_API_TYPE] = api_type
@@ -243,6 +249,7 @@ class Shape:
             static,
             name,
             azure,
+            provider,
             address,
             port,
             first_party,
@@ -269,12 +276,12 @@ class MetricLabels:
 
 
 def _common_attributes(
-    target: Target, model: str | None, address: str | None, label: str | None, *, azure: bool
+    target: Target, model: str | None, address: str | None, label: str | None, provider: Provider
 ) -> dict[str, AttributeValue]:
     """The attributes that are also metric labels (bounded values only)."""
     attrs: dict[str, AttributeValue] = {
         sc.GEN_AI_OPERATION_NAME: target.operation,
-        sc.GEN_AI_PROVIDER_NAME: sc.PROVIDER_AZURE if azure else sc.PROVIDER_OPENAI,
+        sc.GEN_AI_PROVIDER_NAME: provider.name,
     }
     if address:
         attrs[sc.SERVER_ADDRESS] = address

@@ -54,7 +54,10 @@ GEN_AI_USAGE_COST_SOURCE: Final = "gen_ai.usage.cost.source"
 LLMMETER_COST_INPUT: Final = "llmmeter.cost.input"
 LLMMETER_COST_OUTPUT: Final = "llmmeter.cost.output"
 LLMMETER_PRICE_REF: Final = "llmmeter.price.ref"
-"""Where the price came from: ``genai-prices <version>``, ``override``, or ``unknown``."""
+"""Where the price came from: ``genai-prices <version>``, ``override``, or ``unknown``; ``local``
+for a local server's call that no price covers (not counted as unpriced)."""
+LLMMETER_SERVER_LOCAL: Final = "llmmeter.server.local"
+"""``true`` on the spans of calls to a local or self-hosted server (see ``_providers.py``)."""
 
 # --- content (opt-in only) -------------------------------------------------------------
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"

@@ -212,6 +212,9 @@ def read_usage(usage: Any) -> Usage | None:
         cache_creation = _int(details.get("cache_write_tokens"))
         input_audio = _int(details.get("audio_tokens"))
         input_image = _int(details.get("image_tokens"))
+    if cache_read is None and input_tokens is not None:
+        # DeepSeek reports its cache hits beside the counts, not in prompt_tokens_details.
+        cache_read = _int(fields.get("prompt_cache_hit_tokens"))
     reasoning = output_audio = output_image = None
     if out_details:
         details = _fields(out_details)
@@ -309,7 +312,19 @@ def read_chunk(endpoint: str, chunk: Any, outcome: Outcome, capture: bool) -> bo
     closing = _read_choices(endpoint, choices, outcome, capture=capture)
     if closing or usage is not None or not outcome.identified:
         _read_common(fields, outcome)
+    if closing and usage is None:
+        _read_groq_usage(fields, outcome)
     return True
+
+
+def _read_groq_usage(fields: _Fields, outcome: Outcome) -> None:
+    """Groq ends a stream that did not ask for usage with it anyway, in the last chunk's
+    ``x_groq.usage``: read there, so its streams are counted and priced unasked."""
+    extra = fields.get("x_groq")
+    if extra is not None:
+        usage = read_usage(read_field(extra, "usage"))
+        if usage is not None:
+            outcome.usage = usage
 
 
 def _read_choices(

@@ -11,7 +11,7 @@ import pytest
 
 from llmmeter._cli import main
 from llmmeter._cli.common import format_cost, format_rate, parse_tokens
-from tests.cli_runner import DATE, rows, run_cli
+from tests.cli_runner import DATE, rows, run_cli, without_data_version
 
 OVERRIDES = """\
 [models."acme-llm"]
@@ -499,7 +499,8 @@ def test_docs_show_real_output(
     monkeypatch.chdir(tmp_path)
     main(command.split())
     captured = capsys.readouterr()
-    printed = captured.out + captured.err
+    printed = without_data_version(captured.out + captured.err)
+    shown = without_data_version(shown)
     if shown.endswith("...\n"):
         shown = shown.removesuffix("...\n")
         printed = printed[: len(shown)]

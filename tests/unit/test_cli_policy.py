@@ -17,7 +17,7 @@ from llmmeter._cli.common import format_cost
 from llmmeter._policy import CallView, stable_fraction
 from llmmeter._pricing import Cost, PriceTable
 from llmmeter._usage import Usage
-from tests.cli_runner import rows, run_cli
+from tests.cli_runner import rows, run_cli, without_data_version
 
 DATE = ["--date", "2026-11-01"]  # prices change over time; pin the day
 WHEN = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
@@ -867,4 +867,4 @@ def test_docs_show_real_output(
     monkeypatch.chdir(tmp_path)
     main(shlex.split(command))
     captured = capsys.readouterr()
-    assert captured.out + captured.err == shown
+    assert without_data_version(captured.out + captured.err) == without_data_version(shown)

@@ -97,13 +97,15 @@ def test_unknown_model_is_never_priced_at_zero() -> None:
 
 
 def test_unknown_model_span_has_unknown_ref_no_cost_and_counts_unpriced(
-    telemetry: Telemetry, client: Any, server: Any, caplog: pytest.LogCaptureFixture
+    telemetry: Telemetry, server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """On OpenAI's own host (a local server's unknown model is ``local`` instead)."""
     server.add_model("house-model-7")
-    for _ in range(2):
-        client.chat.completions.create(
-            model="house-model-7", messages=[{"role": "user", "content": "hi"}]
-        )
+    with server.client_as("openai") as client:
+        for _ in range(2):
+            client.chat.completions.create(
+                model="house-model-7", messages=[{"role": "user", "content": "hi"}]
+            )
     spans = telemetry.spans()
     for span in spans:
         attrs = span.attributes or {}
@@ -269,7 +271,10 @@ def test_docs_pricing_examples_run(tmp_path: Path, capsys: pytest.CaptureFixture
     import re
 
     text = DOCS.read_text()
-    (toml_block,) = re.findall(r"```toml\n(.*?)```", text, flags=re.DOTALL)
+    local_block, toml_block = re.findall(r"```toml\n(.*?)```", text, flags=re.DOTALL)
+    local = PriceTable.load(str(_write(tmp_path, local_block))).rates("llama3.2")
+    assert local is not None
+    assert (local.per_million("input"), local.per_million("output")) == (0.05, 0.1)
     table = PriceTable.load(str(_write(tmp_path, toml_block)))
     tuned = table.price(Usage(input_tokens=M, output_tokens=M), ("ft:gpt-4o-mini:acme:x",))
     assert tuned is not None
@@ -296,5 +301,5 @@ def test_rate_cache_stays_bounded_and_keeps_caching_across_days(
     for day in range(10):
         when = NOW.timestamp() + day * 86400
         rates = table.rates("gpt-4o", when=when)
-        assert table._rates[("gpt-4o", None, False, int(when // 86400))] is rates
+        assert table._rates[("openai", "gpt-4o", None, False, int(when // 86400))] is rates
         assert len(table._rates) <= 3

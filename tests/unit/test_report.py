@@ -986,7 +986,9 @@ def test_docs_show_real_output(
     """Each `llmmeter report` example prints what the page says (but for latency and time)."""
     lines = collector_lines(workload.spans)
     write(tmp_path / "spans.json", lines)
-    write(tmp_path / "cut.json", [*lines[:3], lines[3][:3000]])  # the collector stopped
+    # The collector stopped mid-line, inside a string (wherever the attributes put it).
+    value = lines[3].index('"', lines[3].index(":", lines[3].index('"key"', 2900)))
+    write(tmp_path / "cut.json", [*lines[:3], lines[3][: value + 2]])
     write(tmp_path / "metrics.json", metrics_lines(workload))
     monkeypatch.chdir(tmp_path)
     main(command.split())

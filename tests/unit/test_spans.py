@@ -82,6 +82,7 @@ def test_call_makes_one_span_with_request_response_and_usage_attributes(
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": kwargs["model"],
         "server.address": "127.0.0.1",
+        "llmmeter.server.local": True,  # the fake server is on loopback
         "server.port": urlsplit(server.base_url).port,
         **_usage_attrs(logged.usage),
     }

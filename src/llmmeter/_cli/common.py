@@ -21,6 +21,7 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any, Final, NoReturn
 
 from llmmeter._pricing import PriceTable, Rates
+from llmmeter._providers import OPENAI, Provider
 
 _TOKEN_SUFFIXES: Final = {"": 1, "k": 1_000, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
 _TOKEN_AMOUNT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)([kKMB]?)$")
@@ -137,12 +138,14 @@ def format_cost(usd: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """The price conditions every mode shares: which day, tier and batch flag."""
+    """The price conditions every mode shares: which day, tier and batch flag, and whose
+    list price (OpenAI's unless ``--provider`` or ``--base-url`` says otherwise)."""
 
     table: PriceTable
     day: date
     service_tier: str | None
     batch: bool
+    provider: Provider = OPENAI
 
     @property
     def when(self) -> float:
@@ -150,26 +153,44 @@ class Query:
 
     def rates(self, name: str) -> Rates | None:
         return self.table.rates(
-            name, service_tier=self.service_tier, batch=self.batch, when=self.when
+            name,
+            provider=self.provider.prices,
+            service_tier=self.service_tier,
+            batch=self.batch,
+            when=self.when,
         )
 
     def describe(self) -> str:
         tier = "standard tier" if self.service_tier is None else f"{self.service_tier} tier"
-        return f"{self.day.isoformat()}, {tier}{', batch' if self.batch else ''}"
+        text = f"{self.day.isoformat()}, {tier}{', batch' if self.batch else ''}"
+        return text if self.provider is OPENAI else f"{text}, {self._whose()}"
+
+    def _whose(self) -> str:
+        if self.provider.local:
+            return "a local server"
+        return f"provider {self.provider.name} ({self.provider.prices} in the price data)"
 
     def header(self) -> dict[str, Any]:
-        return {
+        header: dict[str, Any] = {
             "date": self.day.isoformat(),
             "service_tier": self.service_tier,
             "batch": self.batch,
             "currency": "USD",
         }
+        if self.provider is not OPENAI:
+            header["provider"] = self.provider.name
+            header["price_data_provider"] = self.provider.prices
+            header["local"] = self.provider.local
+        return header
 
     def unpriced(self, name: str) -> str:
         """Why ``name`` has no row of numbers, with the nearest known id as a hint."""
-        if self.table.knows(name):
+        provider = self.provider.prices
+        if self.table.knows(name, provider):
             return "no per-token price known"
-        close = difflib.get_close_matches(name, self.table.model_ids(), n=1)
+        if self.provider.local:
+            return "no list price (a local server: a prices file can give it a rate)"
+        close = difflib.get_close_matches(name, self.table.model_ids(provider), n=1)
         return "no price known" + (f" (did you mean {close[0]}?)" if close else "")
 
 

@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from llmmeter._config import resolve_settings
 from llmmeter._pricing import Cost, PriceTable, Rate, Rates
+from llmmeter._providers import KNOWN, OPENAI, Provider, provider_named, provider_of
 from llmmeter._usage import Usage
 from llmmeter.exceptions import ConfigError
 
@@ -139,7 +141,7 @@ def _show_rates(query: Query, models: Sequence[str], as_json: bool, out: Writer)
 
 
 def _list_models(query: Query, as_json: bool, out: Writer) -> int:
-    names = set(query.table.model_ids())
+    names = set(query.table.model_ids(query.provider.prices))
     overrides = query.table.overrides
     if overrides is not None:
         names.update(name for name, _ in overrides.models if "*" not in name)
@@ -180,6 +182,28 @@ def _list_models(query: Query, as_json: bool, out: Writer) -> int:
     if thresholds:
         out(_tier_note(thresholds, "base rate; a higher rate applies"))
     return 0
+
+
+def _provider(table: PriceTable, name: str | None, base_url: str | None) -> Provider:
+    """Whose list price: ``--provider`` (a known name, or any provider id of the price
+    data), ``--base-url`` (as the instrumentation reads a client's), or OpenAI's."""
+    if base_url is not None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # Not echoed: a URL may carry credentials (user:password@host, a key in the query).
+            raise UsageError("--base-url: expected an http:// or https:// URL with a host")
+        return provider_of(parts.hostname)
+    if name is None:
+        return OPENAI
+    known = provider_named(name)
+    if known is not None:
+        return known
+    if name in table.provider_ids():
+        return Provider(name, name)
+    raise UsageError(
+        f"--provider: expected a provider name ({', '.join(p.name for p in KNOWN)}) or a "
+        f"provider id of the price data ({', '.join(table.provider_ids())}); got {name!r}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +256,12 @@ def _daily_cost(query: Query, name: str, traffic: _Traffic) -> tuple[Cost, int] 
     cost_in = cost_out = 0.0
     for count, usage in usages:
         cost = query.table.price(
-            usage, (name,), service_tier=query.service_tier, batch=query.batch, when=query.when
+            usage,
+            (name,),
+            provider=query.provider.prices,
+            service_tier=query.service_tier,
+            batch=query.batch,
+            when=query.when,
         )
         if cost is None:  # pragma: no cover - rates() has just priced this model
             return None
@@ -340,6 +369,8 @@ examples:
   llmmeter prices gpt-4o gpt-4o-mini          rates per 1M tokens
   llmmeter prices --list                      every known model
   llmmeter prices --compare gpt-4o gpt-4o-mini --daily-input 10M --daily-output 2M
+  llmmeter prices --provider groq llama-3.3-70b-versatile     at Groq's list price
+  llmmeter prices --base-url https://api.deepseek.com deepseek-chat
 """
 
 
@@ -381,6 +412,19 @@ def add_prices_parser(commands: Any) -> None:
         type=parse_share,
         metavar="SHARE",
         help="fraction of the input tokens that are cached, 0 to 1 (default: 0)",
+    )
+    whose = prices.add_mutually_exclusive_group()
+    whose.add_argument(
+        "--provider",
+        metavar="NAME",
+        help="price at this provider's list price: a gen_ai.provider.name (groq, deepseek, "
+        "x_ai, gcp.gemini, ...) or a provider id of the price data (default: openai)",
+    )
+    whose.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="price as spans of a client with this base_url are priced (its provider, or a "
+        "local server)",
     )
     prices.add_argument("--service-tier", choices=SERVICE_TIERS, help="price at this tier")
     prices.add_argument("--batch", action="store_true", help="price as Batch API calls")
@@ -426,7 +470,13 @@ def _prices(args: argparse.Namespace, out: Writer) -> int:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     day: date = args.date or datetime.now(UTC).date()
-    query = Query(table=table, day=day, service_tier=args.service_tier, batch=args.batch)
+    query = Query(
+        table=table,
+        day=day,
+        service_tier=args.service_tier,
+        batch=args.batch,
+        provider=_provider(table, args.provider, args.base_url),
+    )
     if args.compare:
         daily_input: int = args.daily_input
         traffic = _Traffic(

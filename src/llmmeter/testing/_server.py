@@ -32,6 +32,7 @@ from ._completions import completion
 from ._embeddings import embeddings
 from ._images import TINY_PNG, image_edit, image_generation
 from ._multipart import Form, is_multipart, parse_form
+from ._providers import FAMILIES, PROVIDERS, Family, dress, family_at, forces_usage
 from ._request import Context, PromptTemplate
 from ._responses_api import (
     ResponseStore,
@@ -175,6 +176,9 @@ class FakeOpenAI:
         ('gpt-4o-2024-08-06', 7)
     """
 
+    providers: Mapping[str, str] = PROVIDERS
+    """Each provider :meth:`client_as` answers as, with the base URL its clients keep."""
+
     def __init__(
         self,
         *,
@@ -271,6 +275,53 @@ class FakeOpenAI:
     def base_url(self) -> str:
         """``url`` + ``/v1``: what ``openai.OpenAI(base_url=...)`` expects."""
         return f"{self.url}/v1"
+
+    # -- other providers ---------------------------------------------------------------
+
+    def client_as(self, provider: str, **kwargs: Any) -> Any:
+        """An ``openai.OpenAI`` client for ``provider`` (a name in :attr:`providers`): its
+        ``base_url`` is the provider's real one, its transport sends every request here,
+        and the fake answers as that provider would (model names, usage shapes). No
+        network is used. ``kwargs`` go to ``openai.OpenAI`` (``api_key`` defaults to a
+        dummy key, ``max_retries`` to 0).
+
+        Example:
+            >>> with FakeOpenAI() as server:
+            ...     client = server.client_as("groq")
+            ...     reply = client.chat.completions.create(
+            ...         model="llama-3.3-70b-versatile",
+            ...         messages=[{"role": "user", "content": "Hi"}],
+            ...     )
+            ...     client.close()
+            >>> str(client.base_url), reply.usage.model_extra["queue_time"]
+            ('https://api.groq.com/openai/v1/', 0.012)
+        """
+        return self._client_as(provider, asynchronous=False, **kwargs)
+
+    def async_client_as(self, provider: str, **kwargs: Any) -> Any:
+        """:meth:`client_as` for ``openai.AsyncOpenAI``."""
+        return self._client_as(provider, asynchronous=True, **kwargs)
+
+    def _client_as(self, provider: str, *, asynchronous: bool, **kwargs: Any) -> Any:
+        import openai
+
+        family = FAMILIES.get(provider)
+        if family is None:
+            raise ValueError(
+                f"FakeOpenAI.client_as: expected one of {', '.join(sorted(FAMILIES))}; "
+                f"got {provider!r}"
+            )
+        kwargs.setdefault("api_key", "sk-fake-provider-key")
+        kwargs.setdefault("max_retries", 0)
+        target = urlsplit(self.url)
+        host, port = target.hostname, target.port
+        if asynchronous:
+            kind: Any = openai.DefaultAsyncHttpxClient
+            http = kind(transport=_to_fake(kind, host, port, asynchronous=True))
+            return openai.AsyncOpenAI(base_url=family.base_url, http_client=http, **kwargs)
+        kind = openai.DefaultHttpxClient
+        http = kind(transport=_to_fake(kind, host, port, asynchronous=False))
+        return openai.OpenAI(base_url=family.base_url, http_client=http, **kwargs)
 
     # -- scripting -------------------------------------------------------------------
 
@@ -541,8 +592,12 @@ class FakeOpenAI:
             if endpoint == "/responses":
                 raise _errors.missing_parameter("model")
             raise _errors.invalid_request("you must provide a model parameter")
+        family = request.family if request.family is not None and request.family.models else None
         try:
-            model = self._resolve_model(model_name, request.deployment, request.azure)
+            if family is not None:
+                model = _family_model(family, model_name)
+            else:
+                model = self._resolve_model(model_name, request.deployment, request.azure)
         except _errors.APIErrorResponse:
             if endpoint == "/responses":
                 raise _errors.responses_model_not_found(str(model_name)) from None
@@ -554,9 +609,12 @@ class FakeOpenAI:
             reply,
             self._cache,
             azure=request.azure,
-            force_usage=self.always_include_usage,
+            force_usage=self.always_include_usage or (family is not None and forces_usage(family)),
         )
         if endpoint == "/chat/completions":
+            if family is not None:
+                asked = ctx.stream_option("include_usage", False) or self.always_include_usage
+                return dress(family, chat_completion(ctx), asked)
             return chat_completion(ctx)
         if endpoint == "/completions":
             return completion(ctx)
@@ -622,6 +680,58 @@ class _Parsed:
     content_type: str = ""
     #: The parsed multipart/form-data body (files included), when one was sent.
     form: Form | None = None
+    #: The provider the request was sent to (see ``client_as``), when not OpenAI.
+    family: Family | None = None
+
+
+def _to_fake(http_client: type, host: str | None, port: int | None, *, asynchronous: bool) -> Any:
+    """A transport of the SDK's own HTTP library (httpx, or httpx2 for openai 3.x) that
+    sends each request to the fake, keeping its ``Host`` header (the provider's)."""
+    import importlib
+
+    base = next(c for c in http_client.__mro__ if c.__name__ in ("Client", "AsyncClient"))
+    httpx = importlib.import_module(base.__module__.partition(".")[0])
+
+    def retarget(request: Any) -> None:
+        request.url = request.url.copy_with(scheme="http", host=host, port=port)
+
+    if asynchronous:
+
+        class _AsyncToFake(httpx.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+            def __init__(self) -> None:
+                self._inner = httpx.AsyncHTTPTransport()
+
+            async def handle_async_request(self, request: Any) -> Any:
+                retarget(request)
+                return await self._inner.handle_async_request(request)
+
+            async def aclose(self) -> None:
+                await self._inner.aclose()
+
+        return _AsyncToFake()
+
+    class _ToFake(httpx.BaseTransport):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            self._inner = httpx.HTTPTransport()
+
+        def handle_request(self, request: Any) -> Any:
+            retarget(request)
+            return self._inner.handle_request(request)
+
+        def close(self) -> None:
+            self._inner.close()
+
+    return _ToFake()
+
+
+def _family_model(family: Family, name: Any) -> ModelInfo:
+    """A model another provider serves, answered under its own name."""
+    if name not in family.models:
+        raise _errors.model_not_found(str(name))
+    reasoning = name == "deepseek-reasoner"
+    return ModelInfo(
+        name, name, reasoning=reasoning, default_effort="medium" if reasoning else "none"
+    )
 
 
 def _model_entry(name: str) -> dict[str, Any]:
@@ -707,11 +817,22 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             body = _parse_json(raw)
         del raw  # uploads are read once and never kept
-        route = _split_path(parts.path)
+        family = family_at(headers.get("host"), parts.path)
+        path = parts.path
+        if family is not None:  # a client made by client_as(): the provider's own path
+            path = "/v1" + path[len(family.base_path) :]
+        route = _split_path(path)
         model = _requested_model(body, route[1] if route is not None else None)
         try:
             reply = self._reply(
-                method, parts.path, route=route, model=model, body=body, headers=headers, form=form
+                method,
+                parts.path,
+                route=route,
+                model=model,
+                body=body,
+                headers=headers,
+                form=form,
+                family=family,
             )
         except _errors.APIErrorResponse as error:
             reply = Reply(status=error.status, body=error.body, headers=error.headers)
@@ -753,6 +874,7 @@ class _Handler(BaseHTTPRequestHandler):
         body: dict[str, Any] | None,
         headers: Mapping[str, str],
         form: Form | None,
+        family: Family | None = None,
     ) -> Reply:
         fake = self.server.fake
         if method == "GET" and path.startswith(IMAGE_FILES_PATH + "/img-"):
@@ -764,7 +886,9 @@ class _Handler(BaseHTTPRequestHandler):
         if failure is not None:
             return _scripted_reply(failure, body, deployment, azure)
         fake._check_key(headers, azure)
-        parsed = _Parsed(path, deployment, azure, body, headers.get("content-type", ""), form)
+        parsed = _Parsed(
+            path, deployment, azure, body, headers.get("content-type", ""), form, family
+        )
         return fake._answer(method, endpoint, parsed)
 
     def _read_body(self) -> bytes:
