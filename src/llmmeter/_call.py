@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 
 from . import _semconv as sc
@@ -64,6 +65,9 @@ if TYPE_CHECKING:
     from ._runtime import Runtime, Shape
 
 StreamEnd = Literal["exhausted", "closed", "abandoned", "error"]
+
+_NO_CONTEXT: Final = otel_context.Context()
+"""What a call's metric context is built on: its span alone (metrics read nothing else)."""
 
 current_call: ContextVar[Call | None] = ContextVar("llmmeter_call", default=None)
 """The call whose SDK method is running in this context (not while the user holds a stream)."""
@@ -590,6 +594,7 @@ class Call:
             ttfc=ttfc,
             usage=usage,
             cost=cost,
+            context=trace.set_span_in_context(span, _NO_CONTEXT),
         )
         if self.routing is not None and self.routing.route.evaluate and error is None:
             with runtime.guard.site("evaluation.submit"):

@@ -192,7 +192,7 @@ class Shape:
     labels: dict[str, Any]
     """``common`` as metric labels (a separate dict: a call may replace, never mutate it)."""
     static: dict[str, AttributeValue]
-    """Span-only constant attributes (API type, port)."""
+    """Span-only constant attributes (API type; the port when there is no address)."""
     name: str
     azure: bool
     address: str | None
@@ -234,7 +234,8 @@ class Shape:
         if api_type is not None:
             static[sc.OPENAI_API_TYPE] = api_type
         if port is not None:
-            static[sc.SERVER_PORT] = port
+            # A metric label too, where the conventions require it: whenever server.address is.
+            (common if sc.SERVER_ADDRESS in common else static)[sc.SERVER_PORT] = port
         name = f"{target.operation} {model}" if model else target.operation
         first_party = reports_usage_only_when_asked(address, azure=azure)
         return cls(
