@@ -35,7 +35,6 @@ from ._record import (
     error_type,
     price,
     record_error,
-    record_metrics,
     response_attributes,
     usage_attributes,
 )
@@ -557,7 +556,7 @@ class Call:
             usage = None
         cost = None
         if usage is not None:
-            usage_attributes(usage, attrs)
+            usage_attributes(usage, attrs, runtime.cache_write)
         if usage is not None and usage.input_tokens is not None:
             # No input count (a malformed answer): pricing would invent a zero; leave it out.
             cost = self._price(usage, attrs)
@@ -587,7 +586,7 @@ class Call:
         span.set_attributes(attrs)
         span.end()
 
-        record_metrics(
+        runtime.record_metrics(
             runtime.instruments,
             labels or MetricLabels.of(metric_attrs),
             duration=duration,

@@ -184,7 +184,7 @@ class Registry:
         )
         tracer = trace.get_tracer("llmmeter", __version__, tracer_provider, schema_url=_SCHEMA_URL)
         meter = metrics.get_meter("llmmeter", __version__, meter_provider, schema_url=_SCHEMA_URL)
-        instruments = Instruments.create(meter)
+        instruments = Instruments.create(meter, latest=settings.latest_semconv)
         if router is not None:
             router.count_spend_errors(instruments.spend_guard_errors)
         with self._lock:

@@ -141,8 +141,13 @@ def response_attributes(outcome: Outcome) -> dict[str, AttributeValue]:
     return attrs
 
 
-def usage_attributes(usage: Usage, attrs: dict[str, AttributeValue]) -> None:
-    """Add the token counts the answer reported to ``attrs``."""
+def usage_attributes(
+    usage: Usage,
+    attrs: dict[str, AttributeValue],
+    cache_write: str = sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+) -> None:
+    """Add the token counts the answer reported to ``attrs``; ``cache_write``: the name of
+    the cache writes under the conventions in force."""
     if usage.input_tokens is not None:
         attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
     if usage.output_tokens is not None:
@@ -150,7 +155,7 @@ def usage_attributes(usage: Usage, attrs: dict[str, AttributeValue]) -> None:
     if usage.cache_read_tokens is not None:
         attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
     if usage.cache_creation_tokens is not None:
-        attrs[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_creation_tokens
+        attrs[cache_write] = usage.cache_creation_tokens
     if usage.reasoning_tokens is not None:
         attrs[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
 
@@ -283,3 +288,54 @@ def record_metrics(
         instruments.cost.add(cost.total, metric_attrs, context)
     elif usage.input_tokens is not None:
         instruments.unpriced.add(1, metric_attrs, context)
+
+
+def record_latest_metrics(
+    instruments: Instruments,
+    labels: MetricLabels,
+    *,
+    duration: float,
+    ttfc: float | None,
+    usage: Usage | None,
+    cost: Cost | None,
+    context: Context,
+) -> None:
+    """:func:`record_metrics` under the newest GenAI conventions (opted in): embeddings and
+    inference durations apart, token usage as counters per kind (by modality, ``unknown``:
+    the SDK's totals mix text, image and audio) and as per-call histograms, the cost as a
+    histogram beside llmmeter's own counter (which the spend alerts and guard read)."""
+    latest = instruments.latest
+    assert latest is not None  # chosen at instrument() only when the instruments exist
+    metric_attrs = labels.call
+    embeddings = metric_attrs.get(sc.GEN_AI_OPERATION_NAME) == EMBEDDINGS_OPERATION
+    if embeddings:
+        latest.embeddings_duration.record(duration, metric_attrs, context)
+    else:
+        latest.duration.record(duration, metric_attrs, context)
+    if ttfc is not None:
+        latest.time_to_first_chunk.record(ttfc, metric_attrs, context)
+    if usage is not None and embeddings:
+        if usage.input_tokens is not None:
+            latest.embeddings_input_tokens.record(usage.input_tokens, metric_attrs, context)
+    elif usage is not None:
+        counted = {**metric_attrs, sc.GEN_AI_TOKEN_MODALITY: sc.MODALITY_UNKNOWN}
+        if usage.input_tokens is not None:
+            latest.input_tokens.add(usage.input_tokens, counted, context)
+            latest.operation_input_tokens.record(usage.input_tokens, metric_attrs, context)
+        if usage.output_tokens is not None:
+            latest.output_tokens.add(usage.output_tokens, counted, context)
+            latest.operation_output_tokens.record(usage.output_tokens, metric_attrs, context)
+        if usage.cache_read_tokens:
+            latest.cache_read_tokens.add(usage.cache_read_tokens, counted, context)
+        if usage.cache_creation_tokens:
+            latest.cache_write_tokens.add(usage.cache_creation_tokens, counted, context)
+        if usage.reasoning_tokens:
+            latest.reasoning_tokens.add(usage.reasoning_tokens, counted, context)
+    if cost is not None:
+        instruments.cost.add(cost.total, metric_attrs, context)
+        latest.cost.record(cost.total, metric_attrs, context)
+    elif usage is not None and usage.input_tokens is not None:
+        instruments.unpriced.add(1, metric_attrs, context)
+
+
+EMBEDDINGS_OPERATION: Final = "embeddings"

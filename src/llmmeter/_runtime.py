@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _semconv as sc
+from ._record import record_latest_metrics, record_metrics
 from ._targets import Target, reports_usage_only_when_asked
 
 if TYPE_CHECKING:
@@ -58,12 +59,14 @@ class Runtime:
         "_rejected",
         "_servers",
         "_shapes",
+        "cache_write",
         "evaluator",
         "event_logger",
         "fallback",
         "guard",
         "instruments",
         "prices",
+        "record_metrics",
         "repair",
         "restack",
         "router",
@@ -89,6 +92,17 @@ class Runtime:
         self.instruments = instruments
         self.settings = settings
         self.guard = guard
+        # The GenAI conventions in force (OTEL_SEMCONV_STABILITY_OPT_IN), chosen once here:
+        # a call pays nothing to ask which.
+        latest = settings.latest_semconv and instruments.latest is not None
+        self.record_metrics = record_latest_metrics if latest else record_metrics
+        """Writes a call's metric points (see ``_record.py``)."""
+        self.cache_write = (
+            sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS
+            if latest
+            else sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
+        )
+        """The span attribute of cache-write tokens."""
         self.sdk: SdkTypes | None = None
         """The SDK's classes, once the application has imported openai."""
         self.evaluator: Evaluator | None = None
