@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _semconv as sc
-from ._record import record_latest_metrics, record_metrics
 from ._targets import Target, reports_usage_only_when_asked
 
 if TYPE_CHECKING:
@@ -84,6 +83,7 @@ class Runtime:
         prices: PriceTable,
         *,
         router: Router | None = None,
+        record_metrics: Callable[..., None],
     ) -> None:
         self.tracer = tracer
         self.router = router
@@ -92,11 +92,11 @@ class Runtime:
         self.instruments = instruments
         self.settings = settings
         self.guard = guard
-        # The GenAI conventions in force (OTEL_SEMCONV_STABILITY_OPT_IN), chosen once here:
-        # a call pays nothing to ask which.
+        # The GenAI conventions in force (OTEL_SEMCONV_STABILITY_OPT_IN), chosen once at
+        # instrument(): a call pays nothing to ask which.
+        self.record_metrics = record_metrics
+        """Writes a call's metric points under those names (see ``_record.py``)."""
         latest = settings.latest_semconv and instruments.latest is not None
-        self.record_metrics = record_latest_metrics if latest else record_metrics
-        """Writes a call's metric points (see ``_record.py``)."""
         self.cache_write = (
             sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS
             if latest
