@@ -798,11 +798,11 @@ def floor_request(case: Case) -> tuple[str, dict[str, Any], dict[str, Any]]:
         "gen_ai.provider.name": "openai",
         "server.address": "api.openai.com",
         "gen_ai.request.model": case.model,
+        "server.port": 443,
     }
     start = dict(labels)
     if case.endpoint != "embeddings":
         start["openai.api.type"] = "chat_completions" if case.endpoint == "chat" else "responses"
-    start["server.port"] = 443
     if case.endpoint != "embeddings":
         start["gen_ai.request.temperature"] = 0.2
         start["gen_ai.request.max_tokens"] = 300
@@ -862,6 +862,7 @@ class Floor:
 
         self._attach, self._detach = context.attach, context.detach
         self._in_context = trace.set_span_in_context
+        self._empty = context.Context()
         self._client = SpanKind.CLIENT
         self.tracer = tracer_provider.get_tracer("llmmeter-bench-floor")
         meter = meter_provider.get_meter("llmmeter-bench-floor")
@@ -1005,15 +1006,17 @@ class Floor:
             attrs["llmmeter.price.ref"] = _PRICE_REF
         span.set_attributes(attrs)
         span.end()
-        self.duration.record(duration, labels)
+        # In the span's context, so that the SDK's exemplars link each point to its call.
+        context = self._in_context(span, self._empty)
+        self.duration.record(duration, labels, context)
         if ttfc is not None:
-            self.ttfc.record(ttfc, labels)
+            self.ttfc.record(ttfc, labels, context)
         if tokens is not None:
-            self.tokens.record(tokens[0], {**labels, "gen_ai.token.type": "input"})
+            self.tokens.record(tokens[0], {**labels, "gen_ai.token.type": "input"}, context)
             if tokens[1] is not None:
-                self.tokens.record(tokens[1], {**labels, "gen_ai.token.type": "output"})
+                self.tokens.record(tokens[1], {**labels, "gen_ai.token.type": "output"}, context)
         if cost is not None:
-            self.cost.add(cost, labels)
+            self.cost.add(cost, labels, context)
 
 
 def setup_floor(tracer_provider: Any, meter_provider: Any) -> Check:

@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 
 from . import _semconv as sc
@@ -34,7 +35,6 @@ from ._record import (
     error_type,
     price,
     record_error,
-    record_metrics,
     response_attributes,
     usage_attributes,
 )
@@ -64,6 +64,9 @@ if TYPE_CHECKING:
     from ._runtime import Runtime, Shape
 
 StreamEnd = Literal["exhausted", "closed", "abandoned", "error"]
+
+_NO_CONTEXT: Final = otel_context.Context()
+"""What a call's metric context is built on: its span alone (metrics read nothing else)."""
 
 current_call: ContextVar[Call | None] = ContextVar("llmmeter_call", default=None)
 """The call whose SDK method is running in this context (not while the user holds a stream)."""
@@ -553,7 +556,7 @@ class Call:
             usage = None
         cost = None
         if usage is not None:
-            usage_attributes(usage, attrs)
+            usage_attributes(usage, attrs, runtime.cache_write)
         if usage is not None and usage.input_tokens is not None:
             # No input count (a malformed answer): pricing would invent a zero; leave it out.
             cost = self._price(usage, attrs)
@@ -583,7 +586,7 @@ class Call:
         span.set_attributes(attrs)
         span.end()
 
-        record_metrics(
+        runtime.record_metrics(
             runtime.instruments,
             labels or MetricLabels.of(metric_attrs),
             duration=duration,
@@ -591,6 +594,7 @@ class Call:
             usage=usage,
             cost=cost,
             local=self.shape.provider.local,
+            context=trace.set_span_in_context(span, _NO_CONTEXT),
         )
         if self.routing is not None and self.routing.route.evaluate and error is None:
             with runtime.guard.site("evaluation.submit"):

@@ -18,6 +18,7 @@ from ._bootstrap import DEFAULT_EXIT_TIMEOUT
 from ._content import Redactor
 from ._evaluation import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE
 from ._evaluation import DEFAULT_TIMEOUT as DEFAULT_EVALUATION_TIMEOUT
+from ._semconv import SEMCONV_LATEST
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -41,6 +42,14 @@ llmmeter takes every value the GenAI utilities define and does what each means:
 ``gen_ai.client.inference.operation.details`` event (the OpenTelemetry logs API); ``SPAN_AND_EVENT``
 both; ``NO_CONTENT`` (or ``false``, ``0``, ``no``, ``off``) neither. Any other value is logged
 once and records nothing: another instrumentation may know it. Default: ``NO_CONTENT``."""
+
+OTEL_SEMCONV_STABILITY_OPT_IN: Final = "OTEL_SEMCONV_STABILITY_OPT_IN"
+"""A comma-separated list, shared with every OpenTelemetry instrumentation in the process; of
+its values llmmeter reads one, ``gen_ai_latest_experimental``: the newest GenAI metric names
+(``gen_ai.client.inference.*``, ``gen_ai.client.embeddings.*``), the span's
+``gen_ai.usage.cache_write.input_tokens`` and the proposed cost histogram instead of the names
+of the default set (docs/telemetry.md). Other values are another instrumentation's and
+ignored. Read once, at ``instrument()``. Default: the default set."""
 
 LLMMETER_CONTENT_MAX_LENGTH: Final = "LLMMETER_CONTENT_MAX_LENGTH"
 """Longest content attribute, in characters, when content capture is on; longer JSON is cut and
@@ -176,6 +185,8 @@ class Settings:
     exit_timeout: float = DEFAULT_EXIT_TIMEOUT
     suppress_others: bool = True
     """``LLMMETER_OTHER_INSTRUMENTATIONS=suppress``."""
+    latest_semconv: bool = False
+    """``OTEL_SEMCONV_STABILITY_OPT_IN`` lists ``gen_ai_latest_experimental``."""
 
 
 def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -367,4 +378,12 @@ def resolve_settings(
         exit_timeout=_env_seconds(env, LLMMETER_EXIT_TIMEOUT, DEFAULT_EXIT_TIMEOUT, zero=True),
         suppress_others=_env_choice(env, LLMMETER_OTHER_INSTRUMENTATIONS, OTHERS_MODES)
         == "suppress",
+        latest_semconv=_opts_in_latest(env),
     )
+
+
+def _opts_in_latest(environ: Mapping[str, str]) -> bool:
+    """``OTEL_SEMCONV_STABILITY_OPT_IN`` lists the newest GenAI conventions (its other values,
+    such as ``http``, belong to other instrumentations)."""
+    raw = environ.get(OTEL_SEMCONV_STABILITY_OPT_IN, "")
+    return SEMCONV_LATEST in {value.strip().lower() for value in raw.split(",")}

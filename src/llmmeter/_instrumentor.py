@@ -55,6 +55,7 @@ from ._metrics import Instruments
 from ._package import INSTRUMENTED, __version__
 from ._pricing import PriceTable
 from ._process import ChildFlush
+from ._record import record_latest_metrics, record_metrics
 from ._routing import Router
 from ._runtime import Runtime
 from ._targets import ATTEMPT_HOOK, STREAM_HELPER_CLOSES, TARGETS
@@ -184,7 +185,7 @@ class Registry:
         )
         tracer = trace.get_tracer("llmmeter", __version__, tracer_provider, schema_url=_SCHEMA_URL)
         meter = metrics.get_meter("llmmeter", __version__, meter_provider, schema_url=_SCHEMA_URL)
-        instruments = Instruments.create(meter)
+        instruments = Instruments.create(meter, latest=settings.latest_semconv)
         if router is not None:
             router.count_spend_errors(instruments.spend_guard_errors)
         with self._lock:
@@ -196,7 +197,15 @@ class Registry:
                 self._child_flush = ChildFlush(self._flush_targets, exiting=self._exiting)
             self._child_flush.install()
             runtime = self._runtime = Runtime(
-                tracer, instruments, settings, guard, prices, router=router
+                tracer,
+                instruments,
+                settings,
+                guard,
+                prices,
+                router=router,
+                record_metrics=record_latest_metrics
+                if instruments.latest is not None
+                else record_metrics,
             )
             if fallback is not None:
                 fallback.on_configured = self._on_app_configured

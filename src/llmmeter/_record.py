@@ -24,6 +24,7 @@ from ._sdk import SdkTypes, status_code
 from ._usage import Outcome, Usage, output_messages
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.util.types import AttributeValue
 
     from ._config import Settings
@@ -141,8 +142,13 @@ def response_attributes(outcome: Outcome) -> dict[str, AttributeValue]:
     return attrs
 
 
-def usage_attributes(usage: Usage, attrs: dict[str, AttributeValue]) -> None:
-    """Add the token counts the answer reported to ``attrs``."""
+def usage_attributes(
+    usage: Usage,
+    attrs: dict[str, AttributeValue],
+    cache_write: str = sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+) -> None:
+    """Add the token counts the answer reported to ``attrs``; ``cache_write``: the name of
+    the cache writes under the conventions in force."""
     if usage.input_tokens is not None:
         attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
     if usage.output_tokens is not None:
@@ -150,7 +156,7 @@ def usage_attributes(usage: Usage, attrs: dict[str, AttributeValue]) -> None:
     if usage.cache_read_tokens is not None:
         attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
     if usage.cache_creation_tokens is not None:
-        attrs[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_creation_tokens
+        attrs[cache_write] = usage.cache_creation_tokens
     if usage.reasoning_tokens is not None:
         attrs[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
 
@@ -258,29 +264,88 @@ def record_metrics(
     ttfc: float | None,
     usage: Usage | None,
     cost: Cost | None,
+    context: Context,
     local: bool = False,
 ) -> None:
     """One call's metric points: duration, time to first chunk, tokens, cache, cost; a call
-    without a price counted as unpriced unless it went to a local server (``local``)."""
+    without a price counted as unpriced unless it went to a local server (``local``).
+
+    ``context`` holds the call's own span, so that the SDK's exemplar filter (trace-based by
+    default) attaches its trace and span ids to each point: a dashboard panel links to the
+    call behind a spike. Passing it also spares the SDK reading the current context."""
     metric_attrs = labels.call
-    instruments.duration.record(duration, metric_attrs)
+    instruments.duration.record(duration, metric_attrs, context)
     if ttfc is not None:
-        instruments.time_to_first_chunk.record(ttfc, metric_attrs)
+        instruments.time_to_first_chunk.record(ttfc, metric_attrs, context)
     if usage is None:
         return
     if usage.input_tokens is not None:
-        instruments.token_usage.record(usage.input_tokens, labels.input)
+        instruments.token_usage.record(usage.input_tokens, labels.input, context)
     if usage.output_tokens is not None:
-        instruments.token_usage.record(usage.output_tokens, labels.output)
+        instruments.token_usage.record(usage.output_tokens, labels.output, context)
     if usage.cache_read_tokens:
         instruments.cache_tokens.add(
-            usage.cache_read_tokens, {**metric_attrs, sc.LLMMETER_CACHE_OPERATION: "read"}
+            usage.cache_read_tokens, {**metric_attrs, sc.LLMMETER_CACHE_OPERATION: "read"}, context
         )
     if usage.cache_creation_tokens:
         instruments.cache_tokens.add(
-            usage.cache_creation_tokens, {**metric_attrs, sc.LLMMETER_CACHE_OPERATION: "creation"}
+            usage.cache_creation_tokens,
+            {**metric_attrs, sc.LLMMETER_CACHE_OPERATION: "creation"},
+            context,
         )
     if cost is not None:
-        instruments.cost.add(cost.total, metric_attrs)
+        instruments.cost.add(cost.total, metric_attrs, context)
     elif usage.input_tokens is not None and not local:
-        instruments.unpriced.add(1, metric_attrs)
+        instruments.unpriced.add(1, metric_attrs, context)
+
+
+def record_latest_metrics(
+    instruments: Instruments,
+    labels: MetricLabels,
+    *,
+    duration: float,
+    ttfc: float | None,
+    usage: Usage | None,
+    cost: Cost | None,
+    context: Context,
+    local: bool = False,
+) -> None:
+    """:func:`record_metrics` under the newest GenAI conventions (opted in): embeddings and
+    inference durations apart, token usage as counters per kind (by modality, ``unknown``:
+    the SDK's totals mix text, image and audio) and as per-call histograms, the cost as a
+    histogram beside llmmeter's own counter (which the spend alerts and guard read)."""
+    latest = instruments.latest
+    assert latest is not None  # chosen at instrument() only when the instruments exist
+    metric_attrs = labels.call
+    embeddings = metric_attrs.get(sc.GEN_AI_OPERATION_NAME) == EMBEDDINGS_OPERATION
+    if embeddings:
+        latest.embeddings_duration.record(duration, metric_attrs, context)
+    else:
+        latest.duration.record(duration, metric_attrs, context)
+    if ttfc is not None:
+        latest.time_to_first_chunk.record(ttfc, metric_attrs, context)
+    if usage is not None and embeddings:
+        if usage.input_tokens is not None:
+            latest.embeddings_input_tokens.record(usage.input_tokens, metric_attrs, context)
+    elif usage is not None:
+        counted = {**metric_attrs, sc.GEN_AI_TOKEN_MODALITY: sc.MODALITY_UNKNOWN}
+        if usage.input_tokens is not None:
+            latest.input_tokens.add(usage.input_tokens, counted, context)
+            latest.operation_input_tokens.record(usage.input_tokens, metric_attrs, context)
+        if usage.output_tokens is not None:
+            latest.output_tokens.add(usage.output_tokens, counted, context)
+            latest.operation_output_tokens.record(usage.output_tokens, metric_attrs, context)
+        if usage.cache_read_tokens:
+            latest.cache_read_tokens.add(usage.cache_read_tokens, counted, context)
+        if usage.cache_creation_tokens:
+            latest.cache_write_tokens.add(usage.cache_creation_tokens, counted, context)
+        if usage.reasoning_tokens:
+            latest.reasoning_tokens.add(usage.reasoning_tokens, counted, context)
+    if cost is not None:
+        instruments.cost.add(cost.total, metric_attrs, context)
+        latest.cost.record(cost.total, metric_attrs, context)
+    elif usage is not None and usage.input_tokens is not None and not local:
+        instruments.unpriced.add(1, metric_attrs, context)
+
+
+EMBEDDINGS_OPERATION: Final = "embeddings"

@@ -59,12 +59,14 @@ class Runtime:
         "_rejected",
         "_servers",
         "_shapes",
+        "cache_write",
         "evaluator",
         "event_logger",
         "fallback",
         "guard",
         "instruments",
         "prices",
+        "record_metrics",
         "repair",
         "restack",
         "router",
@@ -82,6 +84,7 @@ class Runtime:
         prices: PriceTable,
         *,
         router: Router | None = None,
+        record_metrics: Callable[..., None],
     ) -> None:
         self.tracer = tracer
         self.router = router
@@ -90,6 +93,17 @@ class Runtime:
         self.instruments = instruments
         self.settings = settings
         self.guard = guard
+        # The GenAI conventions in force (OTEL_SEMCONV_STABILITY_OPT_IN), chosen once at
+        # instrument(): a call pays nothing to ask which.
+        self.record_metrics = record_metrics
+        """Writes a call's metric points under those names (see ``_record.py``)."""
+        latest = settings.latest_semconv and instruments.latest is not None
+        self.cache_write = (
+            sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS
+            if latest
+            else sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
+        )
+        """The span attribute of cache-write tokens."""
         self.sdk: SdkTypes | None = None
         """The SDK's classes, once the application has imported openai."""
         self.evaluator: Evaluator | None = None
@@ -193,7 +207,7 @@ class Shape:
     labels: dict[str, Any]
     """``common`` as metric labels (a separate dict: a call may replace, never mutate it)."""
     static: dict[str, AttributeValue]
-    """Span-only constant attributes (API type, port)."""
+    """Span-only constant attributes (API type; the port when there is no address)."""
     name: str
     azure: bool
     provider: Provider
@@ -240,7 +254,8 @@ class Shape:
         if api_type is not None:
             static[sc.OPENAI_API_TYPE] = api_type
         if port is not None:
-            static[sc.SERVER_PORT] = port
+            # A metric label too, where the conventions require it: whenever server.address is.
+            (common if sc.SERVER_ADDRESS in common else static)[sc.SERVER_PORT] = port
         name = f"{target.operation} {model}" if model else target.operation
         first_party = reports_usage_only_when_asked(address, azure=azure)
         return cls(

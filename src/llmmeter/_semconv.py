@@ -164,3 +164,31 @@ REASON_UNREADABLE: Final = "unreadable"
 REASON_QUEUE_FULL: Final = "queue_full"
 REASON_BUDGET: Final = "budget"
 REASON_SHUTDOWN: Final = "shutdown"
+
+# --- the newest GenAI conventions (OTEL_SEMCONV_STABILITY_OPT_IN) ---------------------------
+# Emitted instead of the names above that they replace when the variable lists
+# SEMCONV_LATEST; the default stays as above. Followed: open-telemetry/semantic-conventions-genai
+# v0.1.0 (docs/gen-ai/client-inference.md, client-embeddings.md, gen-ai-token-metrics.md); the
+# cost histogram as proposed in its pull request #443 (open). See docs/telemetry.md.
+SEMCONV_LATEST: Final = "gen_ai_latest_experimental"
+"""The value of ``OTEL_SEMCONV_STABILITY_OPT_IN`` that switches to the names below."""
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_tokens"
+"""Replaces ``gen_ai.usage.cache_creation.input_tokens`` on spans."""
+GEN_AI_TOKEN_MODALITY: Final = "gen_ai.token.modality"
+"""On the usage counters; ``unknown``: the OpenAI SDK's totals mix text, image and audio."""
+MODALITY_UNKNOWN: Final = "unknown"
+METRIC_INFERENCE_DURATION: Final = "gen_ai.client.inference.duration"
+METRIC_INFERENCE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.inference.time_to_first_chunk"
+METRIC_INFERENCE_USAGE_INPUT_TOKENS: Final = "gen_ai.client.inference.usage.input_tokens"
+METRIC_INFERENCE_USAGE_OUTPUT_TOKENS: Final = "gen_ai.client.inference.usage.output_tokens"
+METRIC_INFERENCE_USAGE_CACHE_READ: Final = "gen_ai.client.inference.usage.cache_read.input_tokens"
+METRIC_INFERENCE_USAGE_CACHE_WRITE: Final = "gen_ai.client.inference.usage.cache_write.input_tokens"
+METRIC_INFERENCE_USAGE_REASONING: Final = "gen_ai.client.inference.usage.reasoning.output_tokens"
+METRIC_INFERENCE_OPERATION_INPUT_TOKENS: Final = "gen_ai.client.inference.operation.input_tokens"
+METRIC_INFERENCE_OPERATION_OUTPUT_TOKENS: Final = "gen_ai.client.inference.operation.output_tokens"
+METRIC_EMBEDDINGS_DURATION: Final = "gen_ai.client.embeddings.duration"
+METRIC_EMBEDDINGS_OPERATION_INPUT_TOKENS: Final = "gen_ai.client.embeddings.operation.input_tokens"
+METRIC_INFERENCE_COST: Final = "gen_ai.client.inference.cost"
+"""Per-call cost histogram, unit ``{USD}`` (the proposal's; not merged, so the name may still
+change). ``llmmeter.cost.usd`` is recorded beside it under both name sets: the spend alerts
+and the spend guard read that counter."""

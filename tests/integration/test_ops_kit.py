@@ -669,3 +669,107 @@ def test_every_alert_runbook_points_at_a_heading_of_docs_operations() -> None:
         page, _, anchor = alert["annotations"]["runbook"].partition("#")
         assert page == "docs/operations.md", alert["alert"]
         assert anchor in headings, (alert["alert"], anchor)
+
+
+# -- exemplars: from a metric point to the trace of the call behind it ------------------------
+
+
+def test_exemplars_flow_from_the_collector_through_prometheus_to_jaeger() -> None:
+    """llmmeter records its points in the call's span context; the exemplars reach Grafana
+    only if the collector serves OpenMetrics, Prometheus stores them and the Prometheus
+    datasource names where a trace id leads."""
+    assert _load(COLLECTOR)["exporters"]["prometheus"]["enable_open_metrics"] is True
+    features = [
+        arg.split("=", 1)[1]
+        for arg in _services()["prometheus"]["command"]
+        if arg.startswith("--enable-feature=")
+    ]
+    assert "exemplar-storage" in ",".join(features).split(",")
+    provisioned = _provisioned()
+    destinations = provisioned["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+    assert destinations == [{"name": "trace_id", "datasourceUid": "jaeger"}]
+    assert provisioned["jaeger"]["type"] == "jaeger"
+
+
+EXEMPLAR_METRICS = (
+    "llmmeter_cost_usd_total",
+    "gen_ai_client_token_usage_",
+    "gen_ai_client_operation_duration_seconds_bucket",
+    "gen_ai_client_operation_time_to_first_chunk_seconds_bucket",
+)
+
+
+def test_time_series_panels_of_spend_tokens_and_latency_show_exemplars() -> None:
+    showing = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        for panel in _panels(json.loads(path.read_text()).get("panels", [])):
+            if panel.get("type") != "timeseries":
+                continue
+            for target in panel.get("targets", []):
+                expr = target.get("expr", "")
+                if any(metric in expr for metric in EXEMPLAR_METRICS):
+                    showing.append((panel["title"], target.get("exemplar") is True))
+    assert len(showing) >= 6
+    assert [title for title, shown in showing if not shown] == []
+
+
+# -- both GenAI name sets (OTEL_SEMCONV_STABILITY_OPT_IN, docs/telemetry.md) ------------------
+
+NEWEST_NAMES = {
+    "gen_ai_client_operation_duration_seconds_count": (
+        "gen_ai_client_inference_duration_seconds_count",
+        "gen_ai_client_embeddings_duration_seconds_count",
+    ),
+    "gen_ai_client_operation_duration_seconds_bucket": (
+        "gen_ai_client_inference_duration_seconds_bucket",
+        "gen_ai_client_embeddings_duration_seconds_bucket",
+    ),
+    "gen_ai_client_operation_time_to_first_chunk_seconds_bucket": (
+        "gen_ai_client_inference_time_to_first_chunk_seconds_bucket",
+    ),
+    "gen_ai_client_token_usage_count": (
+        "gen_ai_client_inference_operation_input_tokens_count",
+        "gen_ai_client_embeddings_operation_input_tokens_count",
+    ),
+    "gen_ai_client_token_usage_sum": (
+        "gen_ai_client_inference_operation_input_tokens_sum",
+        "gen_ai_client_inference_operation_output_tokens_sum",
+        "gen_ai_client_embeddings_operation_input_tokens_sum",
+    ),
+    "llmmeter_usage_cache_input_tokens_total": (
+        "gen_ai_client_inference_usage_cache_read_input_tokens_total",
+        "gen_ai_client_inference_usage_cache_write_input_tokens_total",
+    ),
+}
+"""Each default-name series the kit reads, and the newest names that stand for it."""
+
+
+def _names_missing(expr: str) -> list[str]:
+    """Default names in ``expr`` read without their newest counterparts."""
+    missing = []
+    for default, newest in NEWEST_NAMES.items():
+        if re.search(rf"(?<![\w:]){default}\b", expr):
+            missing += [f"{default} without {name}" for name in newest if name not in expr]
+    return missing
+
+
+def test_every_query_reads_the_default_and_the_newest_names() -> None:
+    """A service opted in to the newest GenAI names keeps every panel, variable and alert:
+    each query that reads a default name reads its newest counterparts too."""
+    problems = [
+        f"{where}: {missing}" for where, expr in _kit_queries() for missing in _names_missing(expr)
+    ]
+    assert problems == []
+    variables = [e for where, e in _kit_queries() if "variable" in where and "gen_ai_" in e]
+    assert variables
+    assert all("(operation|inference|embeddings)_duration" in v for v in variables), variables
+
+
+def test_the_name_check_finds_a_query_on_the_default_names_alone() -> None:
+    assert _names_missing("rate(gen_ai_client_operation_duration_seconds_count[5m])") == [
+        "gen_ai_client_operation_duration_seconds_count without "
+        "gen_ai_client_inference_duration_seconds_count",
+        "gen_ai_client_operation_duration_seconds_count without "
+        "gen_ai_client_embeddings_duration_seconds_count",
+    ]
+    assert _names_missing("rate(llmmeter_cost_usd_total[5m])") == []

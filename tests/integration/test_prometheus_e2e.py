@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -89,6 +90,8 @@ ALLOWED_LABELS = {
     "gen_ai_response_model",
     "gen_ai_token_type",
     "server_address",
+    "server_port",
+    "gen_ai_token_modality",
     "llmmeter_task",
     "error_type",
     "llmmeter_policy_rule",
@@ -407,11 +410,40 @@ def _expected_series() -> list[str]:
     ]
 
 
+LATEST = "gen_ai_latest_experimental"
+"""OTEL_SEMCONV_STABILITY_OPT_IN's value for the newest GenAI names (docs/telemetry.md)."""
+_NEWEST = (
+    (
+        re.compile(r'gen_ai_client_token_usage_(\w+)\{(.*), gen_ai_token_type="(input|output)"\}'),
+        r"gen_ai_client_inference_operation_\3_tokens_\1{\2}",
+    ),
+    (re.compile(r"gen_ai_client_token_usage_"), "gen_ai_client_inference_operation_input_tokens_"),
+    (re.compile(r"gen_ai_client_operation_duration_"), "gen_ai_client_inference_duration_"),
+    (
+        re.compile(r"gen_ai_client_operation_time_to_first_chunk_"),
+        "gen_ai_client_inference_time_to_first_chunk_",
+    ),
+    (
+        re.compile(r"llmmeter_usage_cache_input_tokens_total"),
+        "gen_ai_client_inference_usage_cache_read_input_tokens_total",
+    ),
+)
+
+
+def _named(selector: str, names: str) -> str:
+    """``selector`` (written with the default names) under the name set ``names``."""
+    if names == "default":
+        return selector
+    for pattern, replacement in _NEWEST:
+        selector = pattern.sub(replacement, selector)
+    return selector
+
+
 def _has_number(result: list[dict[str, Any]]) -> bool:
     return any(math.isfinite(float(sample["value"][1])) for sample in result)
 
 
-def _problems(api: PrometheusAPI, dashboard: dict[str, Any]) -> list[str]:
+def _problems(api: PrometheusAPI, dashboard: dict[str, Any], names: str) -> list[str]:
     """Everything not (yet) as it should be; empty once the whole kit works."""
     problems: list[str] = []
 
@@ -429,13 +461,13 @@ def _problems(api: PrometheusAPI, dashboard: dict[str, Any]) -> list[str]:
             problems.append(f"{what}: not above 0: {expr}")
 
     for selector in _expected_series():
-        check("series", selector, positive=True)
+        check("series", _named(selector, names), positive=True)
     for service in (".*", SERVICE):
         for title, expr in _panel_queries(dashboard):
             check(f"panel {title!r} (service={service})", _grafana(expr, service))
     for variable in dashboard["templating"]["list"]:
         query = variable["query"]["query"]
-        metric, label = query.removeprefix("label_values(").removesuffix(")").split(", ")
+        metric, label = query.removeprefix("label_values(").removesuffix(")").rsplit(", ", 1)
         values = api.get(f"/api/v1/label/{label}/values", **{"match[]": metric})
         if not values.get("data"):
             problems.append(f"variable {variable['name']}: no values for {query}")
@@ -475,9 +507,12 @@ def fake_openai() -> Iterator[FakeOpenAI]:
         yield server
 
 
+@pytest.mark.parametrize("names", ["default", "latest"])
 def test_prometheus_scrapes_the_workload_and_evaluates_the_whole_kit(
-    tmp_path: Path, fake_openai: FakeOpenAI
+    tmp_path: Path, fake_openai: FakeOpenAI, names: str
 ) -> None:
+    """Under either name set (``OTEL_SEMCONV_STABILITY_OPT_IN``), every panel, variable and
+    rule of the kit has data."""
     prometheus = find_binary("prometheus")
     started = time.monotonic()
     dashboard = _dashboard()
@@ -514,6 +549,8 @@ def test_prometheus_scrapes_the_workload_and_evaluates_the_whole_kit(
         OPENAI_BASE_URL=fake_openai.base_url,
         OPENAI_API_KEY="sk-test-key",
     )
+    if names == "latest":
+        env["OTEL_SEMCONV_STABILITY_OPT_IN"] = f"http,{LATEST}"
     app_log, prometheus_log = tmp_path / "app.log", tmp_path / "prometheus.log"
     api = PrometheusAPI(f"http://127.0.0.1:{web_port}")
     with app_log.open("w") as app_out, prometheus_log.open("w") as prometheus_out:
@@ -532,7 +569,7 @@ def test_prometheus_scrapes_the_workload_and_evaluates_the_whole_kit(
                 assert app.poll() is None, f"the workload exited:\n{tail(app_log)}"
                 assert server.poll() is None, f"prometheus exited:\n{tail(prometheus_log)}"
                 if api.ready():
-                    problems = _problems(api, dashboard)
+                    problems = _problems(api, dashboard, names)
                 if problems:
                     time.sleep(1)
             assert not problems, (
@@ -549,22 +586,29 @@ def test_prometheus_scrapes_the_workload_and_evaluates_the_whole_kit(
             # tell llmmeter's gen_ai_* series from another instrumentation's by it.
             scopes = {sample["metric"].get("otel_scope_name") for sample in every}
             assert scopes == {"llmmeter"}, scopes
-            names = {sample["metric"]["__name__"] for sample in every}
+            exported = {sample["metric"]["__name__"] for sample in every}
             assert {
                 "llmmeter_cost_usd_total",
                 "llmmeter_cost_unpriced_total",
                 "llmmeter_policy_decisions_total",
                 "llmmeter_savings_usd_total",
-                "gen_ai_client_operation_duration_seconds_bucket",
-                "gen_ai_client_token_usage_bucket",
-                "gen_ai_client_operation_time_to_first_chunk_seconds_bucket",
-                "llmmeter_usage_cache_input_tokens_total",
+                _named("gen_ai_client_operation_duration_seconds_bucket", names),
+                _named("gen_ai_client_token_usage_bucket", names),
+                _named("gen_ai_client_operation_time_to_first_chunk_seconds_bucket", names),
+                _named("llmmeter_usage_cache_input_tokens_total", names),
                 "llmmeter_evaluations_total",
                 "llmmeter_evaluation_agreement_total",
                 "llmmeter_evaluation_errors_total",
                 "llmmeter_evaluation_dropped_total",
                 "llmmeter_policy_agreement_target",
-            } <= names
+            } <= exported
+            if names == "latest":  # the newest names replace the default ones
+                assert not exported & {
+                    "gen_ai_client_operation_duration_seconds_bucket",
+                    "gen_ai_client_token_usage_bucket",
+                    "llmmeter_usage_cache_input_tokens_total",
+                }
+                assert "gen_ai_client_inference_cost_bucket" in exported
         finally:
             stop(app, server)
     assert app.returncode == 0, tail(app_log)

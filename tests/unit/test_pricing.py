@@ -135,6 +135,7 @@ def test_cost_counter_sums_span_costs_with_bounded_labels(
         "gen_ai.request.model",
         "gen_ai.response.model",
         "server.address",
+        "server.port",
     }
     assert telemetry.metric("llmmeter.cost.usd").unit == "{USD}"
 

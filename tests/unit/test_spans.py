@@ -172,6 +172,7 @@ def test_call_records_duration_and_token_metrics(
         "gen_ai.request.model": kwargs["model"],
         "gen_ai.response.model": attrs["gen_ai.response.model"],
         "server.address": "127.0.0.1",
+        "server.port": urlsplit(server.base_url).port,
     }
     assert telemetry.metric("gen_ai.client.operation.duration").unit == "s"
     tokens = {
