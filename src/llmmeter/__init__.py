@@ -7,6 +7,7 @@ Example::
 """
 
 from ._api import instrument, price, uninstrument
+from ._attribution import attribute
 from ._package import __version__
 from ._policy import CallView, Policy, Route
 from ._pricing import Cost
@@ -22,6 +23,7 @@ __all__ = [
     "Route",
     "RulePolicy",
     "__version__",
+    "attribute",
     "instrument",
     "price",
     "task",

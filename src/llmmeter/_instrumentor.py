@@ -56,6 +56,7 @@ from ._package import INSTRUMENTED, __version__
 from ._pricing import PriceTable
 from ._process import ChildFlush
 from ._routing import Router
+from ._attribution import MetricAttribution
 from ._runtime import Runtime
 from ._targets import ATTEMPT_HOOK, STREAM_HELPER_CLOSES, TARGETS
 from ._wrappers import (
@@ -198,6 +199,13 @@ class Registry:
             runtime = self._runtime = Runtime(
                 tracer, instruments, settings, guard, prices, router=router
             )
+            if settings.metric_attributes:
+                runtime.attribution = MetricAttribution(
+                    settings.metric_attributes,
+                    settings.metric_attribute_limit,
+                    instruments,
+                    guard,
+                )
             if fallback is not None:
                 fallback.on_configured = self._on_app_configured
                 runtime.fallback = fallback
