@@ -18,6 +18,7 @@ import re
 import threading
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from . import _semconv as sc
@@ -49,6 +50,11 @@ def attribute_name(key: str) -> str:
     return NAMED.get(key) or sc.LLMMETER_ATTRIBUTION_PREFIX + key
 
 
+def metric_label(key: str) -> str:
+    """The Prometheus label of an attribution key (``tenant``: ``llmmeter_tenant``)."""
+    return attribute_name(key).replace(".", "_")
+
+
 def key_problem(key: object) -> str | None:
     """Why ``key`` cannot be an attribution key, or ``None``."""
     if not isinstance(key, str) or not KEY_PATTERN.match(key):
@@ -65,7 +71,7 @@ class Attribution:
     __slots__ = ("span", "values")
 
     def __init__(self, values: Mapping[str, str]) -> None:
-        self.values: Mapping[str, str] = dict(values)
+        self.values: Mapping[str, str] = MappingProxyType(dict(values))
         self.span: dict[str, str] = {attribute_name(k): v for k, v in self.values.items()}
 
     def merged(self, inner: Mapping[str, str]) -> Attribution:

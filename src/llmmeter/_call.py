@@ -108,7 +108,7 @@ class Call:
         "turned_down",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 (straight-line on the hot path: a helper costs a call)
         self,
         runtime: Runtime,
         target: Target,

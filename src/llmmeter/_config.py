@@ -346,7 +346,9 @@ def _metric_attributes(environ: Mapping[str, str], arg: object) -> tuple[str, ..
 
 def _metric_attribute_limit(environ: Mapping[str, str], arg: object) -> int:
     if arg is None:
-        return _env_positive_int(environ, LLMMETER_METRIC_ATTRIBUTES_LIMIT, DEFAULT_ATTRIBUTION_LIMIT)
+        return _env_positive_int(
+            environ, LLMMETER_METRIC_ATTRIBUTES_LIMIT, DEFAULT_ATTRIBUTION_LIMIT
+        )
     if isinstance(arg, bool) or not isinstance(arg, int) or arg <= 0:
         raise ConfigError(
             f"argument metric_attribute_limit: expected a positive integer (distinct values "

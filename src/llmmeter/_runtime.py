@@ -219,9 +219,7 @@ class Shape:
     span_base: dict[str, AttributeValue] = dataclasses.field(default_factory=dict)
     """``common`` and ``static`` together: a call's first span attributes, copied."""
     _answered: dict[str | None, MetricLabels] = dataclasses.field(default_factory=dict)
-    _attributed: dict[tuple[tuple[str, str], ...], Shape] = dataclasses.field(
-        default_factory=dict
-    )
+    _attributed: dict[tuple[tuple[str, str], ...], Shape] = dataclasses.field(default_factory=dict)
 
     def with_labels(self, labels: tuple[tuple[str, str], ...]) -> Shape:
         """This shape with attribution metric labels (name, value) added: built once per
