@@ -226,12 +226,12 @@ class Shape:
         label set, so labelled calls keep the cached label sets of unlabelled ones."""
         shape = self._attributed.get(labels)
         if shape is None:
-            common = {**self.common, **dict(labels)}
+            added = dict(labels)
             shape = dataclasses.replace(
                 self,
-                common=common,
-                labels=dict(common),
-                span_base={**common, **self.static},
+                common={**self.common, **added},
+                labels={**self.labels, **added},
+                span_base={**self.span_base, **added},
                 _answered={},
                 _attributed={},
             )

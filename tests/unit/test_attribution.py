@@ -303,3 +303,20 @@ def test_bad_metric_attribute_settings_fail_at_instrument_naming_them(
     with pytest.raises(llmmeter.ConfigError, match=says):
         llmmeter.instrument(**kwargs)
     assert not REGISTRY.instrumented
+
+
+def test_labelled_calls_reuse_one_shape_and_label_set_per_value(metered: Telemetry) -> None:
+    """Metric labels are built once per (shape, allowed values), not per call; keys not
+    allowed on metrics leave the shape as it is."""
+    from llmmeter._targets import TARGETS
+
+    runtime = REGISTRY.runtime()
+    assert runtime is not None
+    target = next(t for t in TARGETS if t.endpoint == "chat" and not t.is_async)
+    base = runtime.shape(target, "gpt-4o", None, None, azure=False)
+    first = runtime.attributed(base, Attribution({"tenant": "acme", "user": "u1"}))
+    again = runtime.attributed(base, Attribution({"tenant": "acme", "user": "u2"}))
+    assert first is again and first is not base
+    assert first.answered_by("gpt-4o-2024-08-06") is again.answered_by("gpt-4o-2024-08-06")
+    assert first.labels["llmmeter.tenant"] == "acme" and "user.id" not in first.labels
+    assert runtime.attributed(base, Attribution({"user": "u3"})) is base
