@@ -9,6 +9,7 @@ Example::
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from ._api import instrument, price, uninstrument
+from ._attribution import attribute
 from ._package import __version__
 from ._policy import CallView, Policy, Route
 from ._pricing import Cost
@@ -26,6 +27,7 @@ __all__ = [
     "Route",
     "RulePolicy",
     "__version__",
+    "attribute",
     "instrument",
     "price",
     "task",

@@ -8,7 +8,7 @@ never imports openai or the OpenTelemetry SDK.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,8 @@ def instrument(
     redact: Callable[[str], str] | None = None,
     inject_stream_usage: bool | str | None = None,
     strict: bool | None = None,
+    metric_attributes: Sequence[str] | str | None = None,
+    metric_attribute_limit: int | None = None,
 ) -> None:
     """Make every call made through the ``openai`` SDK emit a GenAI span and metrics.
 
@@ -71,6 +73,12 @@ def instrument(
             docs/streams.md.
         strict: re-raise llmmeter's internal errors instead of logging them (tests and CI
             only; env ``LLMMETER_STRICT``).
+        metric_attributes: the :func:`~llmmeter.attribute` keys that also go on metrics,
+            such as ``["tenant", "feature"]`` (env ``LLMMETER_METRIC_ATTRIBUTES``, comma
+            separated). Default: none; spans carry every key regardless.
+        metric_attribute_limit: distinct values each of those keys takes on metrics per
+            process; later ones go on metrics as ``_overflow``, counted (env
+            ``LLMMETER_METRIC_ATTRIBUTES_LIMIT``; default 100).
 
     Raises:
         ConfigError: a bad argument or environment variable, naming it, what was expected
@@ -91,6 +99,8 @@ def instrument(
         inject_stream_usage=inject_stream_usage,
         strict=strict,
         prices=prices,
+        metric_attributes=metric_attributes,
+        metric_attribute_limit=metric_attribute_limit,
     )
     REGISTRY.instrument(
         tracer_provider=tracer_provider,

@@ -23,6 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 
 from . import _semconv as sc
+from ._attribution import current_attribution
 from ._coexist import Window, entering
 from ._config import INJECT_ALWAYS, INJECT_AUTO
 from ._evaluation import Evaluation, current_evaluation
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 
     from opentelemetry.util.types import AttributeValue
 
+    from ._attribution import Attribution
     from ._pricing import Cost
     from ._runtime import Runtime, Shape
 
@@ -81,6 +83,7 @@ class Call:
         "_window",
         "args",
         "attempts",
+        "attribution",
         "base_kwargs",
         "capture",
         "content",
@@ -108,7 +111,7 @@ class Call:
         "turned_down",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 (straight-line on the hot path: a helper costs a call)
         self,
         runtime: Runtime,
         target: Target,
@@ -151,8 +154,10 @@ class Call:
         if fallback_of is None and evaluation is None:  # the common case, inline
             self.parent = context if context is not None else otel_context.get_current()
             self.label = current_task.get()
+            attribution = self.attribution = current_attribution.get()
         else:
-            self.parent, self.label = _origin(fallback_of, evaluation, context)
+            self.parent, self.label, attribution = _origin(fallback_of, evaluation, context)
+            self.attribution = attribution
         client = getattr(instance, "_client", None)
         azure = client is not None and runtime.is_azure(client)
         model = None if target.retrieve else wire_model(kwargs)
@@ -165,7 +170,10 @@ class Call:
         # The model asked of the server (after routing): priced as when the answer names none.
         self.model = model
 
-        self.shape = shape = runtime.shape(target, model, client, self.label, azure=azure)
+        shape = runtime.shape(target, model, client, self.label, azure=azure)
+        if attribution is not None:
+            shape = runtime.attributed(shape, attribution)
+        self.shape = shape
         # Still the shape's own labels at the end: the shape's label sets serve the metrics.
         self.metric_attrs: dict[str, Any] = shape.labels
         links = None
@@ -173,6 +181,8 @@ class Call:
             attrs, links = self._labelled(shape, routing, action, reason)
         else:
             attrs = dict(shape.span_base)
+        if attribution is not None:  # every value, uncapped: spans are per call anyway
+            attrs.update(attribution.span)
         request_attributes(target.endpoint, kwargs, attrs)  # span only: ids never go on metrics
         if target.retrieve:
             _response_id(args, kwargs, attrs)
@@ -701,14 +711,16 @@ def _response_id(args: tuple[Any, ...], kwargs: Mapping[str, Any], attrs: dict[s
 
 def _origin(
     fallback_of: Call | None, evaluation: Evaluation | None, context: otel_context.Context | None
-) -> tuple[otel_context.Context, str | None]:
-    """The parent context and task label of a call: the routed call's for its fallback; an
-    evaluation request is a root (linked to the user's call) with the user's task label."""
+) -> tuple[otel_context.Context, str | None, Attribution | None]:
+    """The parent context, task label and attribution of a call: the routed call's for its
+    fallback; an evaluation request is a root (linked to the user's call) with the user's task
+    label and no attribution (its cost is evaluation's, capped by the evaluation budget)."""
     if fallback_of is not None:
-        return fallback_of.parent, fallback_of.label
+        return fallback_of.parent, fallback_of.label, fallback_of.attribution
     if evaluation is not None:
-        return otel_context.Context(), evaluation.label
-    return context if context is not None else otel_context.get_current(), current_task.get()
+        return otel_context.Context(), evaluation.label, None
+    parent = context if context is not None else otel_context.get_current()
+    return parent, current_task.get(), current_attribution.get()
 
 
 def _action(routing: Routing | None, fallback_of: Call | None) -> str | None:

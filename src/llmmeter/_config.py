@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from ._attribution import DEFAULT_LIMIT as DEFAULT_ATTRIBUTION_LIMIT
+from ._attribution import key_problem
 from ._bootstrap import DEFAULT_EXIT_TIMEOUT
 from ._content import Redactor
 from ._evaluation import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE
@@ -124,6 +126,16 @@ LLMMETER_EVALUATION_TIMEOUT: Final = "LLMMETER_EVALUATION_TIMEOUT"
 """Seconds one evaluation request may take (it is never retried). A positive number.
 Default: ``60``."""
 
+LLMMETER_METRIC_ATTRIBUTES: Final = "LLMMETER_METRIC_ATTRIBUTES"
+"""The ``llmmeter.attribute`` keys that also go on metrics, comma-separated (``tenant,feature``):
+each distinct value is a time series, so only bounded keys belong here; the
+``metric_attributes`` argument of ``instrument()`` wins. Default: none (spans only)."""
+
+LLMMETER_METRIC_ATTRIBUTES_LIMIT: Final = "LLMMETER_METRIC_ATTRIBUTES_LIMIT"
+"""Distinct values one key takes on metrics in one process; later values go on metrics as
+``_overflow`` and are counted. A positive integer; the ``metric_attribute_limit`` argument
+wins. Default: ``100``."""
+
 POLICY_MODES: Final = ("enforce", "shadow", "off")
 INJECT_AUTO: Final = "auto"
 INJECT_ALWAYS: Final = "always"
@@ -187,6 +199,9 @@ class Settings:
     """``LLMMETER_OTHER_INSTRUMENTATIONS=suppress``."""
     latest_semconv: bool = False
     """``OTEL_SEMCONV_STABILITY_OPT_IN`` lists ``gen_ai_latest_experimental``."""
+    metric_attributes: tuple[str, ...] = ()
+    """The attribution keys that go on metrics (``LLMMETER_METRIC_ATTRIBUTES``)."""
+    metric_attribute_limit: int = DEFAULT_ATTRIBUTION_LIMIT
 
 
 def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -321,8 +336,52 @@ def _env_prometheus(environ: Mapping[str, str]) -> PrometheusURL | None:
         ) from None
 
 
+def _metric_attributes(environ: Mapping[str, str], arg: object) -> tuple[str, ...]:
+    """The attribution keys allowed on metrics: the argument (a sequence of keys, or a
+    comma-separated str), else the environment variable; each checked, none twice."""
+    if arg is not None:
+        where = "argument metric_attributes"
+        if isinstance(arg, str):
+            raw_keys: list[object] = [part.strip() for part in arg.split(",") if part.strip()]
+        elif isinstance(arg, (list, tuple, set, frozenset)):
+            raw_keys = list(arg)
+        else:
+            raise ConfigError(
+                f"{where}: expected a list of attribution keys such as ['tenant', 'feature']; "
+                f"got {arg!r}"
+            )
+    else:
+        where = f"environment variable {LLMMETER_METRIC_ATTRIBUTES}"
+        raw = environ.get(LLMMETER_METRIC_ATTRIBUTES, "")
+        raw_keys = [part.strip() for part in raw.split(",") if part.strip()]
+    keys: list[str] = []
+    for key in raw_keys:
+        problem = key_problem(key)
+        if problem is not None:
+            raise ConfigError(f"{where}: expected {problem}; got {key!r}")
+        assert isinstance(key, str)
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
+
+
+def _metric_attribute_limit(environ: Mapping[str, str], arg: object) -> int:
+    if arg is None:
+        return _env_positive_int(
+            environ, LLMMETER_METRIC_ATTRIBUTES_LIMIT, DEFAULT_ATTRIBUTION_LIMIT
+        )
+    if isinstance(arg, bool) or not isinstance(arg, int) or arg <= 0:
+        raise ConfigError(
+            f"argument metric_attribute_limit: expected a positive integer (distinct values "
+            f"per key on metrics); got {arg!r}"
+        )
+    return arg
+
+
 def resolve_settings(
     *,
+    metric_attributes: object = None,
+    metric_attribute_limit: object = None,
     capture_content: bool | str | None = None,
     inject_stream_usage: bool | str | None = None,
     strict: bool | None = None,
@@ -379,6 +438,8 @@ def resolve_settings(
         suppress_others=_env_choice(env, LLMMETER_OTHER_INSTRUMENTATIONS, OTHERS_MODES)
         == "suppress",
         latest_semconv=_opts_in_latest(env),
+        metric_attributes=_metric_attributes(env, metric_attributes),
+        metric_attribute_limit=_metric_attribute_limit(env, metric_attribute_limit),
     )
 
 

@@ -47,6 +47,7 @@ from opentelemetry.trace import TracerProvider
 from . import _coexist as coexist
 from . import _sdk
 from . import _semconv as sc
+from ._attribution import MetricAttribution, attribute_name
 from ._bootstrap import resolve_providers
 from ._config import Settings, resolve_settings
 from ._evaluation import Evaluator
@@ -207,6 +208,13 @@ class Registry:
                 if instruments.latest is not None
                 else record_metrics,
             )
+            if settings.metric_attributes:
+                runtime.attribution = MetricAttribution(
+                    settings.metric_attributes,
+                    settings.metric_attribute_limit,
+                    instruments,
+                    guard,
+                )
             if fallback is not None:
                 fallback.on_configured = self._on_app_configured
                 runtime.fallback = fallback
@@ -229,6 +237,7 @@ class Registry:
                     timeout=settings.evaluation_timeout,
                 )
                 _observe_agreement_targets(meter)
+                _observe_budgets(meter)
             self._router = router
             if router is not None:
                 router.start()  # polls only while some rule has a spend guard
@@ -275,6 +284,7 @@ class Registry:
                 if self._router is not None:
                     self._router.count_spend_errors(runtime.instruments.spend_guard_errors)
                     _observe_agreement_targets(meter)
+                    _observe_budgets(meter)
                 meter_provider = None
             self._providers = (tracer_provider, meter_provider)
             fallback = runtime.fallback
@@ -555,6 +565,35 @@ def _observe_agreement_targets(meter: metrics.Meter) -> None:
         callbacks=[observe],
         unit="1",
         description="The agreement a rule's shadow evaluation must show, by rule and mode",
+    )
+
+
+def _observe_budgets(meter: metrics.Meter) -> None:
+    """``llmmeter.policy.daily_budget.usd``: each spend guard's budget in force, by rule and,
+    for budgets per value of an attribution key, by that key's attribute, read at each
+    export: the alert rules divide the 24 h spend by it to warn at 80 % and 90 %."""
+    from opentelemetry.metrics import CallbackOptions, Observation
+
+    def observe(options: CallbackOptions) -> list[Observation]:
+        runtime = REGISTRY.runtime()
+        router = runtime.router if runtime is not None else None
+        if router is None:
+            return []
+        found = []
+        for budget in router.daily_budgets():
+            attrs = {sc.LLMMETER_POLICY_RULE: budget.rule}
+            if budget.by is not None and budget.value is not None:
+                name = attribute_name(budget.by)
+                attrs[sc.LLMMETER_BUDGET_BY] = name
+                attrs[name] = budget.value
+            found.append(Observation(budget.usd, attrs))
+        return found
+
+    meter.create_observable_gauge(
+        sc.METRIC_POLICY_DAILY_BUDGET,
+        callbacks=[observe],
+        unit="{USD}",
+        description="The daily budget of a rule's spend guard, by rule (and attribution value)",
     )
 
 

@@ -132,6 +132,8 @@ class Instruments:
     agreement: Counter
     evaluation_errors: Counter
     evaluation_dropped: Counter
+    attribution_overflow: Counter
+    attribution_cap_reached: Counter
     latest: LatestInstruments | None = None
     """The newest conventions' instruments, when opted in (they then replace duration, time
     to first chunk, token usage and cache tokens above, which record nothing)."""
@@ -212,5 +214,15 @@ class Instruments:
                 sc.METRIC_EVALUATION_DROPPED,
                 unit="{call}",
                 description="Sampled calls never evaluated (queue full, budget, exit)",
+            ),
+            attribution_overflow=meter.create_counter(
+                sc.METRIC_ATTRIBUTION_OVERFLOW,
+                unit="{call}",
+                description="Calls whose attribution value went on metrics as the overflow value",
+            ),
+            attribution_cap_reached=meter.create_counter(
+                sc.METRIC_ATTRIBUTION_CAP_REACHED,
+                unit="{key}",
+                description="Attribution keys whose cap of distinct metric values filled",
             ),
         )

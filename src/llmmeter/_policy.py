@@ -111,6 +111,8 @@ class CallView:
         model: the model the application asked for (for Azure: the model its deployment
             serves, per the policy's ``deployments``).
         task: the innermost ``llmmeter.task`` label, or ``None``.
+        attribution: the ``llmmeter.attribute`` labels in force, key to value (``{"tenant":
+            "acme"}``); empty outside any block.
         key: the stickiness key: the ``llmmeter.task(..., key=...)`` key, else the request's
             ``prompt_cache_key``, ``safety_identifier`` or ``user``, else ``None``.
         stream: whether the application asked for a stream.
@@ -126,6 +128,7 @@ class CallView:
         "_tokens",
         "_tools",
         "api",
+        "attribution",
         "endpoint",
         "key",
         "model",
@@ -143,8 +146,10 @@ class CallView:
         kwargs: Mapping[str, Any],
         task: str | None = None,
         key: str | None = None,
+        attribution: Mapping[str, str] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.attribution: Mapping[str, str] = attribution if attribution is not None else {}
         self.api = _API_NAMES.get(endpoint, endpoint)
         self.operation = operation
         self.model = model

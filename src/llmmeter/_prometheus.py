@@ -84,6 +84,17 @@ class PollError(Exception):
 
 def instant_query(url: PrometheusURL, query: str, timeout: float) -> float:
     """``query``'s one number from Prometheus at ``url``; :class:`PollError` if there is none."""
+    return parse_answer(_query(url, query, timeout))
+
+
+def vector_query(url: PrometheusURL, query: str, label: str, timeout: float) -> dict[str, float]:
+    """``query``'s numbers by the value of ``label`` (a ``sum by (label)`` query): the spend of
+    each tenant or team; :class:`PollError` if the answer is not such a vector."""
+    return parse_vector(_query(url, query, timeout), label)
+
+
+def _query(url: PrometheusURL, query: str, timeout: float) -> bytes:
+    """The body of Prometheus's answer to the instant query ``query``."""
     import http.client
     import urllib.error
     import urllib.request
@@ -101,14 +112,13 @@ def instant_query(url: PrometheusURL, query: str, timeout: float) -> float:
             suppress_instrumentation(),
             urllib.request.urlopen(request, timeout=timeout) as response,
         ):
-            body = _read_body(response, timeout)
+            return _read_body(response, timeout)
     except urllib.error.HTTPError as exc:
         with exc:
             detail = _prometheus_error(exc.read(_MAX_BODY))
         raise PollError(HTTP_ERROR, f"HTTP {exc.code}{detail}") from None
     except (OSError, http.client.HTTPException) as exc:  # refused, DNS, timeout, TLS
         raise PollError(UNREACHABLE, _reason(exc)) from None
-    return parse_answer(body)
 
 
 def _read_body(response: Any, timeout: float) -> bytes:
@@ -127,8 +137,8 @@ def _read_body(response: Any, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
-def parse_answer(body: bytes) -> float:
-    """The one number in a ``/api/v1/query`` answer; an empty vector is 0."""
+def _result(body: bytes) -> tuple[Any, Any]:
+    """The ``resultType`` and ``result`` of a successful ``/api/v1/query`` answer."""
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: [[[[... nested past the stack
@@ -136,8 +146,30 @@ def parse_answer(body: bytes) -> float:
     if not isinstance(doc, dict) or doc.get("status") != "success":
         raise PollError(BAD_RESPONSE, f"the query failed{_prometheus_error(body)}")
     data = doc.get("data")
-    kind = data.get("resultType") if isinstance(data, dict) else None
-    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None, None
+    return data.get("resultType"), data.get("result")
+
+
+def parse_vector(body: bytes, label: str) -> dict[str, float]:
+    """The numbers of a ``/api/v1/query`` vector answer by the value of ``label``; a series
+    without the label (calls outside any block) is left out, and no series is no spend."""
+    kind, result = _result(body)
+    if kind != "vector" or not isinstance(result, list):
+        raise PollError(BAD_RESPONSE, f"expected a vector; got {kind!r}")
+    found: dict[str, float] = {}
+    for series in result:
+        labels = series.get("metric") if isinstance(series, dict) else None
+        value = labels.get(label) if isinstance(labels, dict) else None
+        if not isinstance(value, str) or not value:
+            continue
+        found[value] = _usd(series.get("value"))
+    return found
+
+
+def parse_answer(body: bytes) -> float:
+    """The one number in a ``/api/v1/query`` answer; an empty vector is 0."""
+    kind, result = _result(body)
     if kind == "scalar":
         value = result
     elif kind == "vector" and isinstance(result, list):
@@ -151,8 +183,13 @@ def parse_answer(body: bytes) -> float:
         value = result[0].get("value") if isinstance(result[0], dict) else None
     else:
         raise PollError(BAD_RESPONSE, f"expected a vector or scalar; got {kind!r}")
+    return _usd(value)
+
+
+def _usd(value: Any) -> float:
+    """The number of a ``[time, "value"]`` pair, finite."""
     try:
-        usd = float(value[1])  # type: ignore[index]
+        usd = float(value[1])
     except (TypeError, ValueError, IndexError, KeyError):
         shown = repr(value)[:_MAX_SHOWN]
         raise PollError(BAD_RESPONSE, f"expected [time, value]; got {shown}") from None

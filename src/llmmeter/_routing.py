@@ -18,6 +18,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._attribution import current_attribution
 from ._guard import Guard
 from ._policy import CallView, Route
 from ._targets import Target
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
     from ._compare import Comparator
     from ._config import Settings
+    from ._rules import Budget
     from ._spend import SpendMonitor
 
 
@@ -125,7 +127,8 @@ class Router:
                 guard=guard,
             )
         # The caller's object is never touched: instrument() runs a copy bound to the poller.
-        bound = policy.bind_spend(spend)  # ConfigError: a spend guard and no Prometheus
+        # ConfigError: a spend guard and no Prometheus, or a budget by a key not on metrics.
+        bound = policy.bind_spend(spend, settings.metric_attributes)
         return cls(bound, guard, force_shadow=force_shadow, spend=spend)
 
     def count_spend_errors(self, counter: Counter) -> None:
@@ -182,6 +185,7 @@ class Router:
             if found is None:
                 return None
             asked = found
+        attribution = current_attribution.get()
         view = CallView(
             endpoint=target.endpoint,
             operation=target.operation,
@@ -189,6 +193,7 @@ class Router:
             kwargs=kwargs,
             task=current_task.get(),
             key=current_key.get(),
+            attribution=attribution.values if attribution is not None else None,
         )
         route = self.decide(view)
         if route is None or route.model == asked:
@@ -275,6 +280,10 @@ class Router:
         if isinstance(budget, (int, float)) and not isinstance(budget, bool):
             return float(budget)
         return None
+
+    def daily_budgets(self) -> list[Budget]:
+        """The budgets of the spend guards in force (rule files only), for the gauge."""
+        return self._rules.daily_budgets() if self._rules is not None else []
 
     def agreement_targets(self) -> list[AgreementTarget]:
         """Each evaluating rule's agreement target and mode in force (rule files only)."""

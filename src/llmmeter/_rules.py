@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from fnmatch import translate
 from typing import Any, Final
 
+from ._attribution import MAX_VALUE_LENGTH, key_problem
 from ._compare import (
     BUILTIN,
     EXACT,
@@ -83,6 +84,7 @@ EVALUATE_SALT: Final = "#evaluate"
 """Appended to a rule's name for the evaluation draw, so that which calls are evaluated does
 not follow which calls are in ``sample`` ('#' is not allowed in rule names)."""
 _BUDGET_KEY: Final = "daily_budget_usd"
+_BY_KEY: Final = "by"
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: '$' allows a final \n
 _MODEL_NAME = re.compile(r"^[^\s*?\[\]]+\Z")
 _MAX_CACHED_MODELS: Final = 4096
@@ -129,6 +131,11 @@ class Rule:
     agreement_target: float = DEFAULT_AGREEMENT_TARGET
     daily_budget_usd: float | None = None
     """``when_spend_over``: the rule applies only while the fleet's 24 h spend is above this."""
+    budget_by: str | None = None
+    """``when_spend_over.by``: the budgets are per value of this attribution key."""
+    daily_budgets: Mapping[str, float] = field(default_factory=dict)
+    """With ``budget_by``: value to its 24 h budget; a call with another value (or none) is
+    not guarded, so the rule does not apply to it."""
     _model_re: re.Pattern[str] = field(default=re.compile(""), repr=False)
     _prompt: PromptPatterns | None = field(default=None, repr=False)
     """``prompt`` compiled by RE2 (``None``: the rule has no prompt condition)."""
@@ -148,6 +155,8 @@ class Rule:
             return MODEL
         budget = self.daily_budget_usd
         if budget is not None and (spend is None or not spend.over(budget)):
+            return SPEND
+        if self.budget_by is not None and (spend is None or not self._spent_by(call, spend)):
             return SPEND
         if self.apis is not None and call.api not in self.apis:
             return API
@@ -173,6 +182,25 @@ class Rule:
                 return PROMPT
         return None
 
+    def _spent_by(self, call: CallView, spend: SpendSource) -> bool:
+        """The call's value of ``budget_by`` has a budget, and has spent more than it."""
+        key = self.budget_by
+        assert key is not None
+        value = call.attribution.get(key)
+        budget = self.daily_budgets.get(value) if value is not None else None
+        return budget is not None and value is not None and spend.over_by(key, value, budget)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """One daily budget a rule's spend guard compares with: the fleet's (``by`` is None) or
+    one value's of an attribution key; exported as a gauge for the alert rules."""
+
+    rule: str
+    usd: float
+    by: str | None = None
+    value: str | None = None
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class _Compiled:
@@ -192,7 +220,14 @@ class _Compiled:
     @property
     def guarded(self) -> bool:
         """Some rule has a spend guard, so the fleet's spend must be polled."""
-        return any(rule.daily_budget_usd is not None for rule in self.rules)
+        return any(
+            rule.daily_budget_usd is not None or rule.budget_by is not None for rule in self.rules
+        )
+
+    @property
+    def budget_keys(self) -> tuple[str, ...]:
+        """The attribution keys some rule's budgets are per, each once."""
+        return tuple(dict.fromkeys(r.budget_by for r in self.rules if r.budget_by is not None))
 
     def candidates(self, model: str) -> tuple[Rule, ...]:
         found = self.by_model.get(model)
@@ -302,6 +337,8 @@ class RulePolicy:
         self._bad_signature: Signature | None = None
         self._watcher = self._new_watcher()
         self._spend: SpendMonitor | None = None
+        self._metric_keys: tuple[str, ...] | None = None
+        """The attribution keys on metrics, once bound: a budget ``by`` another is refused."""
         self._spend_required = False
         """Bound by ``instrument()``: a version of the file with a spend guard needs
         ``_spend``; outside ``instrument()`` guards load, and never hold."""
@@ -418,6 +455,18 @@ class RulePolicy:
         """The poller of the fleet's spend that ``instrument()`` bound, if any."""
         return self._spend
 
+    def daily_budgets(self) -> list[Budget]:
+        """Every budget of the guarded rules in force (not off), for the budget gauge."""
+        found: list[Budget] = []
+        for rule in self._state.rules:
+            if self.rule_mode(rule) == "off":
+                continue
+            if rule.daily_budget_usd is not None:
+                found.append(Budget(rule.name, rule.daily_budget_usd))
+            for value, usd in rule.daily_budgets.items():
+                found.append(Budget(rule.name, usd, rule.budget_by, value))
+        return found
+
     def rule_mode(self, rule: Rule) -> str:
         """The mode in force for ``rule``: the override, else its own, else the policy's."""
         return _effective_mode(rule, self._state.mode, self._override)
@@ -472,19 +521,25 @@ class RulePolicy:
 
     # --- the spend guard ---------------------------------------------------------------------
 
-    def bind_spend(self, monitor: SpendMonitor | None) -> RulePolicy:
+    def bind_spend(
+        self, monitor: SpendMonitor | None, metric_keys: tuple[str, ...] = ()
+    ) -> RulePolicy:
         """The copy ``instrument()`` runs: its guards read ``monitor`` (``None``: no Prometheus
         is configured, and a file with a guard is refused, now and on reload). The caller's
         object is left as it was, so an ``uninstrument()`` leaves nothing behind in it.
+        ``metric_keys``: the attribution keys on metrics; a budget by another key is refused
+        (Prometheus would have no spend by that key).
 
         Raises:
-            ConfigError: a rule has a guard and ``monitor`` is ``None``.
+            ConfigError: a rule has a guard and ``monitor`` is ``None``, or a budget by a key
+                that is not on metrics.
         """
-        _check_spend(self._state, self.source, monitor)
+        _check_spend(self._state, self.source, monitor, metric_keys)
         bound = copy.copy(self)
         bound._reload_lock = threading.Lock()
         bound._watcher = bound._new_watcher()  # the caller's object keeps its own, unstarted
         bound._spend = monitor
+        bound._metric_keys = metric_keys
         bound._spend_required = True
         return bound
 
@@ -492,6 +547,7 @@ class RulePolicy:
         """Poll while some rule has a guard; not otherwise."""
         monitor = self._spend
         if monitor is not None:
+            monitor.watch(self._state.budget_keys)
             if self._state.guarded:
                 monitor.start()
             else:
@@ -541,7 +597,7 @@ class RulePolicy:
                 data, read = load_toml(path, "policy file")
                 state = _compile(data, path, self._override, self._comparators)
                 if self._spend_required:
-                    _check_spend(state, path, self._spend)
+                    _check_spend(state, path, self._spend, self._metric_keys)
             except ConfigError as exc:
                 self._bad_signature = signature
                 logger.warning(
@@ -584,11 +640,26 @@ def _check_accept(source: str, accept: Any) -> None:
         )
 
 
-def _check_spend(state: _Compiled, source: str, monitor: SpendMonitor | None) -> None:
+def _check_spend(
+    state: _Compiled,
+    source: str,
+    monitor: SpendMonitor | None,
+    metric_keys: tuple[str, ...] | None = None,
+) -> None:
+    for index, rule in enumerate(state.rules):
+        by = rule.budget_by
+        if by is not None and metric_keys is not None and by not in metric_keys:
+            raise ConfigError(
+                f"{source}: rules[{index}] ({rule.name}).when_spend_over.by: expected a key "
+                f"that goes on metrics, so that Prometheus has the spend by {by}: add {by!r} to "
+                "the environment variable LLMMETER_METRIC_ATTRIBUTES (or instrument's "
+                f"metric_attributes); got {by!r}, and the keys on metrics are "
+                f"{', '.join(metric_keys) or 'none'}"
+            )
     if monitor is not None:
         return
     for index, rule in enumerate(state.rules):
-        if rule.daily_budget_usd is not None:
+        if rule.daily_budget_usd is not None or rule.budget_by is not None:
             raise ConfigError(
                 f"{source}: rules[{index}] ({rule.name}).when_spend_over: expected the "
                 "environment variable LLMMETER_PROMETHEUS_URL to name the Prometheus that "
@@ -768,8 +839,10 @@ def _rule(source: str, index: int, table: Any) -> Rule:
     flags = _flags(source, where, table)
     sample = _sample(source, where, table.get("sample", 1.0))
     evaluate, comparator, target = _evaluation(source, where, table)
-    budget = (
-        _budget(source, where, table["when_spend_over"]) if "when_spend_over" in table else None
+    budget, budget_by, budgets = (
+        _budget(source, where, table["when_spend_over"])
+        if "when_spend_over" in table
+        else (None, None, {})
     )
     return Rule(
         name=name,
@@ -790,6 +863,8 @@ def _rule(source: str, index: int, table: Any) -> Rule:
         comparator=comparator,
         agreement_target=target,
         daily_budget_usd=budget,
+        budget_by=budget_by,
+        daily_budgets=budgets,
         _model_re=re.compile("|".join(f"(?:{translate(glob)})" for glob in models)),
         _prompt=compiled,
     )
@@ -881,16 +956,44 @@ def _evaluation_budget(source: str, value: Any) -> float | None:
     return budget
 
 
-def _budget(source: str, where: str, table: Any) -> float:
+def _budget(
+    source: str, where: str, table: Any
+) -> tuple[float | None, str | None, dict[str, float]]:
+    """``when_spend_over``: the fleet's budget, or the attribution key and its budget per
+    value (``{ by = "team", daily_budget_usd = { search = 50 } }``)."""
     where = f"{where}.when_spend_over"
     if not isinstance(table, Mapping):
         raise _fail(source, where, f"a table {{ {_BUDGET_KEY} = <US dollars> }}", table)
     for key in table:
-        if key != _BUDGET_KEY:
-            raise ConfigError(f"{source}: {where}.{key}: unknown key; expected {_BUDGET_KEY}")
+        if key not in (_BUDGET_KEY, _BY_KEY):
+            raise ConfigError(
+                f"{source}: {where}.{key}: unknown key; expected {_BUDGET_KEY} or {_BY_KEY}"
+            )
     if _BUDGET_KEY not in table:
         raise ConfigError(f"{source}: {where}: missing required key {_BUDGET_KEY!r}")
     value = table[_BUDGET_KEY]
+    if _BY_KEY not in table:
+        return _dollars(source, f"{where}.{_BUDGET_KEY}", value), None, {}
+    by = table[_BY_KEY]
+    problem = key_problem(by)
+    if problem is not None:
+        raise _fail(source, f"{where}.{_BY_KEY}", f"an attribution key: {problem}", by)
+    if not isinstance(value, Mapping) or not value:
+        raise _fail(
+            source,
+            f"{where}.{_BUDGET_KEY}",
+            f"with by, a table of each {by}'s budget, such as {{ search = 50, support = 20 }}",
+            value,
+        )
+    budgets: dict[str, float] = {}
+    for name, usd in value.items():
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_VALUE_LENGTH:
+            raise _fail(source, f"{where}.{_BUDGET_KEY}", f"{by} values of 1-256 characters", name)
+        budgets[name] = _dollars(source, f"{where}.{_BUDGET_KEY}.{name}", usd)
+    return None, by, budgets
+
+
+def _dollars(source: str, where: str, value: Any) -> float:
     budget = math.nan
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
@@ -898,7 +1001,7 @@ def _budget(source: str, where: str, table: Any) -> float:
         except OverflowError:  # an integer too large for a float
             budget = math.inf
     if not (budget > 0 and math.isfinite(budget)):
-        raise _fail(source, f"{where}.{_BUDGET_KEY}", "a positive number of US dollars", value)
+        raise _fail(source, where, "a positive number of US dollars", value)
     return budget
 
 
@@ -949,6 +1052,15 @@ def describe(rule: Rule, reason: str, call: CallView, spend_usd: float | None = 
     ``spend_usd`` is the fleet's 24 h spend the guard saw, if known."""
     if reason == MODEL:
         return f"model {call.model!r} matches none of from = {list(rule.models)}"
+    if reason == SPEND and rule.budget_by is not None:
+        key = rule.budget_by
+        value = call.attribution.get(key)
+        if value is None:
+            return f"the call has no {key} (llmmeter.attribute), and the budgets are per {key}"
+        if value not in rule.daily_budgets:
+            return f"{key} {value!r} has no budget in when_spend_over"
+        budget = f"{key} {value!r}'s daily budget of ${rule.daily_budgets[value]:g}"
+        return f"the 24 h spend of {budget} is not known to be exceeded"
     if reason == SPEND:
         budget = f"when_spend_over = {{ {_BUDGET_KEY} = {rule.daily_budget_usd:g} }}"
         if spend_usd is None:

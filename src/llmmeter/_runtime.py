@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
     from opentelemetry.util.types import AttributeValue
 
+    from ._attribution import Attribution, MetricAttribution
     from ._bootstrap import Fallback
     from ._config import Settings
     from ._evaluation import Evaluator
@@ -44,6 +45,9 @@ MAX_SERVERS: Final = 64
 MAX_SHAPES: Final = 512
 """Request shapes (method, model, server, task) whose constant attributes are remembered;
 past the cap the cache starts over (task labels are the user's, so could be many)."""
+MAX_ATTRIBUTED: Final = 1024
+"""Attribution label sets a shape remembers its labelled variant for: keys allowed on metrics
+are capped per key, so a handful in practice; past the cap the variant is built per call."""
 MAX_RESPONSE_MODELS: Final = 16
 """Response models whose metric labels a shape remembers: a request model is answered by
 one or two dated snapshots; past the cap the labels are built per call."""
@@ -59,6 +63,7 @@ class Runtime:
         "_rejected",
         "_servers",
         "_shapes",
+        "attribution",
         "cache_write",
         "evaluator",
         "event_logger",
@@ -118,6 +123,8 @@ class Runtime:
         self.fallback: Fallback | None = None
         """The providers llmmeter built because the application had none, while it has
         none: each call checks whether it has configured its own since."""
+        self.attribution: MetricAttribution | None = None
+        """The attribution keys allowed on metrics and their values so far, when some are."""
         self._lock = threading.Lock()
         self._rejected: set[str] = set()
         self._counted: OrderedDict[str, None] = OrderedDict()
@@ -195,6 +202,15 @@ class Runtime:
             self._shapes[key] = shape
         return shape
 
+    def attributed(self, shape: Shape, attribution: Attribution) -> Shape:
+        """``shape`` with the metric labels of ``attribution``'s allowed keys (capped); the
+        shape itself when no key it carries goes on metrics."""
+        allowed = self.attribution
+        if allowed is None:
+            return shape
+        labels = allowed.labels(attribution)
+        return shape.with_labels(labels) if labels else shape
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Shape:
@@ -220,6 +236,25 @@ class Shape:
     span_base: dict[str, AttributeValue] = dataclasses.field(default_factory=dict)
     """``common`` and ``static`` together: a call's first span attributes, copied."""
     _answered: dict[str | None, MetricLabels] = dataclasses.field(default_factory=dict)
+    _attributed: dict[tuple[tuple[str, str], ...], Shape] = dataclasses.field(default_factory=dict)
+
+    def with_labels(self, labels: tuple[tuple[str, str], ...]) -> Shape:
+        """This shape with attribution metric labels (name, value) added: built once per
+        label set, so labelled calls keep the cached label sets of unlabelled ones."""
+        shape = self._attributed.get(labels)
+        if shape is None:
+            added = dict(labels)
+            shape = dataclasses.replace(
+                self,
+                common={**self.common, **added},
+                labels={**self.labels, **added},
+                span_base={**self.span_base, **added},
+                _answered={},
+                _attributed={},
+            )
+            if len(self._attributed) < MAX_ATTRIBUTED:
+                self._attributed[labels] = shape
+        return shape
 
     def answered_by(self, response_model: str | None) -> MetricLabels:
         """The metric labels of a call of this shape that the response names

@@ -192,3 +192,27 @@ METRIC_INFERENCE_COST: Final = "gen_ai.client.inference.cost"
 """Per-call cost histogram, unit ``{USD}`` (the proposal's; not merged, so the name may still
 change). ``llmmeter.cost.usd`` is recorded beside it under both name sets: the spend alerts
 and the spend guard read that counter."""
+# --- attribution (docs/telemetry.md "Attribution") ---------------------------------------
+USER_ID: Final = "user.id"
+"""``llmmeter.attribute(user=...)``: the registry's ``user.id``."""
+LLMMETER_TENANT: Final = "llmmeter.tenant"
+"""``llmmeter.attribute(tenant=...)`` (the conventions define no tenant attribute)."""
+LLMMETER_FEATURE: Final = "llmmeter.feature"
+"""``llmmeter.attribute(feature=...)``: the product feature the call serves."""
+LLMMETER_ATTRIBUTION_PREFIX: Final = "llmmeter.attribution."
+"""Followed by an application's own key: ``llmmeter.attribute(team="search")`` is
+``llmmeter.attribution.team``."""
+LLMMETER_ATTRIBUTION_KEY: Final = "llmmeter.attribution_key"
+"""The key (``tenant``, ``team``) on the attribution counters."""
+METRIC_ATTRIBUTION_OVERFLOW: Final = "llmmeter.attribution.overflow"
+"""Calls whose value of a key went on metrics as the overflow value (the key's cap of distinct
+values was full); Prometheus: ``llmmeter_attribution_overflow_total``."""
+METRIC_ATTRIBUTION_CAP_REACHED: Final = "llmmeter.attribution.cap_reached"
+"""Once per process and key, when its cap of distinct values fills; Prometheus:
+``llmmeter_attribution_cap_reached_total``."""
+METRIC_POLICY_DAILY_BUDGET: Final = "llmmeter.policy.daily_budget.usd"
+"""A guarded rule's daily budget (``when_spend_over``), by rule and, for a budget per value of
+an attribution key, by that key's label; Prometheus: ``llmmeter_policy_daily_budget_usd``."""
+LLMMETER_BUDGET_BY: Final = "llmmeter.budget.by"
+"""On the budget gauge: the attribute a budget is per (``llmmeter.tenant``); absent for the
+fleet's budget."""

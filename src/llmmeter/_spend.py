@@ -12,6 +12,11 @@ condition is false and the rule does not apply, as if there were no budget to pr
 such failure is counted in ``llmmeter.spend_guard.errors`` by reason and logged once. An empty
 answer (no cost series yet) is a spend of 0.
 
+A rule with ``when_spend_over = { by = "team", daily_budget_usd = { search = 50 } }`` applies
+to a call only while that call's team has spent more than its budget: the poller also reads
+each such key's spend by value (:func:`by_query`, one query per key, same poll), which needs
+the key on metrics (``LLMMETER_METRIC_ATTRIBUTES``). A value with no series has spent 0.
+
 The query itself is :func:`llmmeter._prometheus.instant_query`, which ``llmmeter policy status``
 asks too: only the standard library (``urllib``), imported on the poller's thread.
 """
@@ -20,14 +25,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from time import monotonic
 from typing import TYPE_CHECKING, Final, Protocol
 
 from . import _semconv as sc
+from ._attribution import metric_label
 from ._config import DEFAULT_SPEND_POLL_INTERVAL, DEFAULT_SPEND_QUERY, DEFAULT_SPEND_TIMEOUT
-from ._prometheus import PollError, PrometheusURL, instant_query
+from ._prometheus import PollError, PrometheusURL, instant_query, vector_query
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Counter
@@ -48,28 +54,44 @@ STALE: Final = "stale"
 are why a query gave no number (``_prometheus``)."""
 
 
+def by_query(key: str) -> str:
+    """The 24 h spend in USD by value of attribution key ``key`` (its metric label)."""
+    return f"sum by ({metric_label(key)}) (increase(llmmeter_cost_usd_total[24h]))"
+
+
 class SpendSource(Protocol):
-    """What a spend guard asks: is the fleet's 24 h spend over this budget?"""
+    """What a spend guard asks: is the fleet's 24 h spend over this budget? Is the 24 h spend
+    of the calls whose attribution ``key`` is ``value`` over it?"""
 
     def over(self, budget: float) -> bool: ...
+
+    def over_by(self, key: str, value: str, budget: float) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
 class FixedSpend:
-    """A known figure, or ``None`` for unknown (then no guard applies): ``policy explain``."""
+    """A known figure, or ``None`` for unknown (then no guard applies): ``policy explain``.
+    ``by`` gives known figures per (key, value); any other is unknown."""
 
     usd: float | None
+    by: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
     def over(self, budget: float) -> bool:
         return self.usd is not None and self.usd > budget
 
+    def over_by(self, key: str, value: str, budget: float) -> bool:
+        usd = self.by.get((key, value))
+        return usd is not None and usd > budget
+
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """One figure Prometheus gave, and when (``monotonic()``) it was read."""
+    """One figure Prometheus gave, and when (``monotonic()``) it was read; with the figures
+    by value of each watched attribution key, read in the same poll."""
 
     usd: float
     at: float
+    by: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 class SpendMonitor:
@@ -109,6 +131,12 @@ class SpendMonitor:
         self._closed = False
         self._failing = False
         self._stale = False
+        self.keys: tuple[str, ...] = ()
+        """The attribution keys whose spend by value is read too (rules with ``by``)."""
+
+    def watch(self, keys: tuple[str, ...]) -> None:
+        """Read the spend by value of these attribution keys from the next poll on."""
+        self.keys = keys
 
     # --- the hot path --------------------------------------------------------------------
 
@@ -120,6 +148,15 @@ class SpendMonitor:
             and reading.usd > budget
             and self._clock() - reading.at <= self.stale_after
         )
+
+    def over_by(self, key: str, value: str, budget: float) -> bool:
+        """Whether the calls attributed ``key=value`` spent more than ``budget`` by the last
+        trusted figures; False when there are none, or the key is not read yet."""
+        reading = self._reading
+        if reading is None or self._clock() - reading.at > self.stale_after:
+            return False
+        spent = reading.by.get(key)
+        return spent is not None and spent.get(value, 0.0) > budget
 
     def current(self) -> float | None:
         """The trusted figure in USD, or ``None`` (never read, or stale)."""
@@ -175,13 +212,14 @@ class SpendMonitor:
         ends after ``stop`` was set changes nothing."""
         try:
             usd = self.fetch()
+            by = {key: self.fetch_by(key) for key in self.keys}
         except PollError as exc:
             if stop is None or not stop.is_set():
                 self._failed(exc)
             return
         if stop is not None and stop.is_set():
             return
-        self._reading = Reading(usd, self._clock())
+        self._reading = Reading(usd, self._clock(), by)
         if self._failing:
             logger.info("llmmeter: spend guard: %s answers again", self.url.shown)
         self._failing = self._stale = False
@@ -216,3 +254,7 @@ class SpendMonitor:
     def fetch(self) -> float:
         """The query's value in USD from Prometheus; :class:`PollError` if there is none."""
         return instant_query(self.url, self.query, self.timeout)
+
+    def fetch_by(self, key: str) -> dict[str, float]:
+        """The 24 h spend in USD by value of attribution ``key``; :class:`PollError` if none."""
+        return vector_query(self.url, by_query(key), metric_label(key), self.timeout)

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import AsyncGenerator, Callable, Generator
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -20,12 +20,136 @@ their outer task's key (the conversation stays the same)."""
 
 _Tokens = tuple[Token[str | None], Token[str | None] | None]
 
-_entered: ContextVar[tuple[_Tokens, ...]] = ContextVar("llmmeter_task_tokens", default=())
-"""Reset tokens of the ``with`` blocks open in this context, so one ``task`` object can be
-shared by threads and tasks (tokens must be reset in the context that created them)."""
+_entered: ContextVar[tuple[Any, ...]] = ContextVar("llmmeter_task_tokens", default=())
+"""Reset tokens of the ``with`` blocks open in this context, so one label object can be
+shared by threads and tasks (tokens must be reset in the context that created them). Blocks
+close in the reverse order they open, so the last entry is always the closing block's."""
 
 
-class task:  # lower-case: used like a function, `with llmmeter.task("classify"):`
+class Scope:
+    """A label set while a ``with`` block or a decorated function runs, kept in context
+    variables (so it follows asyncio tasks and ``contextvars.copy_context``): the ``with``,
+    decorator, generator and async machinery that :class:`task` and ``llmmeter.attribute``
+    share. Subclasses say what setting and resetting their label means."""
+
+    __slots__ = ()
+
+    def _set(self) -> Any:
+        """Set the label; return what :meth:`_reset` needs to undo it."""
+        raise NotImplementedError
+
+    def _reset(self, tokens: Any) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        _entered.set((*_entered.get(), self._set()))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        *rest, tokens = _entered.get()
+        _entered.set(tuple(rest))
+        self._reset(tokens)
+
+    def __call__(self, func: F) -> F:
+        if inspect.isasyncgenfunction(func):
+            return cast(F, self._async_generator(func))
+        if inspect.isgeneratorfunction(func):
+            return cast(F, self._generator(func))
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_labelled(*args: Any, **kwargs: Any) -> Any:
+                tokens = self._set()
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    self._reset(tokens)
+
+            return cast(F, async_labelled)
+
+        @functools.wraps(func)
+        def labelled(*args: Any, **kwargs: Any) -> Any:
+            tokens = self._set()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self._reset(tokens)
+
+        return cast(F, labelled)
+
+    def _generator(self, func: Callable[..., Generator[Any, Any, Any]]) -> Callable[..., Any]:
+        """Label the generator's own steps only: between them the caller runs unlabelled,
+        as a ``with`` block inside the generator would not manage (it would leak the label
+        to the caller at each ``yield``)."""
+
+        @functools.wraps(func)
+        def labelled(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            tokens = self._set()
+            try:
+                inner = func(*args, **kwargs)
+            finally:
+                self._reset(tokens)
+            sent: Any = None
+            thrown: BaseException | None = None
+            while True:
+                tokens = self._set()
+                try:
+                    item = inner.send(sent) if thrown is None else inner.throw(thrown)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    self._reset(tokens)
+                thrown = None
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    inner.close()
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+
+        return labelled
+
+    def _async_generator(
+        self, func: Callable[..., AsyncGenerator[Any, Any]]
+    ) -> Callable[..., AsyncGenerator[Any, Any]]:
+        """As :meth:`_generator`, for ``async def`` functions that ``yield``."""
+
+        @functools.wraps(func)
+        async def labelled(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+            tokens = self._set()
+            try:
+                inner = func(*args, **kwargs)
+            finally:
+                self._reset(tokens)
+            sent: Any = None
+            thrown: BaseException | None = None
+            while True:
+                tokens = self._set()
+                try:
+                    item = await (inner.asend(sent) if thrown is None else inner.athrow(thrown))
+                except StopAsyncIteration:
+                    return
+                finally:
+                    self._reset(tokens)
+                thrown = None
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    await inner.aclose()
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+
+        return labelled
+
+
+class task(Scope):  # lower-case: used like a function, `with llmmeter.task("classify"):`
     """Label every OpenAI call made inside a ``with`` block or a decorated function.
 
     The label becomes the ``llmmeter.task`` span attribute and a metric label, so cost and
@@ -64,116 +188,8 @@ class task:  # lower-case: used like a function, `with llmmeter.task("classify")
         key = self.key
         return (current_task.set(self.name), None if key is None else current_key.set(key))
 
-    def __enter__(self) -> task:
-        _entered.set((*_entered.get(), self._set()))
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        *rest, tokens = _entered.get()
-        _entered.set(tuple(rest))
-        _reset(tokens)
-
-    def __call__(self, func: F) -> F:
-        if inspect.isasyncgenfunction(func):
-            return cast(F, self._async_generator(func))
-        if inspect.isgeneratorfunction(func):
-            return cast(F, self._generator(func))
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_labelled(*args: Any, **kwargs: Any) -> Any:
-                tokens = self._set()
-                try:
-                    return await func(*args, **kwargs)
-                finally:
-                    _reset(tokens)
-
-            return cast(F, async_labelled)
-
-        @functools.wraps(func)
-        def labelled(*args: Any, **kwargs: Any) -> Any:
-            tokens = self._set()
-            try:
-                return func(*args, **kwargs)
-            finally:
-                _reset(tokens)
-
-        return cast(F, labelled)
-
-    def _generator(self, func: Callable[..., Generator[Any, Any, Any]]) -> Callable[..., Any]:
-        """Label the generator's own steps only: between them the caller runs unlabelled,
-        as a ``with`` block inside the generator would not manage (it would leak the label
-        to the caller at each ``yield``)."""
-
-        @functools.wraps(func)
-        def labelled(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            tokens = self._set()
-            try:
-                inner = func(*args, **kwargs)
-            finally:
-                _reset(tokens)
-            sent: Any = None
-            thrown: BaseException | None = None
-            while True:
-                tokens = self._set()
-                try:
-                    item = inner.send(sent) if thrown is None else inner.throw(thrown)
-                except StopIteration as stop:
-                    return stop.value
-                finally:
-                    _reset(tokens)
-                thrown = None
-                try:
-                    sent = yield item
-                except GeneratorExit:
-                    inner.close()
-                    raise
-                except BaseException as exc:
-                    thrown = exc
-
-        return labelled
-
-    def _async_generator(
-        self, func: Callable[..., AsyncGenerator[Any, Any]]
-    ) -> Callable[..., AsyncGenerator[Any, Any]]:
-        """As :meth:`_generator`, for ``async def`` functions that ``yield``."""
-
-        @functools.wraps(func)
-        async def labelled(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-            tokens = self._set()
-            try:
-                inner = func(*args, **kwargs)
-            finally:
-                _reset(tokens)
-            sent: Any = None
-            thrown: BaseException | None = None
-            while True:
-                tokens = self._set()
-                try:
-                    item = await (inner.asend(sent) if thrown is None else inner.athrow(thrown))
-                except StopAsyncIteration:
-                    return
-                finally:
-                    _reset(tokens)
-                thrown = None
-                try:
-                    sent = yield item
-                except GeneratorExit:
-                    await inner.aclose()
-                    raise
-                except BaseException as exc:
-                    thrown = exc
-
-        return labelled
-
-
-def _reset(tokens: _Tokens) -> None:
-    task_token, key_token = tokens
-    if key_token is not None:
-        current_key.reset(key_token)
-    current_task.reset(task_token)
+    def _reset(self, tokens: _Tokens) -> None:
+        task_token, key_token = tokens
+        if key_token is not None:
+            current_key.reset(key_token)
+        current_task.reset(task_token)

@@ -16,7 +16,7 @@ import pytest
 from llmmeter.testing import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ("docs/getting-started.md",)
+PAGES = ("docs/getting-started.md", "docs/telemetry.md")
 
 
 def _blocks(page: str, language: str) -> list[str]:

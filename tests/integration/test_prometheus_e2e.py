@@ -72,6 +72,8 @@ GRAFANA_VARIABLES = {
     "$model": ".*",
     "$task": ".*",
     "$rule": ".*",
+    "$tenant": ".*",
+    "$feature": ".*",
 }
 
 # Every label llmmeter's metrics may carry in Prometheus (docs/telemetry.md), plus what the
@@ -101,6 +103,13 @@ ALLOWED_LABELS = {
     "llmmeter_evaluation",
     "llmmeter_evaluation_reason",
     "llmmeter_policy_mode",
+    # attribution: the keys LLMMETER_METRIC_ATTRIBUTES allows, capped; the budget gauge
+    "llmmeter_tenant",
+    "llmmeter_feature",
+    "llmmeter_attribution_team",
+    "llmmeter_attribution_key",
+    "llmmeter_budget_by",
+    "llmmeter_spend_guard_reason",
 }
 
 # Every rule but extract-to-nano (whose calls all fall back, and fallbacks are not evaluated)
@@ -142,6 +151,28 @@ to = "gpt-4.1-mini"
 tasks = ["chat"]
 mode = "shadow"
 evaluate = 1.0
+
+# Budgets (the gauge the budget alerts divide by): acme's is crossed by its first call, and
+# its calls then go to gpt-4o-mini; globex's never is; the feature's and the fleet's rules
+# name models no call asks for, so they only export their budgets.
+[[rules]]
+name = "tenant-budget"
+from = ["gpt-4o"]
+to = "gpt-4o-mini"
+tasks = ["budgeted"]
+when_spend_over = { by = "tenant", daily_budget_usd = { acme = 0.000001, globex = 1000 } }
+
+[[rules]]
+name = "feature-budget"
+from = ["o3"]
+to = "o4-mini"
+when_spend_over = { by = "feature", daily_budget_usd = { search = 1000 } }
+
+[[rules]]
+name = "fleet-budget"
+from = ["o3"]
+to = "o4-mini"
+when_spend_over = { daily_budget_usd = 1000 }
 """
 
 WORKLOAD = '''\
@@ -182,6 +213,7 @@ def chat(model, stream=False):
         pass
 
 
+turn = 0
 while not stop.is_set():
     with llmmeter.task("classify"):  # classify-to-mini: gpt-4o is sent as gpt-4o-mini
         chat("gpt-4o")
@@ -201,6 +233,13 @@ while not stop.is_set():
             model="gpt-4o-mini", messages=FAQ, extra_body={"prompt_cache_key": "faq"}
         )
     client.embeddings.create(model="text-embedding-3-small", input="hello")
+    # Attributed calls: tenant and feature on metrics; team too, capped at 2 values, so the
+    # third team goes on metrics as _overflow (counted); user on spans only.
+    for n, tenant in enumerate(("acme", "globex")):
+        with llmmeter.attribute(user=f"u-{n}", tenant=tenant, feature="search", team=f"t{turn}"):
+            with llmmeter.task("budgeted"):  # tenant-budget: acme over its budget is routed
+                chat("gpt-4o")
+    turn = (turn + 1) % 3
     stop.wait(0.2)
 '''
 
@@ -264,7 +303,7 @@ def test_dashboard_uses_the_prometheus_datasource_and_the_variables() -> None:
     dashboard = _dashboard()
     assert dashboard["uid"] == "llmmeter"
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert set(variables) == {"service", "model", "task", "rule"}
+    assert set(variables) == {"service", "model", "task", "rule", "tenant", "feature"}
     for variable in variables.values():
         assert variable["datasource"] == {"type": "prometheus", "uid": "prometheus"}
         assert variable["allValue"] == ".*"
@@ -407,6 +446,22 @@ def _expected_series() -> list[str]:
         f'llmmeter_cost_unpriced_total{{{common}, gen_ai_request_model="acme-llm-1", '
         'gen_ai_response_model="acme-llm-1", llmmeter_task="chat"}',
         'absent(llmmeter_cost_usd_total{gen_ai_request_model="acme-llm-1"})',
+        # attribution: cost per tenant and feature; the budget per tenant routes acme's calls
+        # once Prometheus has its spend, never globex's; the third team overflows the cap
+        'llmmeter_cost_usd_total{llmmeter_tenant="acme", llmmeter_feature="search", '
+        'llmmeter_policy_rule="tenant-budget", llmmeter_policy_action="route"}',
+        'llmmeter_cost_usd_total{llmmeter_tenant="globex", llmmeter_feature="search"}',
+        'absent(llmmeter_cost_usd_total{llmmeter_tenant="globex", '
+        'llmmeter_policy_rule="tenant-budget"})',
+        'llmmeter_cost_usd_total{llmmeter_attribution_team="_overflow"}',
+        'llmmeter_attribution_overflow_total{llmmeter_attribution_key="team"}',
+        'llmmeter_attribution_cap_reached_total{llmmeter_attribution_key="team"} == 1',
+        'llmmeter_policy_daily_budget_usd{llmmeter_policy_rule="tenant-budget", '
+        'llmmeter_budget_by="llmmeter.tenant", llmmeter_tenant="globex"} == 1000',
+        'llmmeter_policy_daily_budget_usd{llmmeter_policy_rule="fleet-budget"} == 1000',
+        'rule:llmmeter_policy_daily_budget:spent_ratio24h{budget="tenant", '
+        'llmmeter_tenant="acme"} > 1',
+        'absent(llmmeter_cost_usd_total{user_id!=""})',
     ]
 
 
@@ -546,6 +601,10 @@ def test_prometheus_scrapes_the_workload_and_evaluates_the_whole_kit(
         LLMMETER_POLICY=str(policy),
         LLMMETER_EVALUATION_CONCURRENCY="1",
         LLMMETER_EVALUATION_QUEUE_SIZE="1",
+        LLMMETER_METRIC_ATTRIBUTES="tenant,feature,team",
+        LLMMETER_METRIC_ATTRIBUTES_LIMIT="2",
+        LLMMETER_PROMETHEUS_URL=f"http://127.0.0.1:{web_port}",
+        LLMMETER_SPEND_POLL_INTERVAL="1",
         OPENAI_BASE_URL=fake_openai.base_url,
         OPENAI_API_KEY="sk-test-key",
     )

@@ -27,6 +27,7 @@ def test_public_names_are_exactly_these() -> None:
         "Route",
         "RulePolicy",
         "__version__",
+        "attribute",
         "instrument",
         "price",
         "task",

@@ -187,7 +187,7 @@ BAD_GUARDS = {
     ),
     "unknown-key": (
         "{ daily_budget = 500 }",
-        f"{R0}.daily_budget: unknown key; expected daily_budget_usd",
+        f"{R0}.daily_budget: unknown key; expected daily_budget_usd or by",
     ),
     "missing-budget": ("{}", f"{R0}: missing required key 'daily_budget_usd'"),
     "zero": ("{ daily_budget_usd = 0 }", f"{DOLLARS}; got 0"),
