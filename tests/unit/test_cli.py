@@ -347,7 +347,7 @@ BAD_ARGUMENTS: list[tuple[list[str], str]] = [
             "--daily-output",
             "-5",
         ],
-        "argument --daily-output: expected a positive whole number of tokens",
+        "argument --daily-output: expected a whole number of tokens, 0 or more,",
     ),
     (
         ["prices", "--compare", "gpt-4o", "--daily-input", "10M"],

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import math
 import os
 import sys
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Final, TextIO
 
 from .common import UsageError
@@ -355,7 +358,27 @@ def _print_span(spans: Any, out: Callable[[str], None]) -> None:
     out("")
     out(f"One of the {len(spans)} spans, as a trace backend receives it: {chosen.name!r}")
     for key, value in sorted((chosen.attributes or {}).items()):
-        out(f"  {key} = {value!r}")
+        out(f"  {key} = {trace_value(value)}")
+
+
+def trace_value(value: Any) -> str:
+    """An attribute value as a trace UI shows it: strings quoted, ``true``/``false``, arrays
+    as ``["stop"]``, and floats to 10 significant digits in plain decimals, so a cost reads
+    ``0.00000825``, not ``8.249999999999999e-06``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        text = format(Decimal(f"{value:.10g}"), "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, Sequence):
+        return "[" + ", ".join(trace_value(item) for item in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 def _print_results(

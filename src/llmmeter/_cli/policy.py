@@ -3,7 +3,8 @@
 ``check`` validates a policy file as ``instrument()`` would and lists its rules; ``explain``
 runs the file's rules on a call built the way the instrumentation builds its view of a
 request, so its decision is the one a real call would get, and prices both sides of it with
-the price layer spans use. The shared parser, table and number helpers live in ``common``.
+the price layer spans use. The shared parser and number helpers live in ``common``, tables
+in ``table``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ from llmmeter._spend import FixedSpend
 from llmmeter._usage import CHAT, COMPLETIONS, RESPONSES, Usage
 from llmmeter.exceptions import ConfigError
 
-from . import inputs
+from . import inputs, table
 from .common import (
     Query,
     UsageError,
     Writer,
     format_cost,
-    format_table,
     parse_date,
     parse_number,
     parse_tokens,
@@ -178,7 +178,7 @@ def _policy_check(args: argparse.Namespace, out: Writer) -> int:
         models = ", ".join(rule.models)
         rows.append([str(index), rule.name, models, rule.to, in_force + mark, sample, conditions])
     headers = ["#", "rule", "from", "to", "mode", "sample", "conditions"]
-    for line in format_table(headers, rows):
+    for line in table.fit(table.columns(*headers, wrap=("rule", "from", "conditions")), rows):
         out(line)
     if own_mode:
         out("* the rule's own mode, not the policy's")
@@ -497,11 +497,11 @@ def _policy_explain(args: argparse.Namespace, out: Writer) -> int:
     call = _build_call(args)
     policy, written = _load_policy(args.file, args.mode)
     try:
-        table = PriceTable.load(resolve_settings(prices=args.prices).prices_path)
+        prices = PriceTable.load(resolve_settings(prices=args.prices).prices_path)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     day: date = args.date or datetime.now(UTC).date()
-    query = Query(table=table, day=day, service_tier=None, batch=False)
+    query = Query(table=prices, day=day, service_tier=None, batch=False)
     found = policy.explain(call, FixedSpend(args.spend))
     outcome = _outcome(policy, found, call)
     usage = Usage(input_tokens=call.input_tokens, output_tokens=args.output_tokens)
@@ -509,8 +509,8 @@ def _policy_explain(args: argparse.Namespace, out: Writer) -> int:
     estimate = _Estimate(
         query=query,
         usage=usage,
-        requested=table.price(usage, (call.model,), when=query.when),
-        target=table.price(usage, (target,), when=query.when) if target else None,
+        requested=prices.price(usage, (call.model,), when=query.when),
+        target=prices.price(usage, (target,), when=query.when) if target else None,
     )
     verdicts = [
         (rule, reason, _verdict(policy, found, rule, reason, call, spend=args.spend))
@@ -562,7 +562,8 @@ def _policy_explain(args: argparse.Namespace, out: Writer) -> int:
         for index, (rule, _, words) in enumerate(verdicts, 1)
     ]
     if rows:
-        for line in format_table(["#", "rule", "to", "mode", "verdict"], rows):
+        headers = table.columns("#", "rule", "to", "mode", "verdict", wrap=("rule", "verdict"))
+        for line in table.fit(headers, rows):
             out(line)
     else:
         out("The policy has no rules.")
@@ -621,7 +622,8 @@ def _estimate_words(outcome: _Outcome, estimate: _Estimate) -> list[str]:
         else:
             per_million = format_cost(cost.total * CALLS_PER_ESTIMATE)
             rows.append([role, name, format_cost(cost.total), per_million, cost.model, cost.ref])
-    lines += format_table(["", "model", "per call", "per 1M calls", "priced as", "source"], rows)
+    headers = ("", "model", "per call", "per 1M calls", "priced as", "source")
+    lines += table.fit(table.columns(*headers, wrap=("model", "priced as", "source")), rows)
     if outcome.target is not None:
         saving = estimate.saving
         if saving is None:

@@ -30,7 +30,8 @@ from llmmeter._prometheus import PrometheusURL
 from llmmeter._rules import RulePolicy
 from llmmeter.exceptions import ConfigError
 
-from .common import UsageError, Writer, format_cost, format_table, parse_number
+from . import table
+from .common import UsageError, Writer, format_cost, parse_number
 from .policy_edit import EditError, changed, edit_policy, write_atomically
 from .recommend import (
     DEFAULT_MAX_FALLBACK_RATE,
@@ -239,7 +240,7 @@ def _policy_status(args: argparse.Namespace, out: Writer) -> int:
         "would save",
         "recommendation",
     ]
-    for line in format_table(headers, _status_rows(statuses)):
+    for line in table.fit(table.columns(*headers, wrap=("rule",)), _status_rows(statuses)):
         out(line)
     for line in _notes(statuses):
         out(line)
