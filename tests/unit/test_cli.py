@@ -385,7 +385,6 @@ BAD_ARGUMENTS: list[tuple[list[str], str]] = [
         ["prices", "--compare", "a", "b", "--daily-input", "1M", "--daily-output", "1" * 5000],
         "argument --daily-output: expected at most 1000000B tokens (10^15)",
     ),
-    ([], "the following arguments are required: COMMAND"),
     (["bill"], "invalid choice: 'bill'"),
 ]
 

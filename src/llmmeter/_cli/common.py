@@ -31,6 +31,8 @@ _USD_DIGITS: Final = 800
 """Decimal digits for formatting money: room for any finite float, 1e308 or 5e-324."""
 
 Writer = Callable[[str], None]
+Handler = Callable[[argparse.Namespace, Writer], int]
+"""What runs a command: its parsed arguments and where its output goes; returns the code."""
 
 
 class UsageError(Exception):
@@ -98,6 +100,20 @@ def parse_date(text: str) -> date:
     except ValueError:
         pass
     raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD; got {text!r}")
+
+
+USAGE_CODE: Final = (2, "bad arguments or input: one 'llmmeter: error:' line on stderr")
+INTERRUPTED_CODE: Final = (130, "interrupted (Ctrl-C)")
+
+
+def exit_codes(*codes: tuple[int, str]) -> str:
+    """The ``exit codes:`` paragraph that ends every command's ``--help``: each code and what
+    it means, then the usage error and Ctrl-C, which every command shares."""
+    lines = ["exit codes:"]
+    for code, meaning in (*codes, USAGE_CODE, INTERRUPTED_CODE):
+        first, *more = meaning.split("\n")
+        lines += [f"  {code:<4} {first}", *(f"       {line}" for line in more)]
+    return "\n".join(lines) + "\n"
 
 
 def printable(text: str) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, TextIO
 
-from .common import UsageError
+from .common import UsageError, exit_codes
 from .summary import GROUPINGS, SpanRecord, render_projection, render_table, summarize
 
 DEMO_POLICY: Final = """\
@@ -313,12 +313,14 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         import openai
 
         where = "the real OpenAI API" if real else "llmmeter's built-in fake OpenAI server"
-        out(f"llmmeter demo: {CALLS} calls to {where}, routing policy in {mode} mode")
+        # With --json, stdout holds the document alone: the introduction goes to stderr.
+        intro: Callable[[str], None] = _stderr if args.json else out
+        intro(f"llmmeter demo: {CALLS} calls to {where}, routing policy in {mode} mode")
         if not real:
-            out("  (no API key, nothing leaves this machine; answers are canned, tokens and")
-            out("   prices are real: the same counts and rates your bill would use)")
+            intro("  (no API key, nothing leaves this machine; answers are canned, tokens and")
+            intro("   prices are real: the same counts and rates your bill would use)")
         if exporting:
-            out("  spans and metrics also go to the collector in OTEL_EXPORTER_OTLP_ENDPOINT")
+            intro("  spans and metrics also go to the collector in OTEL_EXPORTER_OTLP_ENDPOINT")
         progress = _Progress(CALLS, sys.stderr)
         with _server_or_none(real) as server:
             base = {} if server is None else {"base_url": server.base_url, "api_key": "sk-demo"}
@@ -341,18 +343,56 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             if meter_provider is not None:
                 meter_provider.force_flush()
     spans = memory.get_finished_spans()
+    if args.json:
+        out(json.dumps(_document(args, spans, mode), indent=2))
+        return 0
     _print_span(spans, out)
     _print_results(args, [_record(span) for span in spans], out)
     return 0
 
 
-def _print_span(spans: Any, out: Callable[[str], None]) -> None:
-    """One span as a trace backend receives it: a routed call if there is one."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _chosen(spans: Any) -> Any:
+    """The span to show: a routed call if there is one."""
     from llmmeter._semconv import LLMMETER_POLICY_ACTION
 
-    chosen = next((s for s in spans if (s.attributes or {}).get(LLMMETER_POLICY_ACTION)), None) or (
+    return next((s for s in spans if (s.attributes or {}).get(LLMMETER_POLICY_ACTION)), None) or (
         spans[0] if spans else None
     )
+
+
+def _document(args: argparse.Namespace, spans: Any, mode: str) -> dict[str, Any]:
+    """``demo --json``: what the text shows, as data (the tables as ``report --json``)."""
+    records = [record for record in map(_record, spans) if record is not None]
+    chosen = _chosen(spans)
+    span = None
+    if chosen is not None:
+        attributes = {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in sorted((chosen.attributes or {}).items())
+        }
+        span = {"name": chosen.name, "attributes": attributes}
+    summaries = [summarize(records, by=by) for by in args.by]
+    projection = summaries[-1].as_dict().get("projection") if summaries else None
+    return {
+        "calls": len(spans),
+        "mode": mode,
+        "real": bool(args.real),
+        "span": span,
+        "tables": [
+            {key: value for key, value in summary.as_dict().items() if key != "projection"}
+            for summary in summaries
+        ],
+        "projection": projection,
+    }
+
+
+def _print_span(spans: Any, out: Callable[[str], None]) -> None:
+    """One span as a trace backend receives it: a routed call if there is one."""
+    chosen = _chosen(spans)
     if chosen is None:
         return
     out("")
@@ -442,6 +482,7 @@ def add_demo_parser(commands: Any) -> None:
             "by task, and a day of such traffic with and without the policy. No API key.\n"
             "With OTEL_EXPORTER_OTLP_ENDPOINT set, spans and metrics also go there."
         ),
+        epilog=exit_codes((0, "the demo ran")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
@@ -460,4 +501,9 @@ def add_demo_parser(commands: Any) -> None:
         help="tables to print (default: model task)",
     )
     demo.add_argument("--print-policy", action="store_true", help="print the demo's policy file")
+    demo.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document: the span shown, each table's rows and the projection",
+    )
     demo.set_defaults(handler=run_demo, prog=demo.prog)

@@ -42,7 +42,7 @@ from llmmeter._usage import read_usage
 from llmmeter.exceptions import ConfigError
 
 from . import inputs
-from .common import UsageError, Writer, format_cost, parse_share, plural
+from .common import UsageError, Writer, exit_codes, format_cost, parse_share, plural
 from .evidence import Proportion, proportion
 
 Api = Literal["chat", "responses"]
@@ -599,8 +599,6 @@ DATASET is JSONL, one request a line:
 'messages' goes to Chat Completions, 'input' to Responses; other keys are request options
 passed to the SDK; 'expected' (optional) is the right answer.
 
-exit status: 0 target met, 1 not met, 2 bad usage or dataset
-
 example:
   llmmeter evaluate sample.jsonl --from gpt-4o --to gpt-4o-mini --compare label \\
       --label '(?i)\\b(positive|negative|neutral)\\b' --target 0.95
@@ -618,7 +616,12 @@ def add_evaluate_parser(commands: Any) -> None:
             "check the Wilson 95% lower bound of the decisive measure against --target: the\n"
             "--to model's accuracy when the dataset has expected answers, else agreement."
         ),
-        epilog=_EPILOG,
+        epilog=_EPILOG
+        + "\n"
+        + exit_codes(
+            (0, "the target is met"),
+            (1, "the target is not met (also when every request failed)"),
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dataset", metavar="DATASET", help="JSONL file of requests")

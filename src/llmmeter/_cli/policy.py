@@ -31,6 +31,7 @@ from .common import (
     Query,
     UsageError,
     Writer,
+    exit_codes,
     format_cost,
     parse_date,
     parse_number,
@@ -653,15 +654,24 @@ examples:
 """
 
 
-def add_policy_parsers(commands: Any) -> Any:
-    """``llmmeter policy check`` and ``explain``; returns the ``policy`` group's subcommands,
-    where the parser root adds ``status`` and ``promote`` (module ``status``)."""
+def add_policy_parsers(commands: Any) -> tuple[Any, Any]:
+    """``llmmeter policy check`` and ``explain``; returns the ``policy`` parser and its
+    subcommands, where the parser root adds ``status`` and ``promote`` (module ``status``)."""
     policy = commands.add_parser(
         "policy",
-        help="check a routing policy file, or explain its decision for a call",
-        description="Check a routing policy file, or explain what it decides for a call.",
+        help="check or explain a routing policy file; its rules' status; promote them",
+        description=(
+            "Check a routing policy file (check), explain what it decides for a call\n"
+            "(explain), show how each rule does across the fleet (status), and make the\n"
+            "recommended step in the file (promote)."
+        ),
+        epilog=exit_codes(
+            (0, "done"),
+            (1, "status: some rule should change; promote: changes not written"),
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    subcommands = policy.add_subparsers(dest="policy_command", metavar="COMMAND", required=True)
+    subcommands = policy.add_subparsers(dest="policy_command", metavar="COMMAND")
     mode_help = (
         "override the file's mode and every rule's (a rule set to off stays off), as "
         "LLMMETER_POLICY_MODE does; the variable itself is not read here"
@@ -674,7 +684,7 @@ def add_policy_parsers(commands: Any) -> Any:
             "mode, fallback, deployments and the rules in order. An invalid file gives one\n"
             "error line naming the key, and exit code 2."
         ),
-        epilog=_CHECK_EPILOG,
+        epilog=_CHECK_EPILOG + "\n" + exit_codes((0, "the file is valid")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("file", metavar="FILE", help="the TOML policy file")
@@ -691,7 +701,9 @@ def add_policy_parsers(commands: Any) -> Any:
             "estimated cost per call at the requested model and at the target (prices from\n"
             "the bundled data plus --prices or LLMMETER_PRICES)."
         ),
-        epilog=_EXPLAIN_EPILOG,
+        epilog=_EXPLAIN_EPILOG
+        + "\n"
+        + exit_codes((0, "explained (also when no rule matches or a model has no price)")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     explain.add_argument("file", metavar="FILE", help="the TOML policy file")
@@ -751,4 +763,4 @@ def add_policy_parsers(commands: Any) -> Any:
     )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.set_defaults(handler=_policy_explain, prog=explain.prog)
-    return subcommands
+    return policy, subcommands

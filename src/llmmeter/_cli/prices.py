@@ -26,6 +26,7 @@ from .common import (
     Query,
     UsageError,
     Writer,
+    exit_codes,
     format_cost,
     format_rate,
     parse_date,
@@ -355,7 +356,9 @@ def add_prices_parser(commands: Any) -> None:
             "given), or compare what a day of traffic costs on several models. Prices come\n"
             "from the bundled data plus the overrides file (--prices or LLMMETER_PRICES)."
         ),
-        epilog=_PRICES_EPILOG,
+        epilog=_PRICES_EPILOG
+        + "\n"
+        + exit_codes((0, "every MODEL has a price"), (1, "done, but some MODEL has no price")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     prices.add_argument("models", nargs="*", metavar="MODEL", help="model names or ids")

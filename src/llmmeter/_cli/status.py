@@ -31,7 +31,7 @@ from llmmeter._rules import RulePolicy
 from llmmeter.exceptions import ConfigError
 
 from . import table
-from .common import UsageError, Writer, format_cost, parse_number
+from .common import UsageError, Writer, exit_codes, format_cost, parse_number
 from .policy_edit import EditError, changed, edit_policy, write_atomically
 from .recommend import (
     DEFAULT_MAX_FALLBACK_RATE,
@@ -479,7 +479,9 @@ def add_status_parsers(subcommands: Any) -> None:
             "bound, fallback rate and savings, summed over every process (Prometheus, or OTLP\n"
             "JSON metrics files), and a recommendation: keep, promote or demote."
         ),
-        epilog=_STATUS_EPILOG,
+        epilog=_STATUS_EPILOG
+        + "\n"
+        + exit_codes((0, "no rule needs a change"), (1, "some rule should be promoted or demoted")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     status.add_argument(
@@ -502,7 +504,12 @@ def add_status_parsers(subcommands: Any) -> None:
             "mode and sample lines change. Prints the diff; --write replaces the file\n"
             "atomically, and running processes reload it."
         ),
-        epilog=_PROMOTE_EPILOG,
+        epilog=_PROMOTE_EPILOG
+        + "\n"
+        + exit_codes(
+            (0, "nothing to change, or the file was written"),
+            (1, "changes to make, not written (no --write), as diff does"),
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     promote.add_argument("file", metavar="FILE", help="the TOML policy file")
