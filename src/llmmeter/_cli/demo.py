@@ -20,10 +20,10 @@ import sys
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
+from . import progress
 from .common import UsageError, exit_codes
 from .summary import GROUPINGS, SpanRecord, render_projection, render_table, summarize
 
@@ -134,28 +134,6 @@ LATENCY: Final = {"gpt-4o": 0.12, "gpt-4o-mini": 0.05, "text-embedding-3-small":
 """Seconds before a fake answer (streams: before the first chunk), per model, so latency
 columns show the difference a smaller model makes."""
 CHUNK_DELAY: Final = 0.004
-
-
-@dataclass
-class _Progress:
-    """One line of progress on a terminal; a line every ten calls otherwise."""
-
-    total: int
-    stream: TextIO
-    done: int = 0
-
-    def step(self) -> None:
-        self.done += 1
-        if self.stream.isatty():
-            width = 30
-            filled = width * self.done // self.total
-            bar = "#" * filled + "." * (width - filled)
-            self.stream.write(f"\r  [{bar}] {self.done}/{self.total} calls")
-            if self.done == self.total:
-                self.stream.write("\n")
-        elif self.done % 10 == 0 or self.done == self.total:
-            self.stream.write(f"  {self.done}/{self.total} calls\n")
-        self.stream.flush()
 
 
 @contextmanager
@@ -321,7 +299,7 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             intro("   prices are real: the same counts and rates your bill would use)")
         if exporting:
             intro("  spans and metrics also go to the collector in OTEL_EXPORTER_OTLP_ENDPOINT")
-        progress = _Progress(CALLS, sys.stderr)
+        steps = progress.Steps("demo", "calls", CALLS, progress.Status(delay=0.0))
         with _server_or_none(real) as server:
             base = {} if server is None else {"base_url": server.base_url, "api_key": "sk-demo"}
 
@@ -334,8 +312,9 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
                     client,
                     lambda: openai.AsyncOpenAI(max_retries=0, **base),
                     reply,
-                    progress.step,
+                    steps.step,
                 )
+            steps.finish(" done")
     finally:
         llmmeter.uninstrument()
         if exporting:

@@ -30,7 +30,7 @@ from llmmeter._prometheus import PrometheusURL
 from llmmeter._rules import RulePolicy
 from llmmeter.exceptions import ConfigError
 
-from . import table
+from . import progress, table
 from .common import UsageError, Writer, exit_codes, format_cost, parse_number
 from .policy_edit import EditError, changed, edit_policy, write_atomically
 from .recommend import (
@@ -105,11 +105,13 @@ def _statuses(args: argparse.Namespace, policy: RulePolicy) -> list[RuleStatus]:
         raise UsageError(f"--rule {unknown[0]}: {args.file} has no such rule")
     source = _source(args)
     thresholds = _thresholds(args)
-    statuses = [
-        rule_status(policy, rule, source, thresholds)
-        for rule in policy.rules
-        if not args.rule or rule.name in args.rule
-    ]
+    rules = [rule for rule in policy.rules if not args.rule or rule.name in args.rule]
+    steps = progress.Steps("policy status", "rules", len(rules))  # a query per counter each
+    statuses = []
+    for rule in rules:
+        statuses.append(rule_status(policy, rule, source, thresholds))
+        steps.step()
+    steps.finish()
     args.source = source
     return statuses
 
