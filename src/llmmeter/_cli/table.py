@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -33,6 +32,7 @@ GAP: Final = "  "
 MIN_WRAP: Final = 8
 """Columns a wrapping column keeps at least: narrower, words would be cut in pieces."""
 RULE: Final = "-"
+_BREAKS: Final = ("-", "_", ".", "/", ":")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +73,23 @@ def _words(text: str) -> int:
 
 
 def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width``: broken at spaces, a word too long for a line
+    (a model id) after its last ``-``, ``_``, ``.``, ``/`` or ``:`` that fits, else cut."""
     if len(text) <= width:
         return [text]
-    return textwrap.wrap(text, width, break_on_hyphens=True) or [""]
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+            continue
+        rest = word
+        while len(rest) > width:
+            cut = max(rest.rfind(mark, 0, width) for mark in _BREAKS) + 1
+            cut = cut if cut > 0 else width
+            lines.append(rest[:cut])
+            rest = rest[cut:]
+        lines.append(rest)
+    return lines or [""]
 
 
 def _spans_rest(row: Sequence[str], columns: int) -> bool:
@@ -118,7 +132,9 @@ def render(
     ]
     if _total(wrapped) <= width or len(columns) <= 2:
         return _lines(grid, _fill(headed, wrapped, width), width)
-    return _split(grid, wrapped, width)
+    # Groups packed at widths where no cell wraps read best, if the key column leaves room.
+    unwrapped = _total([headed[0], min(headed[1:])]) <= width
+    return _split(grid, headed if unwrapped else wrapped, width)
 
 
 def _fixed(row: Sequence[str], index: int, columns: Sequence[Column]) -> bool:
@@ -144,13 +160,13 @@ def _fill(upper: Sequence[int], lower: Sequence[int], width: int) -> list[int]:
     return list(lower)
 
 
-def _split(grid: _Grid, wrapped: Sequence[int], width: int) -> list[str]:
+def _split(grid: _Grid, widths: Sequence[int], width: int) -> list[str]:
     """Several tables, each the key column and as many more as fit, one after the other."""
     columns, rows, footer = grid.columns, grid.rows, grid.footer
     groups: list[list[int]] = []
     group = [0]
     for index in range(1, len(columns)):
-        if len(group) > 1 and _total([wrapped[i] for i in (*group, index)]) > width:
+        if len(group) > 1 and _total([widths[i] for i in (*group, index)]) > width:
             groups.append(group)
             group = [0]
         group.append(index)
