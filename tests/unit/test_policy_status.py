@@ -957,3 +957,35 @@ def test_docs_example_prints_what_the_page_shows(
         printed = capsys.readouterr().out.replace(prometheus.url, "http://prometheus:9090")
         assert printed == output
         assert code == 1
+
+
+# --- terminal output ------------------------------------------------------------------------
+
+
+def test_status_table_fits_80_columns_and_progress_stays_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+    prometheus: StubPrometheus,
+    policy: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twelve columns split into tables that repeat the rule; progress never reaches stdout,
+    so --json output parses."""
+    from llmmeter._cli import progress
+
+    fleet(prometheus)
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)  # every rule shows progress
+    argv = ["policy", "status", "policy.toml", "--prometheus", prometheus.url]
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 1
+    table = [line for line in out.splitlines()[1:] if ": " not in line]
+    assert max(map(len, table)) <= 80
+    assert sum(line.startswith("rule ") for line in table) == 2  # the key column, twice
+    assert err.splitlines() == [f"llmmeter policy status: {n}/3 rules" for n in (1, 2, 3)]
+    code, out, err = run_cli(capsys, *argv, "--json")
+    assert [rule["rule"] for rule in json.loads(out)["rules"]] == [
+        "classify-to-mini",
+        "support-canary",
+        "long-reports",
+    ]
+    assert "llmmeter policy status: 3/3 rules" in err
