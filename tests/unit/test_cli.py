@@ -479,7 +479,7 @@ DOCS = Path(__file__).parents[2] / "docs" / "cli.md"
 def doc_examples() -> list[tuple[str, str]]:
     """(command line, shown output) of each ```console block in docs/cli.md."""
     text = DOCS.read_text()
-    blocks = re.findall(r"```console\n\$ llmmeter (.*?)\n(.*?)```", text, flags=re.S)
+    blocks = re.findall(r"```console\n\$ ((?:COLUMNS=\d+ )?llmmeter .*?)\n(.*?)```", text, re.S)
     return [(command, output) for command, output in blocks]
 
 
@@ -496,6 +496,9 @@ def test_docs_show_real_output(
     assert toml is not None
     (tmp_path / "prices.toml").write_text(toml[1])
     monkeypatch.chdir(tmp_path)
+    width, _, command = command.rpartition("llmmeter ")
+    if width:  # COLUMNS=80: the width a terminal would give
+        monkeypatch.setenv(*width.strip().split("="))
     main(command.split())
     captured = capsys.readouterr()
     printed = captured.out + captured.err
