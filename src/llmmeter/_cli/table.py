@@ -2,10 +2,12 @@
 
 Decision (issue 21): our own renderer, not ``rich``. Every table here is a grid of short,
 already formatted strings; what it needs is to fit a width, and that is this module. rich
-would add a dependency of some 1.5 MB to the command line, box-drawing and colour that a
-script reading the output must strip, and a layout that moves between its releases, while
-the docs show byte-exact output that tests compare. Plain text has no escape code to leak
-into a file, so "no ANSI when piped" holds by construction.
+15.0 (measured on the 2-core CI machine) installs 14 MB with pygments and markdown-it-py
+and takes about 85 ms to import its console, table and progress (this module and
+``progress``: about 10 ms); its tables draw boxes and colour that a script reading the
+output must strip, and its layout moves between releases, while the docs show byte-exact
+output that tests compare. Plain text has no escape code to leak into a file, so "no ANSI
+when piped" holds by construction.
 
 The layout, when the natural table is wider than the width:
 
