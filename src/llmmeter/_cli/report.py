@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from . import inputs, otlp
-from .common import UsageError, Writer, printable
+from .common import UsageError, Writer, exit_codes, printable
 from .summary import GROUPINGS, SpanRecord, render_csv, render_json, render_table, summarize
 
 FORMATS: Final = ("table", "csv", "json")
@@ -207,8 +207,11 @@ def _heading(files: list[str], reading: _Reading) -> str:
     source = files[0] if len(files) == 1 else f"{len(files)} files"
     if source == otlp.STDIN:
         source = "stdin"
-    calls = len(reading.records)
+    evaluations = sum(record.evaluation for record in reading.records)
+    calls = len(reading.records) - evaluations
     text = f"{source}: {calls} call{'' if calls == 1 else 's'}"
+    if evaluations:  # what evaluating the rules cost, not traffic
+        text += f" and {evaluations} shadow-evaluation request{'' if evaluations == 1 else 's'}"
     if reading.start is not None and reading.end is not None:
         start, end = _when(reading.start), _when(reading.end)
         end_format = "%H:%M:%S" if start.date() == end.date() else "%Y-%m-%d %H:%M:%S"
@@ -219,6 +222,9 @@ def _heading(files: list[str], reading: _Reading) -> str:
 def _report(args: argparse.Namespace, out: Writer) -> int:
     """``llmmeter report``: read every FILE, then print one table over all of them."""
     files: list[str] = args.files
+    if args.json and args.format not in (None, "json"):
+        raise UsageError(f"--json and --format {args.format} cannot be combined")
+    output = "json" if args.json else args.format or "table"
     if files.count(otlp.STDIN) > 1:
         raise UsageError("'-' (stdin) can be given once")
     reading = _Reading()
@@ -249,9 +255,9 @@ def _report(args: argparse.Namespace, out: Writer) -> int:
         else:
             note("note", f"no spans in {where}")
     summary = summarize(reading.records, by=args.by)
-    if args.format == "csv":
+    if output == "csv":
         out(render_csv(summary).rstrip("\n"))
-    elif args.format == "json":
+    elif output == "json":
         out(render_json(summary))
     elif reading.records:
         out(_heading(files, reading))
@@ -266,6 +272,7 @@ examples:
   llmmeter report spans.json                     by model
   llmmeter report spans.json --by task           by llmmeter.task
   llmmeter report spans-*.json.gz --format csv   several files, gzipped, as CSV
+  llmmeter report spans.json --json              one JSON document
   zcat spans.json.gz | llmmeter report - --by service
 
 Get FILE from the OpenTelemetry Collector's file exporter in a traces pipeline:
@@ -289,7 +296,9 @@ def add_report_parser(commands: Any) -> None:
             "OTLP JSON are skipped and counted; a file with no OTLP JSON trace data at all\n"
             "is an error (exit code 2)."
         ),
-        epilog=_REPORT_EPILOG,
+        epilog=_REPORT_EPILOG
+        + "\n"
+        + exit_codes((0, "the table was printed (also when the files hold no llmmeter span)")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     report.add_argument(
@@ -303,6 +312,9 @@ def add_report_parser(commands: Any) -> None:
         "default: model",
     )
     report.add_argument(
-        "--format", choices=FORMATS, default="table", help="output format (default: table)"
+        "--format", choices=FORMATS, default=None, help="output format (default: table)"
+    )
+    report.add_argument(
+        "--json", action="store_true", help="machine-readable output: the same as --format json"
     )
     report.set_defaults(handler=_report, prog=report.prog)
