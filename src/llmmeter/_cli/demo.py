@@ -286,6 +286,10 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     if args.print_policy:
         out(DEMO_POLICY.rstrip())
         return 0
+    if args.html is not None:
+        from .charts import load
+
+        load()  # a missing extra is said before the calls, not after
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     import llmmeter
@@ -340,7 +344,19 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     spans = memory.get_finished_spans()
     _print_span(spans, out)
     _print_results(args, [_record(span) for span in spans], out)
+    if args.html is not None:
+        _write_html(args.html, spans, policy, where, mode)
     return 0
+
+
+def _write_html(path: str, spans: Any, policy: Any, where: str, mode: str) -> None:
+    from . import html_report  # matplotlib, an optional extra, only when asked for
+
+    records = [record for record in map(_record, spans) if record is not None]
+    source = f"llmmeter demo: {len(records)} calls to {where}, routing policy in {mode} mode"
+    targets = {rule.name: rule.agreement_target for rule in policy.rules}
+    size = html_report.write(path, html_report.build(records, source=source, targets=targets))
+    print(f"llmmeter: wrote {path} ({size:,} bytes)", file=sys.stderr)
 
 
 def _print_span(spans: Any, out: Callable[[str], None]) -> None:
@@ -403,6 +419,7 @@ def _record(span: Any) -> SpanRecord | None:
         duration=(end - start) / 1e9,
         error=span.status.status_code is StatusCode.ERROR,
         service=service if isinstance(service, str) else None,
+        start=start / 1e9,
     )
 
 
@@ -437,4 +454,10 @@ def add_demo_parser(commands: Any) -> None:
         help="tables to print (default: model task)",
     )
     demo.add_argument("--print-policy", action="store_true", help="print the demo's policy file")
+    demo.add_argument(
+        "--html",
+        metavar="PAGE",
+        help="also write one self-contained HTML page with charts to PAGE "
+        "(needs: pip install 'llmmeter[report]')",
+    )
     demo.set_defaults(handler=run_demo, prog=demo.prog)

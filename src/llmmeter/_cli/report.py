@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from llmmeter._rules import RulePolicy
+from llmmeter.exceptions import ConfigError
+
 from . import inputs, otlp
 from .common import UsageError, Writer, printable
 from .summary import GROUPINGS, SpanRecord, render_csv, render_json, render_table, summarize
@@ -88,7 +91,11 @@ def _span(value: Any, service: str | None) -> _Span:
     trace_id = _id(otlp.get(span, "traceId"), _TRACE_ID_BYTES)
     span_id = _id(otlp.get(span, "spanId"), _SPAN_ID_BYTES)
     record = SpanRecord.from_attributes(
-        attrs, duration=(end - start) / 1e9, error=error, service=service
+        attrs,
+        duration=(end - start) / 1e9,
+        error=error,
+        service=service,
+        start=start / 1e9 if start else None,
     )
     key = (trace_id, span_id) if trace_id is not None and span_id is not None else None
     return _Span(record, key, start, end)
@@ -221,6 +228,10 @@ def _report(args: argparse.Namespace, out: Writer) -> int:
     files: list[str] = args.files
     if files.count(otlp.STDIN) > 1:
         raise UsageError("'-' (stdin) can be given once")
+    if args.html is not None:
+        from .charts import load
+
+        load()  # a missing extra is said before a long read, not after
     reading = _Reading()
     for path in files:
         _read(path, reading)
@@ -248,6 +259,8 @@ def _report(args: argparse.Namespace, out: Writer) -> int:
             )
         else:
             note("note", f"no spans in {where}")
+    if args.html is not None:
+        _write_html(args, files, reading)
     summary = summarize(reading.records, by=args.by)
     if args.format == "csv":
         out(render_csv(summary).rstrip("\n"))
@@ -261,12 +274,29 @@ def _report(args: argparse.Namespace, out: Writer) -> int:
     return 0
 
 
+def _write_html(args: argparse.Namespace, files: list[str], reading: _Reading) -> None:
+    """``--html FILE``: the page, with each rule's agreement target from ``--policy``."""
+    from . import html_report  # matplotlib, an optional extra, only when asked for
+
+    targets: dict[str, float] = {}
+    if args.policy is not None:
+        try:
+            policy = RulePolicy.load(args.policy)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        targets = {rule.name: rule.agreement_target for rule in policy.rules}
+    page = html_report.build(reading.records, source=_heading(files, reading), targets=targets)
+    size = html_report.write(args.html, page)
+    print(f"llmmeter: wrote {args.html} ({size:,} bytes)", file=sys.stderr)
+
+
 _REPORT_EPILOG = """\
 examples:
   llmmeter report spans.json                     by model
   llmmeter report spans.json --by task           by llmmeter.task
   llmmeter report spans-*.json.gz --format csv   several files, gzipped, as CSV
   zcat spans.json.gz | llmmeter report - --by service
+  llmmeter report spans.json --html report.html  also a page with charts (llmmeter[report])
 
 Get FILE from the OpenTelemetry Collector's file exporter in a traces pipeline:
   exporters:
@@ -304,5 +334,17 @@ def add_report_parser(commands: Any) -> None:
     )
     report.add_argument(
         "--format", choices=FORMATS, default="table", help="output format (default: table)"
+    )
+    report.add_argument(
+        "--html",
+        metavar="PAGE",
+        help="also write one self-contained HTML page with charts to PAGE "
+        "(needs: pip install 'llmmeter[report]')",
+    )
+    report.add_argument(
+        "--policy",
+        metavar="POLICY",
+        help="with --html: the policy file whose agreement_target each rule is held to "
+        "(default: 0.95)",
     )
     report.set_defaults(handler=_report, prog=report.prog)

@@ -4,6 +4,9 @@ of traffic with and without the routing policy.
 
 Both commands reduce spans to :class:`SpanRecord` first (from the SDK's in-memory spans or
 from OTLP JSON), so they print the same numbers for the same spans.
+
+Shadow evaluation's own requests (``llmmeter.evaluation``) are not traffic: they are counted
+apart (:attr:`Summary.evaluations`), never in the rows, the total or the projection.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from llmmeter import _semconv as sc
 
 from .common import printable
 
-GroupBy = Literal["model", "task", "rule", "service"]
+GroupBy = Literal["model", "task", "rule", "service", "provider", "tenant"]
 GROUPINGS: Final = ("model", "task", "rule", "service")
+"""The groupings ``--by`` offers; the HTML page also groups by provider and tenant."""
+TENANT: Final = "llmmeter.tenant"
+"""The tenant a call was made for, when the application labels its calls with one."""
 REQUESTS_PER_DAY: Final = 1_000_000
 NONE_LABEL: Final = "-"
 
@@ -42,10 +48,24 @@ class SpanRecord:
     savings: float | None
     duration: float
     error: bool
+    start: float | None = None
+    """When the call started, in seconds since the epoch."""
+    provider: str | None = None
+    tenant: str | None = None
+    evaluation: bool = False
+    """A shadow-evaluation request llmmeter sent itself: not the application's traffic."""
+    score: float | None = None
+    """An evaluation's agreement score in [0, 1]; None when the pair could not be judged."""
 
     @classmethod
     def from_attributes(
-        cls, attrs: Mapping[str, Any], *, duration: float, error: bool, service: str | None
+        cls,
+        attrs: Mapping[str, Any],
+        *,
+        duration: float,
+        error: bool,
+        service: str | None,
+        start: float | None = None,
     ) -> SpanRecord | None:
         """A record from a span's attributes; None for spans that are not llmmeter's."""
         if sc.GEN_AI_OPERATION_NAME not in attrs:
@@ -74,6 +94,12 @@ class SpanRecord:
             savings=number(sc.LLMMETER_POLICY_SAVINGS),
             duration=duration,
             error=error,
+            start=start,
+            provider=text(sc.GEN_AI_PROVIDER_NAME),
+            tenant=text(TENANT),
+            evaluation=attrs.get(sc.LLMMETER_EVALUATION) is True
+            or attrs.get(sc.LLMMETER_POLICY_ACTION) == sc.ACTION_EVALUATE,
+            score=number(sc.LLMMETER_EVALUATION_SCORE),
         )
 
     def key(self, by: GroupBy) -> str:
@@ -82,6 +108,8 @@ class SpanRecord:
             "task": self.task,
             "rule": self.rule,
             "service": self.service,
+            "provider": self.provider,
+            "tenant": self.tenant,
         }[by]
         return value or NONE_LABEL
 
@@ -159,6 +187,8 @@ class Summary:
     rows: tuple[Row, ...]
     total: Row
     projection: Projection | None
+    evaluations: Row = field(default_factory=lambda: Row("evaluations"))
+    """Shadow-evaluation requests: what evaluation cost, apart from the traffic."""
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -179,10 +209,15 @@ class Summary:
 def summarize(
     records: Iterable[SpanRecord], by: GroupBy = "model", requests: int = REQUESTS_PER_DAY
 ) -> Summary:
-    """Group ``records`` by ``by``; rows sorted by cost, most expensive first."""
+    """Group ``records`` by ``by``; rows sorted by cost, most expensive first. Evaluation
+    requests go to :attr:`Summary.evaluations`, not to the rows, total or projection."""
     rows: dict[str, Row] = {}
     total = Row("total")
+    evaluations = Row("evaluations")
     for record in records:
+        if record.evaluation:
+            evaluations.add(record)
+            continue
         key = record.key(by)
         row = rows.get(key)
         if row is None:
@@ -197,7 +232,7 @@ def summarize(
         per_call_with = (total.cost - total.would_save) / total.calls
         per_call_without = (total.cost + total.saved) / total.calls
         projection = Projection(requests, per_call_with * requests, per_call_without * requests)
-    return Summary(by, ordered, total, projection)
+    return Summary(by, ordered, total, projection, evaluations)
 
 
 # --- rendering ----------------------------------------------------------------------------
