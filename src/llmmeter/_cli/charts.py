@@ -55,6 +55,7 @@ BAR_HEIGHT: Final = 0.3
 LABEL_CHARS: Final = 34
 _ID = re.compile(r'(<[^<>]*?\s)id="([^"]+)"')
 """An ``id`` attribute inside a tag (never text that happens to read ``id="..."``)."""
+_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
 _REFERENCE = re.compile(r'(url\(#|href="#)([^)"]+)')
 
 
@@ -131,11 +132,11 @@ def _render(
 
 
 def _inline(svg: str, chart_id: str, title: str, description: str) -> str:
-    """A standalone SVG file as an element of the page: no XML prolog, ids prefixed with the
-    chart's (several charts share one document), a title and description for assistive
-    technology, and a size that follows the page's width."""
+    """A standalone SVG file as an element of the page: no XML prolog or metadata, ids
+    prefixed with the chart's (several charts share one document), a title and description
+    for assistive technology, and a size that follows the page's width."""
     start = svg.index("<svg")
-    svg = svg[start:]
+    svg = _METADATA.sub("", svg[start:])  # RDF naming matplotlib: nothing a reader needs
     svg = _ID.sub(lambda m: f'{m[1]}id="{chart_id}-{m[2]}"', svg)
     svg = _REFERENCE.sub(lambda m: f"{m[1]}{chart_id}-{m[2]}", svg)
     head_end = svg.index(">")
