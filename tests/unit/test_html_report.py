@@ -14,7 +14,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -378,11 +378,10 @@ def test_the_same_spans_draw_the_same_page() -> None:
 
 
 @pytest.fixture
-def no_matplotlib(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def no_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [n for n in sys.modules if n == "matplotlib" or n.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
-    yield
 
 
 @pytest.mark.parametrize("command", [["report", "SPANS"], ["demo"]])
