@@ -265,23 +265,21 @@ def savings(
     def draw(figure: Any) -> None:
         axes = figure.add_subplot()
         positions = [float(i) for i in range(len(rules))]
-        height = 0.38
-        first = axes.barh(
-            [p - height / 2 for p in positions],
-            saved,
-            height=height,
-            color=GREEN,
-            label="saved (routed)",
-        )
-        second = axes.barh(
-            [p + height / 2 for p in positions],
-            would_save,
-            height=height,
-            color=ORANGE,
-            label="would save (shadow)",
-        )
-        _bar_labels(axes, first, [money(v) if v else "" for v in saved])
-        _bar_labels(axes, second, [money(v) if v else "" for v in would_save])
+        series = [
+            (values, colour, name)
+            for values, colour, name in (
+                (saved, GREEN, "saved (routed)"),
+                (would_save, ORANGE, "would save (shadow)"),
+            )
+            if any(values)  # a kind of saving no rule has gets no bar and no legend entry
+        ]
+        height = 0.76 / max(len(series), 1)
+        for index, (values, colour, name) in enumerate(series):
+            offset = (index - (len(series) - 1) / 2) * height
+            bars = axes.barh(
+                [p + offset for p in positions], values, height=height, color=colour, label=name
+            )
+            _bar_labels(axes, bars, [money(v) if v else "" for v in values])
         _headroom(axes, [*saved, *would_save])
         axes.set_yticks(positions, [label(rule) for rule in rules])
         axes.invert_yaxis()

@@ -354,9 +354,14 @@ def _routing(page: _Page, records: Sequence[SpanRecord]) -> None:
         return
     total = summary.total
     description = (
-        f"Routing saved {_money(total.saved)} on {total.routed:,} routed calls; rules in shadow "
-        f"mode say enforcing them would have saved {_money(total.would_save)} more, over "
-        f"{len(rows)} rule{'' if len(rows) == 1 else 's'}."
+        f"Over {_plural(len(rows), 'rule')}: routing saved {_money(total.saved)} on "
+        f"{_plural(total.routed, 'routed call')}"
+        + (
+            f"; rules in shadow mode say enforcing them would have saved "
+            f"{_money(total.would_save)} more."
+            if total.would_save
+            else "."
+        )
     )
     chart = charts.savings(
         "chart-routing",
