@@ -30,7 +30,8 @@ from llmmeter._cli.evidence import proportion
 from llmmeter._cli.html_report import build
 from llmmeter._cli.summary import SpanRecord, summarize
 from llmmeter.testing import FakeOpenAI
-from tests.unit.test_report import _telemetry, collector_lines, make_workload, write
+from tests.conftest import make_telemetry
+from tests.unit.test_report import collector_lines, make_workload, write
 
 ORIGINAL = "gpt-4o"
 TARGET = "gpt-4o-mini"
@@ -59,7 +60,7 @@ def evaluated_spans(fake: FakeOpenAI) -> list[ReadableSpan]:
     policy = llmmeter.RulePolicy(
         rules=[{"name": RULE, "from": ORIGINAL, "to": TARGET, "evaluate": 1.0}], mode="shadow"
     )
-    tel = _telemetry("reviews")
+    tel = make_telemetry()
     tel.instrument(policy=policy)
     try:
         with openai.OpenAI(base_url=fake.base_url, api_key="sk-test", max_retries=0) as client:
@@ -308,6 +309,19 @@ def test_provider_and_tenant_are_shown_where_the_spans_have_them() -> None:
     assert "chart-by-task" not in chart_ids(page)  # no span has a task
 
 
+def test_a_million_tenants_make_no_million_rows() -> None:
+    """Past 12 bars and 200 table rows, the rest are one ``other``: the page stays small."""
+    records = [record(tenant=f"tenant-{i:04}", cost=0.001 + i * 1e-6) for i in range(1000)]
+    page = build(records, source="test")
+    rows = tables(page)["Spend and calls by tenant (llmmeter.tenant)"]
+    assert len(rows) == 200 + 2  # the other row and the total
+    assert rows["other (800)"]["calls"] == "800"
+    assert rows["total"]["calls"] == "1,000"
+    bars = re.search(r'<figure class="chart" id="chart-by-tenant">.*?</figure>', page, re.S)
+    assert bars is not None
+    assert "other (988)" in bars.group()
+
+
 def test_unpriced_calls_are_listed() -> None:
     page = build([record(model="acme-llm", cost=None), record()], source="test")
     assert tables(page)["Unpriced calls by model"]["acme-llm"]["unpriced calls"] == "1"
@@ -360,6 +374,12 @@ def test_names_from_a_file_are_text_never_markup() -> None:
     assert "\x1b" not in page
 
 
+def test_names_in_any_script_are_drawn_without_a_warning() -> None:
+    """Under ``filterwarnings = error`` a warning fails the test; the text stays text."""
+    page = build([record(model="模型-東京"), record(task="θέμα")], source="t")
+    assert "模型-東京" in page
+
+
 def test_no_spans_is_a_page_that_says_so() -> None:
     page = build([], source="empty.json: 0 calls")
     assert "No llmmeter spans" in page
@@ -403,6 +423,16 @@ def test_without_the_extra_the_error_names_it(
     assert not out.exists()
 
 
+def test_policy_without_html_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spans = write(tmp_path / "spans.json", [])
+    assert main(["report", str(spans), "--policy", "policy.toml"]) == 2
+    assert capsys.readouterr().err == (
+        "llmmeter: error: --policy needs --html (it gives the page's agreement targets)\n"
+    )
+
+
 def test_an_unwritable_page_is_one_error(
     spans: list[ReadableSpan], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -423,4 +453,4 @@ def test_html_keeps_the_text_output(
     assert main(["report", str(source), "--html", str(out)]) == 0
     captured = capsys.readouterr()
     assert captured.out == text
-    assert captured.err == f"llmmeter: wrote {out} ({out.stat().st_size:,} bytes)\n"
+    assert captured.err.endswith(f"llmmeter: wrote {out} ({out.stat().st_size:,} bytes)\n")

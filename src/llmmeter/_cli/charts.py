@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 from typing import Any, Final
 
-from .common import UsageError, format_cost
+from .common import UsageError, format_cost, printable
 
 EXTRA: Final = "report"
 INSTALL_HINT: Final = f"pip install 'llmmeter[{EXTRA}]'"
@@ -83,6 +84,7 @@ class Chart:
 
 def label(text: str) -> str:
     """A name from a file as a chart label: shortened, and never read as mathtext (``$``)."""
+    text = printable(text)
     if len(text) > LABEL_CHARS:
         text = text[: LABEL_CHARS - 1] + "…"
     return text.replace("\\", "\\\\").replace("$", r"\$")
@@ -121,7 +123,10 @@ def _render(
 
     # The salt makes the SVG's generated ids the same from run to run, and the same chart
     # always draws the same bytes.
-    with matplotlib.rc_context({**_style(), "svg.hashsalt": chart_id}):
+    with matplotlib.rc_context({**_style(), "svg.hashsalt": chart_id}), warnings.catch_warnings():
+        # A name in a script DejaVu Sans lacks (CJK, say) is measured without its glyphs; the
+        # browser draws the text with its own fonts all the same.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
         figure = Figure(figsize=(WIDTH, height), layout="constrained")
         draw(figure)
         buffer = io.StringIO()

@@ -37,7 +37,10 @@ GROUPS: Final[tuple[tuple[GroupBy, str], ...]] = (
     ("tenant", "tenant (llmmeter.tenant)"),
 )
 MOST_BARS: Final = 12
-"""Bars in a by-group chart; the rest are added up as one ``other`` bar (tables keep all)."""
+"""Bars in a by-group chart; the rest are added up as one ``other`` bar."""
+MOST_ROWS: Final = 200
+"""Rows in a by-group table; the rest are one ``other`` row, so that a million tenants make
+no million-row page."""
 _INTERVALS: Final = (
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 2 * 3600, 3 * 3600, 6 * 3600,
     12 * 3600, 86_400, 7 * 86_400, 30 * 86_400,
@@ -292,9 +295,10 @@ def _bars(summary: Summary) -> tuple[list[str], list[float], list[int]]:
     costs = [row.cost for row in shown]
     calls = [row.calls for row in shown]
     if rest:
-        names.append(f"other ({len(rest)})")
-        costs.append(math.fsum(row.cost for row in rest))
-        calls.append(sum(row.calls for row in rest))
+        other = _merged(f"other ({len(rest):,})", rest)
+        names.append(other.key)
+        costs.append(other.cost)
+        calls.append(other.calls)
     return names, costs, calls
 
 
@@ -315,8 +319,28 @@ def _group_table(summary: Summary, name: str) -> str:
 
     headers = [name, "calls", "errors", "tokens in", "tokens out", "spend", "unpriced",
                "routed", "saved", "shadow would save"]  # fmt: skip
-    rows = [cells(row) for row in summary.rows] + [cells(summary.total)]
+    shown = list(summary.rows[:MOST_ROWS])
+    rest = summary.rows[MOST_ROWS:]
+    if rest:
+        shown.append(_merged(f"other ({len(rest):,})", rest))
+    rows = [cells(row) for row in shown] + [cells(summary.total)]
     return _table(f"Spend and calls by {name}", headers, rows)
+
+
+def _merged(key: str, rows: Sequence[Row]) -> Row:
+    """One row adding up ``rows`` (its latency is not shown)."""
+    return Row(
+        key,
+        calls=sum(r.calls for r in rows),
+        errors=sum(r.errors for r in rows),
+        input_tokens=sum(r.input_tokens for r in rows),
+        output_tokens=sum(r.output_tokens for r in rows),
+        cost=math.fsum(r.cost for r in rows),
+        unpriced=sum(r.unpriced for r in rows),
+        routed=sum(r.routed for r in rows),
+        saved=math.fsum(r.saved for r in rows),
+        would_save=math.fsum(r.would_save for r in rows),
+    )
 
 
 def _by_group(page: _Page, records: Sequence[SpanRecord], by: GroupBy, name: str) -> None:

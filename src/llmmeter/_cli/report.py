@@ -228,6 +228,8 @@ def _report(args: argparse.Namespace, out: Writer) -> int:
     files: list[str] = args.files
     if files.count(otlp.STDIN) > 1:
         raise UsageError("'-' (stdin) can be given once")
+    if args.policy is not None and args.html is None:
+        raise UsageError("--policy needs --html (it gives the page's agreement targets)")
     if args.html is not None:
         from .charts import load
 
