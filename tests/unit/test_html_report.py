@@ -454,3 +454,13 @@ def test_html_keeps_the_text_output(
     captured = capsys.readouterr()
     assert captured.out == text
     assert captured.err.endswith(f"llmmeter: wrote {out} ({out.stat().st_size:,} bytes)\n")
+
+
+def test_docs_show_the_demo_page() -> None:
+    """docs/cli.md's screenshot is there, a PNG, and small enough for a repository."""
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    images = re.findall(r"!\[[^\]]+\]\(([^)]+\.png)\)", (docs / "cli.md").read_text())
+    assert images == ["html-report.png"]
+    data = (docs / images[0]).read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) < 150_000
