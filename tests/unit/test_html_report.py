@@ -211,6 +211,8 @@ def test_page_counts_evaluation_requests_apart(
     assert doc["total"]["calls"] == len(llm) - len(REVIEWS)
     totals = kpis(page)
     assert totals["calls"] == f"{doc['total']['calls']:,}"
+    calls = doc["total"]["calls"]
+    assert f"spans.json: {calls} calls and {len(REVIEWS)} shadow-evaluation requests, " in page
     evaluation_cost = math.fsum(
         float((s.attributes or {})["gen_ai.usage.cost.amount"])
         for s in llm

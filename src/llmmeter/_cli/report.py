@@ -214,8 +214,11 @@ def _heading(files: list[str], reading: _Reading) -> str:
     source = files[0] if len(files) == 1 else f"{len(files)} files"
     if source == otlp.STDIN:
         source = "stdin"
-    calls = len(reading.records)
+    evaluations = sum(record.evaluation for record in reading.records)
+    calls = len(reading.records) - evaluations  # evaluation requests are not traffic
     text = f"{source}: {calls} call{'' if calls == 1 else 's'}"
+    if evaluations:
+        text += f" and {evaluations} shadow-evaluation request{'' if evaluations == 1 else 's'}"
     if reading.start is not None and reading.end is not None:
         start, end = _when(reading.start), _when(reading.end)
         end_format = "%H:%M:%S" if start.date() == end.date() else "%Y-%m-%d %H:%M:%S"
