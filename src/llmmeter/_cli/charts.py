@@ -340,6 +340,15 @@ def agreement(
                     label=name,
                 )
         axes.scatter(targets, positions, marker="|", s=400, color=INK, zorder=4, label="target")
+        for position, point in zip(positions, points, strict=True):
+            axes.annotate(
+                f"{point * 100:.1f}%",
+                (point, position),
+                xytext=(0, 7),
+                textcoords="offset points",
+                ha="center",
+                fontsize=9,
+            )
         for position, low in zip(positions, lows, strict=True):
             axes.annotate(
                 f"lower bound {low * 100:.1f}%",

@@ -422,10 +422,16 @@ def _agreement(
     judged = [a for a in found if a.agreement.n]
     if judged:
         met = sum(a.met for a in judged)
+        each = "; ".join(
+            f"{printable(a.rule)}: {_percent(a.agreement.point or 0.0)} of "
+            f"{_plural(a.agreement.n, 'evaluation')}, lower bound {_percent(a.agreement.low)}, "
+            f"target {_percent(a.target)}"
+            for a in judged[:MOST_BARS]
+        )
         description = (
             f"Shadow evaluation agreement per rule, with its 95% Wilson interval and the "
-            f"rule's target: the lower bound clears the target for {met} of {len(judged)} "
-            f"rule{'' if len(judged) == 1 else 's'}."
+            f"rule's target: the lower bound clears the target for {met} of "
+            f"{_plural(len(judged), 'rule')}. {each}."
         )
         chart = charts.agreement(
             "chart-agreement",
