@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -103,6 +104,20 @@ def test_demo_json_is_one_document_on_stdout(capsys: pytest.CaptureFixture[str])
     assert (
         projection["cost_per_day_with_policy_usd"] < projection["cost_per_day_without_policy_usd"]
     )
+
+
+def test_demo_json_and_html_together(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    """--json keeps stdout one JSON document; --html still writes the page."""
+    page = tmp_path / "demo.html"
+    code, out, err = _run(capsys, "--json", "--html", str(page))
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["calls"], doc["evaluation_requests"]) == (_demo.CALLS, 0)
+    assert err.endswith(f"llmmeter: wrote {page} ({page.stat().st_size:,} bytes)\n")
+    html = page.read_text(encoding="utf-8")
+    assert f"llmmeter demo: {_demo.CALLS} calls to llmmeter&#x27;s built-in fake" in html
 
 
 def test_demo_policy_is_a_valid_policy_file(capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,7 +25,14 @@ from typing import Any, Final
 
 from . import progress
 from .common import UsageError, exit_codes
-from .summary import GROUPINGS, SpanRecord, render_projection, render_table, summarize
+from .summary import (
+    GROUPINGS,
+    SpanRecord,
+    counted,
+    render_projection,
+    render_table,
+    summarize,
+)
 
 DEMO_POLICY: Final = """\
 # The demo's routing policy (print it with: llmmeter demo --print-policy).
@@ -267,6 +274,10 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     if args.print_policy:
         out(DEMO_POLICY.rstrip())
         return 0
+    if args.html is not None:
+        from .charts import load
+
+        load()  # a missing extra is said before the calls, not after
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     import llmmeter
@@ -292,13 +303,7 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
         where = "the real OpenAI API" if real else "llmmeter's built-in fake OpenAI server"
         # With --json, stdout holds the document alone: the introduction goes to stderr.
-        intro: Callable[[str], None] = _stderr if args.json else out
-        intro(f"llmmeter demo: {CALLS} calls to {where}, routing policy in {mode} mode")
-        if not real:
-            intro("  (no API key, nothing leaves this machine; answers are canned, tokens and")
-            intro("   prices are real: the same counts and rates your bill would use)")
-        if exporting:
-            intro("  spans and metrics also go to the collector in OTEL_EXPORTER_OTLP_ENDPOINT")
+        _introduce(_stderr if args.json else out, where, mode, real=real, exporting=exporting)
         steps = progress.Steps("demo", "calls", CALLS, progress.Status(delay=0.0))
         with _server_or_none(real) as server:
             base = {} if server is None else {"base_url": server.base_url, "api_key": "sk-demo"}
@@ -324,10 +329,34 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     spans = memory.get_finished_spans()
     if args.json:
         out(json.dumps(_document(args, spans, mode), indent=2))
-        return 0
-    _print_span(spans, out)
-    _print_results(args, [_record(span) for span in spans], out)
+    else:
+        _print_span(spans, out)
+        _print_results(args, [_record(span) for span in spans], out)
+    if args.html is not None:
+        _write_html(args.html, spans, policy, where, mode)
     return 0
+
+
+def _introduce(
+    intro: Callable[[str], None], where: str, mode: str, *, real: bool, exporting: bool
+) -> None:
+    intro(f"llmmeter demo: {CALLS} calls to {where}, routing policy in {mode} mode")
+    if not real:
+        intro("  (no API key, nothing leaves this machine; answers are canned, tokens and")
+        intro("   prices are real: the same counts and rates your bill would use)")
+    if exporting:
+        intro("  spans and metrics also go to the collector in OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def _write_html(path: str, spans: Any, policy: Any, where: str, mode: str) -> None:
+    from . import html_report  # matplotlib, an optional extra, only when asked for
+
+    records = [record for record in map(_record, spans) if record is not None]
+    total = summarize(records).total
+    source = f"llmmeter demo: {counted(total)} to {where}, routing policy in {mode} mode"
+    targets = {rule.name: rule.agreement_target for rule in policy.rules}
+    size = html_report.write(path, html_report.build(records, source=source, targets=targets))
+    print(f"llmmeter: wrote {path} ({size:,} bytes)", file=sys.stderr)
 
 
 def _stderr(line: str) -> None:
@@ -356,8 +385,10 @@ def _document(args: argparse.Namespace, spans: Any, mode: str) -> dict[str, Any]
         span = {"name": chosen.name, "attributes": attributes}
     summaries = [summarize(records, by=by) for by in args.by]
     projection = summaries[-1].as_dict().get("projection") if summaries else None
+    total = summarize(records).total  # the same count as the text and the page
     return {
-        "calls": len(spans),
+        "calls": total.calls,
+        "evaluation_requests": total.evaluations,
         "mode": mode,
         "real": bool(args.real),
         "span": span,
@@ -445,6 +476,7 @@ def _record(span: Any) -> SpanRecord | None:
         duration=(end - start) / 1e9,
         error=span.status.status_code is StatusCode.ERROR,
         service=service if isinstance(service, str) else None,
+        start=start / 1e9,
     )
 
 
@@ -484,5 +516,11 @@ def add_demo_parser(commands: Any) -> None:
         "--json",
         action="store_true",
         help="one JSON document: the span shown, each table's rows and the projection",
+    )
+    demo.add_argument(
+        "--html",
+        metavar="PAGE",
+        help="also write one self-contained HTML page with charts to PAGE "
+        "(needs: pip install 'llmmeter[report]')",
     )
     demo.set_defaults(handler=run_demo, prog=demo.prog)

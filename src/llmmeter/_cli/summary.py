@@ -26,8 +26,11 @@ from llmmeter import _semconv as sc
 from . import table
 from .common import printable
 
-GroupBy = Literal["model", "task", "rule", "service"]
+GroupBy = Literal["model", "task", "rule", "service", "provider", "tenant"]
 GROUPINGS: Final = ("model", "task", "rule", "service")
+"""The groupings ``--by`` offers; the HTML page also groups by provider and tenant."""
+TENANT: Final = "llmmeter.tenant"
+"""The tenant a call was made for, when the application labels its calls with one."""
 REQUESTS_PER_DAY: Final = 1_000_000
 NONE_LABEL: Final = "-"
 
@@ -47,13 +50,25 @@ class SpanRecord:
     savings: float | None
     duration: float
     error: bool
+    start: float | None = None
+    """When the call started, in seconds since the epoch."""
+    provider: str | None = None
+    tenant: str | None = None
     evaluation: bool = False
     """A shadow-evaluation request (``llmmeter.evaluation``): what evaluating a rule cost,
     never a call of the application's traffic."""
+    score: float | None = None
+    """An evaluation's agreement score in [0, 1]; None when the pair could not be judged."""
 
     @classmethod
     def from_attributes(
-        cls, attrs: Mapping[str, Any], *, duration: float, error: bool, service: str | None
+        cls,
+        attrs: Mapping[str, Any],
+        *,
+        duration: float,
+        error: bool,
+        service: str | None,
+        start: float | None = None,
     ) -> SpanRecord | None:
         """A record from a span's attributes; None for spans that are not llmmeter's."""
         if sc.GEN_AI_OPERATION_NAME not in attrs:
@@ -82,8 +97,12 @@ class SpanRecord:
             savings=number(sc.LLMMETER_POLICY_SAVINGS),
             duration=duration,
             error=error,
+            start=start,
+            provider=text(sc.GEN_AI_PROVIDER_NAME),
+            tenant=text(TENANT),
             evaluation=attrs.get(sc.LLMMETER_EVALUATION) is True
             or text(sc.LLMMETER_POLICY_ACTION) == sc.ACTION_EVALUATE,
+            score=number(sc.LLMMETER_EVALUATION_SCORE),
         )
 
     def key(self, by: GroupBy) -> str:
@@ -92,6 +111,8 @@ class SpanRecord:
             "task": self.task,
             "rule": self.rule,
             "service": self.service,
+            "provider": self.provider,
+            "tenant": self.tenant,
         }[by]
         return value or NONE_LABEL
 
@@ -201,7 +222,9 @@ class Summary:
 def summarize(
     records: Iterable[SpanRecord], by: GroupBy = "model", requests: int = REQUESTS_PER_DAY
 ) -> Summary:
-    """Group ``records`` by ``by``; rows sorted by cost, most expensive first."""
+    """Group ``records`` by ``by``; rows sorted by cost, most expensive first. Evaluation
+    requests are counted in each row's and the total's ``evaluations`` (:meth:`Row.add`),
+    never as calls: a group with evaluation requests only has a row of 0 calls."""
     rows: dict[str, Row] = {}
     total = Row("total")
     for record in records:
@@ -230,6 +253,16 @@ def summarize(
 
 
 # --- rendering ----------------------------------------------------------------------------
+
+
+def counted(total: Row) -> str:
+    """``32 calls and 20 shadow-evaluation requests``: the traffic, then what evaluating the
+    rules sent apart (the report's first line and the HTML page's subtitle say it so)."""
+    text = f"{total.calls:,} call{'' if total.calls == 1 else 's'}"
+    if total.evaluations:
+        requests = "request" if total.evaluations == 1 else "requests"
+        text += f" and {total.evaluations:,} shadow-evaluation {requests}"
+    return text
 
 
 def _usd(value: float) -> str:
