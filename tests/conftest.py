@@ -20,9 +20,10 @@ from llmmeter.testing import FakeOpenAI
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No LLMMETER_*/OTEL_* variable from the machine leaks into a test."""
+    """No LLMMETER_*/OTEL_* variable (nor COLUMNS, the width tables fit) from the machine
+    leaks into a test."""
     for name in list(os.environ):
-        if name.startswith(("LLMMETER_", "OTEL_")):
+        if name.startswith(("LLMMETER_", "OTEL_")) or name == "COLUMNS":
             monkeypatch.delenv(name)
 
 

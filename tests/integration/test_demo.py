@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -61,7 +63,13 @@ def test_demo_routes_classification_tagging_and_short_summaries_and_prints_the_t
     by_model = _table(out, "By model:")
     assert set(by_model) == {"gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "total"}
     assert int(by_model["gpt-4o-mini"][6]) == routed["total"]
-    assert "llmmeter.policy.action = 'route'" in out  # the span shown is a routed one
+    assert 'llmmeter.policy.action = "route"' in out  # the span shown is a routed one
+    # Values as a trace UI shows them: no float noise, no Python tuples.
+    dump = out.split("as a trace backend receives it", 1)[1].split("\n\n", 1)[0]
+    assert 'gen_ai.response.finish_reasons = ["stop"]' in dump
+    assert "e-0" not in dump and "('" not in dump
+    cost = re.search(r"gen_ai\.usage\.cost\.amount = ([\d.]+)\n", dump)
+    assert cost is not None and len(cost[1].rstrip("0").split(".")[1]) <= 12
     without, with_policy = (
         float(m.replace(",", "")) for m in re.findall(r"the policy\s+\$([\d,.]+) a day", out)
     )
@@ -80,6 +88,36 @@ def test_demo_shadow_sends_everything_as_written_and_reports_the_what_if(
     assert by_model["total"][7].startswith("shadow $")
     assert "Shadow mode" in out
     assert "By task:" not in out
+
+
+def test_demo_json_is_one_document_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "--json", "--by", "model", "task")
+    assert code == 0, err
+    doc = json.loads(out)  # the introduction and progress went to stderr
+    assert "calls to llmmeter's built-in fake OpenAI server" in err
+    assert (doc["calls"], doc["mode"], doc["real"]) == (_demo.CALLS, "enforce", False)
+    assert [table["by"] for table in doc["tables"]] == ["model", "task"]
+    assert all(table["total"]["calls"] == _demo.CALLS for table in doc["tables"])
+    assert doc["span"]["attributes"]["llmmeter.policy.action"] == "route"
+    assert doc["span"]["attributes"]["gen_ai.response.finish_reasons"] == ["stop"]
+    projection = doc["projection"]
+    assert (
+        projection["cost_per_day_with_policy_usd"] < projection["cost_per_day_without_policy_usd"]
+    )
+
+
+def test_demo_json_and_html_together(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    """--json keeps stdout one JSON document; --html still writes the page."""
+    page = tmp_path / "demo.html"
+    code, out, err = _run(capsys, "--json", "--html", str(page))
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["calls"], doc["evaluation_requests"]) == (_demo.CALLS, 0)
+    assert err.endswith(f"llmmeter: wrote {page} ({page.stat().st_size:,} bytes)\n")
+    html = page.read_text(encoding="utf-8")
+    assert f"llmmeter demo: {_demo.CALLS} calls to llmmeter&#x27;s built-in fake" in html
 
 
 def test_demo_policy_is_a_valid_policy_file(capsys: pytest.CaptureFixture[str]) -> None:

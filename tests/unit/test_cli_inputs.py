@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llmmeter._cli import inputs, main
+from llmmeter._cli import inputs, main, progress
 from llmmeter._cli.common import UsageError
 
 
@@ -156,7 +156,7 @@ def test_report_shows_progress_on_stderr_and_the_table_on_stdout(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A read as long as the wait before progress: every line is shown as read."""
-    monkeypatch.setattr(inputs, "LOG_EVERY", 0.0)
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
     path = tmp_path / "spans.json"
     path.write_text('{"resourceSpans": []}\n' * 3)
     code = main(["report", str(path), "--format", "csv"])

@@ -782,7 +782,6 @@ def test_explain_prompt_file_past_the_bound_is_one_error_line(
         ),
         (["check"], "the following arguments are required: FILE"),
         (["check", "{policy}", "--mode", "loud"], "argument --mode: invalid choice: 'loud'"),
-        ([], "the following arguments are required: COMMAND (see 'llmmeter policy --help')"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(

@@ -729,35 +729,66 @@ def test_promote_json_lists_the_changes(
     assert doc["written"] is False and doc["diff"].startswith("--- policy.toml\n")
 
 
-def test_promote_refuses_rules_it_cannot_edit_line_by_line(
+def test_promote_edits_rules_written_as_inline_tables(
     capsys: pytest.CaptureFixture[str], prometheus: StubPrometheus, policy: Path
 ) -> None:
+    """Refused before tomlkit: inline tables are edited in place, comments kept."""
     policy.write_text(
-        'mode = "shadow"\nrules = [{ name = "a", from = "gpt-4o", to = "gpt-4o-mini" }]\n'
+        'mode = "shadow"\n'
+        "rules = [\n"
+        '  { name = "a", from = "gpt-4o", to = "gpt-4o-mini" },  # the classifier\n'
+        '  { name = "b", from = "gpt-4.1", to = "gpt-4.1-mini" },\n'
+        "]\n"
     )
     prometheus.set("a", shadowed=1000, evaluations=400, agreement=400)
     code, out, err = run_cli(
         capsys, "policy", "promote", "policy.toml", "--prometheus", prometheus.url, "--write"
     )
-    assert (code, out) == (2, "")
-    assert err == (
-        "llmmeter: error: cannot edit policy.toml safely: its rules are not all written as "
-        "[[rules]] tables (inline tables or arrays), which promote does not edit; edit it by "
-        "hand\n"
+    assert (code, err) == (0, "")
+    assert out.endswith("Wrote policy.toml; running processes load it at their next reload.\n")
+    assert policy.read_text() == (
+        'mode = "shadow"\n'
+        "rules = [\n"
+        '  { name = "a", from = "gpt-4o", to = "gpt-4o-mini", mode = "enforce", sample = 0.05},'
+        "  # the classifier\n"
+        '  { name = "b", from = "gpt-4.1", to = "gpt-4.1-mini" },\n'
+        "]\n"
     )
-    assert 'mode = "shadow"' in policy.read_text()
 
 
-def test_edit_checks_that_only_mode_and_sample_changed() -> None:
-    # A [[rules]] header inside a multi-line string is not a table: refused, not mis-edited.
-    text = "[[rules]]\nname = 'a'\nfrom = 'x'\nto = 'y'\nprompt = \"\"\"\n[[rules]]\n\"\"\"\n"
-    with pytest.raises(EditError):
+def test_edit_is_refused_when_it_would_change_more_than_mode_and_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check after the edit stays: a mis-edit (here, forced) is an error, not a write."""
+    real_set_key = policy_edit._set_key
+
+    def set_key_and_more(table: Any, key: str, value: Any, newline: str) -> None:
+        real_set_key(table, key, value, newline)
+        table["to"] = "gpt-4o"
+
+    monkeypatch.setattr(policy_edit, "_set_key", set_key_and_more)
+    text = '[[rules]]\nname = "a"\nfrom = "x"\nto = "y"\n'
+    with pytest.raises(EditError, match="would change more than the rules' mode and sample"):
         edit_policy(text, {0: Recommendation("promote", "", "enforce", 0.05)})
+
+
+def test_edit_keeps_comments_line_endings_and_strings_that_look_like_tables() -> None:
+    # A [[rules]] header inside a multi-line string is no table: tomlkit reads it as text.
+    text = "[[rules]]\nname = 'a'\nfrom = 'x'\nto = 'y'\nprompt = \"\"\"\n[[rules]]\n\"\"\"\n"
+    edited = edit_policy(text, {0: Recommendation("promote", "", "enforce", 0.05)})
+    assert edited == text + 'mode = "enforce"\nsample = 0.05\n'
     crlf = '[[rules]]\r\nname = "a"\r\nfrom = "x"\r\nto = "y"\r\nmode = \'shadow\' # was\r\n'
     edited = edit_policy(crlf, {0: Recommendation("promote", "", "enforce", 0.25)})
     assert edited == (
-        '[[rules]]\r\nname = "a"\r\nfrom = "x"\r\nto = "y"\r\nmode = "enforce" # was\r\n'
+        '[[rules]]\r\nname = "a"\r\nfrom = "x"\r\nto = "y"\r\nmode = \'enforce\' # was\r\n'
         "sample = 0.25\r\n"
+    )  # a literal string stays literal
+    # A comment above the next table stays above it; the new keys follow this table's last.
+    two = '[[rules]]\nname = "a"\nfrom = "x"\nto = "y"\n\n# b: next\n[[rules]]\nname = "b"'
+    edited = edit_policy(two, {0: Recommendation("promote", "", "enforce", 0.05)})
+    assert edited == (
+        '[[rules]]\nname = "a"\nfrom = "x"\nto = "y"\nmode = "enforce"\nsample = 0.05\n'
+        '\n# b: next\n[[rules]]\nname = "b"'
     )
 
 
@@ -926,3 +957,35 @@ def test_docs_example_prints_what_the_page_shows(
         printed = capsys.readouterr().out.replace(prometheus.url, "http://prometheus:9090")
         assert printed == output
         assert code == 1
+
+
+# --- terminal output ------------------------------------------------------------------------
+
+
+def test_status_table_fits_80_columns_and_progress_stays_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+    prometheus: StubPrometheus,
+    policy: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twelve columns split into tables that repeat the rule; progress never reaches stdout,
+    so --json output parses."""
+    from llmmeter._cli import progress
+
+    fleet(prometheus)
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)  # every rule shows progress
+    argv = ["policy", "status", "policy.toml", "--prometheus", prometheus.url]
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 1
+    table = [line for line in out.splitlines()[1:] if ": " not in line]
+    assert max(map(len, table)) <= 80
+    assert sum(line.startswith("rule ") for line in table) == 2  # the key column, twice
+    assert err.splitlines() == [f"llmmeter policy status: {n}/3 rules" for n in (1, 2, 3)]
+    code, out, err = run_cli(capsys, *argv, "--json")
+    assert [rule["rule"] for rule in json.loads(out)["rules"]] == [
+        "classify-to-mini",
+        "support-canary",
+        "long-reports",
+    ]
+    assert "llmmeter policy status: 3/3 rules" in err

@@ -464,6 +464,7 @@ def test_projection_follows_from_the_spans(
         "cost_per_day_with_policy_usd": pytest.approx(per_call_with * 1e6, abs=0.01),
         "cost_per_day_without_policy_usd": pytest.approx(per_call_without * 1e6, abs=0.01),
         "saved_per_day_usd": pytest.approx((per_call_without - per_call_with) * 1e6, abs=0.02),
+        "evaluation_cost_per_day_usd": 0.0,
     }
 
 
@@ -488,6 +489,8 @@ def test_csv(capsys: pytest.CaptureFixture[str], tmp_path: Path, workload: Workl
         "routed_calls",
         "saved_usd",
         "shadow_would_save_usd",
+        "evaluation_requests",
+        "evaluation_cost_usd",
     ]
     assert table[-1]["task"] == "total"
     want = expected_rows(workload.spans, "task")
@@ -510,7 +513,8 @@ def test_json_shape(capsys: pytest.CaptureFixture[str], tmp_path: Path, workload
     assert doc["total"]["key"] == "total"
     assert set(doc["total"]) == {
         "key", "calls", "errors", "input_tokens", "output_tokens", "cost_usd", "unpriced_calls",
-        "p50_ms", "routed_calls", "saved_usd", "shadow_would_save_usd",
+        "p50_ms", "routed_calls", "saved_usd", "shadow_would_save_usd", "evaluation_requests",
+        "evaluation_cost_usd",
     }  # fmt: skip
     assert doc["total"]["unpriced_calls"] == 0
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from llmmeter._package import __version__
 from llmmeter._scrub import scrub
 
-from .common import Parser, UsageError
+from .common import Handler, Parser, UsageError, Writer, exit_codes
 from .demo import add_demo_parser
 from .evaluate import add_evaluate_parser
 from .policy import add_policy_parsers
@@ -30,19 +30,41 @@ def _build_parser() -> Parser:
         description=(
             "See what llmmeter does (demo), summarize exported spans by model, task, rule or\n"
             "service (report), look up and compare model prices, check or explain a\n"
-            "routing policy file, and test a cheaper model on a dataset (evaluate)."
+            "routing policy file, see how its rules do across the fleet and promote them\n"
+            "(policy status, promote), and test a cheaper model on a dataset (evaluate).\n"
+            "Every command that prints data takes --json; 'llmmeter COMMAND --help' says more."
+        ),
+        epilog=exit_codes(
+            (0, "done"),
+            (
+                1,
+                "done, with a finding its --help names (an unpriced model, a target\n"
+                "not met, a rule to change)",
+            ),
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"llmmeter {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.set_defaults(handler=_help(parser))
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_prices_parser(commands)
-    policy = add_policy_parsers(commands)  # `policy check` and `policy explain`,
-    add_status_parsers(policy)  # then `policy status` and `policy promote`
+    policy, subcommands = add_policy_parsers(commands)  # `policy check` and `explain`,
+    add_status_parsers(subcommands)  # then `policy status` and `policy promote`
+    policy.set_defaults(handler=_help(policy))
     add_demo_parser(commands)
     add_report_parser(commands)
     add_evaluate_parser(commands)
     return parser
+
+
+def _help(parser: argparse.ArgumentParser) -> Handler:
+    """The handler of a command group given no command: its help, as ``--help`` prints it."""
+
+    def show(args: argparse.Namespace, out: Writer) -> int:
+        out(parser.format_help().rstrip("\n"))
+        return 0
+
+    return show
 
 
 def main(argv: Sequence[str] | None = None) -> int:

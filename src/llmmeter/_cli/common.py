@@ -2,8 +2,8 @@
 
 A command writes its lines through a :data:`Writer` and reports a bad command line or
 configuration by raising :class:`UsageError`, which the parser root prints as one line (exit
-code 2). The option types (token amounts, numbers in a range, dates), the money formats and
-the table layout live here so that every command reads and shows them the same way; so does
+code 2). The option types (token amounts, numbers in a range, dates) and the money formats
+live here (tables: ``table``) so that every command reads and shows them the same way; so does
 :class:`Query`, the price conditions that ``prices`` and ``policy explain`` both price at.
 The command modules import this one; it imports none of them.
 """
@@ -14,7 +14,7 @@ import argparse
 import difflib
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
@@ -32,6 +32,8 @@ _USD_DIGITS: Final = 800
 """Decimal digits for formatting money: room for any finite float, 1e308 or 5e-324."""
 
 Writer = Callable[[str], None]
+Handler = Callable[[argparse.Namespace, Writer], int]
+"""What runs a command: its parsed arguments and where its output goes; returns the code."""
 
 
 class UsageError(Exception):
@@ -51,15 +53,25 @@ class Parser(argparse.ArgumentParser):
 def parse_tokens(text: str) -> int:
     """``10M``, ``2.5M``, ``300k``, ``1B`` or ``1_000_000`` as a positive whole token count,
     at most :data:`MAX_TOKENS`: beyond that no price or total means anything."""
+    return _tokens(text, zero=False)
+
+
+def parse_tokens_or_zero(text: str) -> int:
+    """As :func:`parse_tokens`, and ``0`` too: no output tokens is a real amount of traffic
+    (embeddings, a classifier that answers with a logit bias)."""
+    return _tokens(text, zero=True)
+
+
+def _tokens(text: str, *, zero: bool) -> int:
     match = _TOKEN_AMOUNT.match(text.strip().replace("_", ""))
     try:
-        amount = Decimal(match[1]) * _TOKEN_SUFFIXES[match[2]] if match else Decimal(0)
+        amount = Decimal(match[1]) * _TOKEN_SUFFIXES[match[2]] if match else Decimal(-1)
     except ArithmeticError:  # more digits than Decimal's context holds
         amount = Decimal(MAX_TOKENS + 1)
-    if amount <= 0 or amount != amount.to_integral_value():
+    if amount < (0 if zero else 1) or amount != amount.to_integral_value():
+        what = "whole number of tokens, 0 or more," if zero else "positive whole number of tokens"
         raise argparse.ArgumentTypeError(
-            f"expected a positive whole number of tokens such as 300k, 2.5M, 10M or 1B; "
-            f"got {text!r}"
+            f"expected a {what} such as 300k, 2.5M, 10M or 1B; got {text!r}"
         )
     if amount > MAX_TOKENS:
         raise argparse.ArgumentTypeError(f"expected at most 1000000B tokens (10^15); got {text!r}")
@@ -89,6 +101,20 @@ def parse_date(text: str) -> date:
     except ValueError:
         pass
     raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD; got {text!r}")
+
+
+USAGE_CODE: Final = (2, "bad arguments or input: one 'llmmeter: error:' line on stderr")
+INTERRUPTED_CODE: Final = (130, "interrupted (Ctrl-C)")
+
+
+def exit_codes(*codes: tuple[int, str]) -> str:
+    """The ``exit codes:`` paragraph that ends every command's ``--help``: each code and what
+    it means, then the usage error and Ctrl-C, which every command shares."""
+    lines = ["exit codes:"]
+    for code, meaning in (*codes, USAGE_CODE, INTERRUPTED_CODE):
+        first, *more = meaning.split("\n")
+        lines += [f"  {code:<4} {first}", *(f"       {line}" for line in more)]
+    return "\n".join(lines) + "\n"
 
 
 def printable(text: str) -> str:
@@ -192,16 +218,3 @@ class Query:
             return "no list price (a local server: a prices file can give it a rate)"
         close = difflib.get_close_matches(name, self.table.model_ids(provider), n=1)
         return "no price known" + (f" (did you mean {close[0]}?)" if close else "")
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Left-aligned columns; a short row's last cell (a message) widens no column it spans."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for index, cell in enumerate(row if len(row) == len(headers) else row[:-1]):
-            widths[index] = max(widths[index], len(cell))
-    lines = []
-    for row in (headers, *rows):
-        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return lines

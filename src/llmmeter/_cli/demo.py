@@ -13,16 +13,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import math
 import os
 import sys
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Final, TextIO
+from decimal import Decimal
+from typing import Any, Final
 
-from .common import UsageError
-from .summary import GROUPINGS, SpanRecord, render_projection, render_table, summarize
+from . import progress
+from .common import UsageError, exit_codes
+from .summary import (
+    GROUPINGS,
+    SpanRecord,
+    counted,
+    render_projection,
+    render_table,
+    summarize,
+)
 
 DEMO_POLICY: Final = """\
 # The demo's routing policy (print it with: llmmeter demo --print-policy).
@@ -131,28 +141,6 @@ LATENCY: Final = {"gpt-4o": 0.12, "gpt-4o-mini": 0.05, "text-embedding-3-small":
 """Seconds before a fake answer (streams: before the first chunk), per model, so latency
 columns show the difference a smaller model makes."""
 CHUNK_DELAY: Final = 0.004
-
-
-@dataclass
-class _Progress:
-    """One line of progress on a terminal; a line every ten calls otherwise."""
-
-    total: int
-    stream: TextIO
-    done: int = 0
-
-    def step(self) -> None:
-        self.done += 1
-        if self.stream.isatty():
-            width = 30
-            filled = width * self.done // self.total
-            bar = "#" * filled + "." * (width - filled)
-            self.stream.write(f"\r  [{bar}] {self.done}/{self.total} calls")
-            if self.done == self.total:
-                self.stream.write("\n")
-        elif self.done % 10 == 0 or self.done == self.total:
-            self.stream.write(f"  {self.done}/{self.total} calls\n")
-        self.stream.flush()
 
 
 @contextmanager
@@ -286,6 +274,10 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     if args.print_policy:
         out(DEMO_POLICY.rstrip())
         return 0
+    if args.html is not None:
+        from .charts import load
+
+        load()  # a missing extra is said before the calls, not after
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     import llmmeter
@@ -310,13 +302,9 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         import openai
 
         where = "the real OpenAI API" if real else "llmmeter's built-in fake OpenAI server"
-        out(f"llmmeter demo: {CALLS} calls to {where}, routing policy in {mode} mode")
-        if not real:
-            out("  (no API key, nothing leaves this machine; answers are canned, tokens and")
-            out("   prices are real: the same counts and rates your bill would use)")
-        if exporting:
-            out("  spans and metrics also go to the collector in OTEL_EXPORTER_OTLP_ENDPOINT")
-        progress = _Progress(CALLS, sys.stderr)
+        # With --json, stdout holds the document alone: the introduction goes to stderr.
+        _introduce(_stderr if args.json else out, where, mode, real=real, exporting=exporting)
+        steps = progress.Steps("demo", "calls", CALLS, progress.Status(delay=0.0))
         with _server_or_none(real) as server:
             base = {} if server is None else {"base_url": server.base_url, "api_key": "sk-demo"}
 
@@ -329,8 +317,9 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
                     client,
                     lambda: openai.AsyncOpenAI(max_retries=0, **base),
                     reply,
-                    progress.step,
+                    steps.step,
                 )
+            steps.finish(" done")
     finally:
         llmmeter.uninstrument()
         if exporting:
@@ -338,24 +327,108 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             if meter_provider is not None:
                 meter_provider.force_flush()
     spans = memory.get_finished_spans()
-    _print_span(spans, out)
-    _print_results(args, [_record(span) for span in spans], out)
+    if args.json:
+        out(json.dumps(_document(args, spans, mode), indent=2))
+    else:
+        _print_span(spans, out)
+        _print_results(args, [_record(span) for span in spans], out)
+    if args.html is not None:
+        _write_html(args.html, spans, policy, where, mode)
     return 0
+
+
+def _introduce(
+    intro: Callable[[str], None], where: str, mode: str, *, real: bool, exporting: bool
+) -> None:
+    intro(f"llmmeter demo: {CALLS} calls to {where}, routing policy in {mode} mode")
+    if not real:
+        intro("  (no API key, nothing leaves this machine; answers are canned, tokens and")
+        intro("   prices are real: the same counts and rates your bill would use)")
+    if exporting:
+        intro("  spans and metrics also go to the collector in OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def _write_html(path: str, spans: Any, policy: Any, where: str, mode: str) -> None:
+    from . import html_report  # matplotlib, an optional extra, only when asked for
+
+    records = [record for record in map(_record, spans) if record is not None]
+    total = summarize(records).total
+    source = f"llmmeter demo: {counted(total)} to {where}, routing policy in {mode} mode"
+    targets = {rule.name: rule.agreement_target for rule in policy.rules}
+    size = html_report.write(path, html_report.build(records, source=source, targets=targets))
+    print(f"llmmeter: wrote {path} ({size:,} bytes)", file=sys.stderr)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _chosen(spans: Any) -> Any:
+    """The span to show: a routed call if there is one."""
+    from llmmeter._semconv import LLMMETER_POLICY_ACTION
+
+    return next((s for s in spans if (s.attributes or {}).get(LLMMETER_POLICY_ACTION)), None) or (
+        spans[0] if spans else None
+    )
+
+
+def _document(args: argparse.Namespace, spans: Any, mode: str) -> dict[str, Any]:
+    """``demo --json``: what the text shows, as data (the tables as ``report --json``)."""
+    records = [record for record in map(_record, spans) if record is not None]
+    chosen = _chosen(spans)
+    span = None
+    if chosen is not None:
+        attributes = {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in sorted((chosen.attributes or {}).items())
+        }
+        span = {"name": chosen.name, "attributes": attributes}
+    summaries = [summarize(records, by=by) for by in args.by]
+    projection = summaries[-1].as_dict().get("projection") if summaries else None
+    total = summarize(records).total  # the same count as the text and the page
+    return {
+        "calls": total.calls,
+        "evaluation_requests": total.evaluations,
+        "mode": mode,
+        "real": bool(args.real),
+        "span": span,
+        "tables": [
+            {key: value for key, value in summary.as_dict().items() if key != "projection"}
+            for summary in summaries
+        ],
+        "projection": projection,
+    }
 
 
 def _print_span(spans: Any, out: Callable[[str], None]) -> None:
     """One span as a trace backend receives it: a routed call if there is one."""
-    from llmmeter._semconv import LLMMETER_POLICY_ACTION
-
-    chosen = next((s for s in spans if (s.attributes or {}).get(LLMMETER_POLICY_ACTION)), None) or (
-        spans[0] if spans else None
-    )
+    chosen = _chosen(spans)
     if chosen is None:
         return
     out("")
     out(f"One of the {len(spans)} spans, as a trace backend receives it: {chosen.name!r}")
     for key, value in sorted((chosen.attributes or {}).items()):
-        out(f"  {key} = {value!r}")
+        out(f"  {key} = {trace_value(value)}")
+
+
+def trace_value(value: Any) -> str:
+    """An attribute value as a trace UI shows it: strings quoted, ``true``/``false``, arrays
+    as ``["stop"]``, and floats to 10 significant digits in plain decimals, so a cost reads
+    ``0.00000825``, not ``8.249999999999999e-06``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        text = format(Decimal(f"{value:.10g}"), "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, Sequence):
+        return "[" + ", ".join(trace_value(item) for item in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 def _print_results(
@@ -403,6 +476,7 @@ def _record(span: Any) -> SpanRecord | None:
         duration=(end - start) / 1e9,
         error=span.status.status_code is StatusCode.ERROR,
         service=service if isinstance(service, str) else None,
+        start=start / 1e9,
     )
 
 
@@ -419,6 +493,7 @@ def add_demo_parser(commands: Any) -> None:
             "by task, and a day of such traffic with and without the policy. No API key.\n"
             "With OTEL_EXPORTER_OTLP_ENDPOINT set, spans and metrics also go there."
         ),
+        epilog=exit_codes((0, "the demo ran")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
@@ -437,4 +512,15 @@ def add_demo_parser(commands: Any) -> None:
         help="tables to print (default: model task)",
     )
     demo.add_argument("--print-policy", action="store_true", help="print the demo's policy file")
+    demo.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document: the span shown, each table's rows and the projection",
+    )
+    demo.add_argument(
+        "--html",
+        metavar="PAGE",
+        help="also write one self-contained HTML page with charts to PAGE "
+        "(needs: pip install 'llmmeter[report]')",
+    )
     demo.set_defaults(handler=run_demo, prog=demo.prog)

@@ -20,7 +20,6 @@ import argparse
 import inspect
 import json
 import sys
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -41,8 +40,8 @@ from llmmeter._pricing import PriceTable
 from llmmeter._usage import read_usage
 from llmmeter.exceptions import ConfigError
 
-from . import inputs
-from .common import UsageError, Writer, format_cost, parse_share, plural
+from . import inputs, progress
+from .common import UsageError, Writer, exit_codes, format_cost, parse_share, plural
 from .evidence import Proportion, proportion
 
 Api = Literal["chat", "responses"]
@@ -221,8 +220,8 @@ def load_dataset(
     items: list[Item] = []
     try:
         with open(path, "rb") as stream:
-            progress = inputs.Progress("evaluate", path, stream)
-            for number, raw in inputs.lines(path, stream, progress=progress):
+            reading = inputs.Progress("evaluate", path, stream)
+            for number, raw in inputs.lines(path, stream, progress=reading):
                 if limit is not None and len(items) >= limit:
                     break
                 where = f"{path}, line {number}"
@@ -313,38 +312,15 @@ def _send(create: Callable[..., Any], table: PriceTable, item: Item, model: str)
     return Sent(result=result, cost=cost)
 
 
-class _Progress:
-    """``done/total`` on stderr, rewritten in place on a terminal, once at the end otherwise."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.done = 0
-        self.tty = sys.stderr.isatty()
-        self._lock = threading.Lock()
-
-    def step(self) -> None:
-        with self._lock:
-            self.done += 1
-            if self.tty:
-                print(
-                    f"\rllmmeter evaluate: {self.done}/{self.total} requests",
-                    end="",
-                    file=sys.stderr,
-                )
-
-    def finish(self) -> None:
-        end = "\n" if self.tty else ""
-        print(f"{end}llmmeter evaluate: {self.done}/{self.total} requests done", file=sys.stderr)
-
-
 def run_requests(
     client: Any, table: PriceTable, items: list[Item], models: tuple[str, str], concurrency: int
 ) -> list[dict[Side, Sent]]:
     """Both models' answers to every item, at most ``concurrency`` requests at a time."""
     results: list[dict[Side, Sent]] = [{} for _ in items]
-    progress = _Progress(2 * len(items))
+    # Shown from the first request, on a terminal or off it: every request is a round trip.
+    steps = progress.Steps("evaluate", "requests", 2 * len(items), progress.Status(delay=0.0))
     print(
-        f"llmmeter evaluate: sending {progress.total} requests, {concurrency} at a time",
+        f"llmmeter evaluate: sending {steps.total} requests, {concurrency} at a time",
         file=sys.stderr,
     )
     creators: dict[Api, Callable[..., Any]] = {
@@ -364,7 +340,7 @@ def run_requests(
     done = {(index, side) for index, side, _, _ in alone}
     for index, side, item, model in alone:
         results[index][side] = _send(creators[item.api], table, item, model)
-        progress.step()
+        steps.step()
     with ThreadPoolExecutor(
         max_workers=concurrency, thread_name_prefix="llmmeter-evaluate"
     ) as pool:
@@ -376,8 +352,8 @@ def run_requests(
         for job in as_completed(running):
             index, side = running[job]
             results[index][side] = job.result()
-            progress.step()
-    progress.finish()
+            steps.step()
+    steps.finish(" done")
     return results
 
 
@@ -599,8 +575,6 @@ DATASET is JSONL, one request a line:
 'messages' goes to Chat Completions, 'input' to Responses; other keys are request options
 passed to the SDK; 'expected' (optional) is the right answer.
 
-exit status: 0 target met, 1 not met, 2 bad usage or dataset
-
 example:
   llmmeter evaluate sample.jsonl --from gpt-4o --to gpt-4o-mini --compare label \\
       --label '(?i)\\b(positive|negative|neutral)\\b' --target 0.95
@@ -618,7 +592,12 @@ def add_evaluate_parser(commands: Any) -> None:
             "check the Wilson 95% lower bound of the decisive measure against --target: the\n"
             "--to model's accuracy when the dataset has expected answers, else agreement."
         ),
-        epilog=_EPILOG,
+        epilog=_EPILOG
+        + "\n"
+        + exit_codes(
+            (0, "the target is met"),
+            (1, "the target is not met (also when every request failed)"),
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dataset", metavar="DATASET", help="JSONL file of requests")

@@ -8,8 +8,8 @@ no newline, ``/dev/zero`` or a runaway pipe costs at most that much memory befor
 error naming the file and the line. Any input that opens is read this way, regular file,
 FIFO or device alike: the bound, not the kind of file, is what keeps memory in check.
 
-A read that goes on for more than a few seconds says how far it has got on stderr, so a
-large file never looks like a hang; a short read prints nothing.
+A read that goes on for more than a few seconds says how far it has got on stderr (module
+``progress``), so a large file never looks like a hang; a short read prints nothing.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from __future__ import annotations
 import io
 import os
 import stat
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any, Final, TextIO
 
+from . import progress
 from .common import UsageError
 
 MIB: Final = 1 << 20
@@ -37,12 +37,6 @@ MAX_FILE: Final = 16 * MIB
 """Bytes of a prompt file at most: it is read whole, and far smaller."""
 MAX_DEPTH: Final = 100
 """Levels a dataset's request may nest: deeper ones would only reach the SDK's recursion."""
-
-TTY_EVERY: Final = 1.0
-"""Seconds before a terminal sees progress, and between its updates (rewritten in place)."""
-LOG_EVERY: Final = 10.0
-"""Seconds before stderr that is not a terminal (a CI log) gets a progress line, and between
-its lines: a test or a script reading a small file sees nothing."""
 
 
 def size_words(count: float) -> str:
@@ -73,8 +67,8 @@ def too_big(label: str, number: int) -> UsageError:
 
 
 class Progress:
-    """How far a long read has got, on stderr: a line rewritten in place on a terminal, a
-    new line every few seconds otherwise, nothing for a read that ends in its first seconds.
+    """How far a long read has got, on stderr (see ``progress``): lines, bytes, and the
+    share of the file when its size is known.
 
     ``source`` is the file as opened (compressed, if it is): its position against its size
     gives the share read. ``clock`` and ``tty`` are there for tests, which never wait.
@@ -91,41 +85,24 @@ class Progress:
         tty: bool | None = None,
     ) -> None:
         self._prefix = f"llmmeter {command}: {label}: "
-        self._stream = stream if stream is not None else sys.stderr
-        self._clock = clock
-        self._tty = self._stream.isatty() if tty is None else tty
-        self._every = TTY_EVERY if self._tty else LOG_EVERY
-        self._next = clock() + self._every
+        self._status = progress.Status(stream=stream, clock=clock, tty=tty)
         self._source = source
         self._total = _regular_size(source)
-        self._shown = False
 
     def update(self, lines: int, read: int) -> None:
         """``lines`` read so far, ``read`` bytes of them (after decompression)."""
-        now = self._clock()
-        if now < self._next:
-            return
-        self._next = now + self._every
-        self._show(lines, read)
+        self._status.update(lambda: self._text(lines, read))
 
-    def _show(self, lines: int, read: int) -> None:
+    def _text(self, lines: int, read: int) -> str:
         text = f"{self._prefix}{lines:,} line{'' if lines == 1 else 's'}, {size_words(read)}"
         position = _position(self._source)
         if self._total and position is not None:
             text += f" ({min(100, position * 100 // self._total)}% of the file)"
-        if self._tty:
-            self._stream.write(f"\r{text}\x1b[K")
-        else:
-            self._stream.write(text + "\n")
-        self._stream.flush()
-        self._shown = True
+        return text
 
     def finish(self) -> None:
         """End a line left open on a terminal, so what follows starts on its own line."""
-        if self._shown and self._tty:
-            self._stream.write("\n")
-            self._stream.flush()
-        self._shown = False
+        self._status.finish()
 
 
 def _regular_size(source: IO[bytes] | None) -> int | None:

@@ -3,7 +3,8 @@
 ``check`` validates a policy file as ``instrument()`` would and lists its rules; ``explain``
 runs the file's rules on a call built the way the instrumentation builds its view of a
 request, so its decision is the one a real call would get, and prices both sides of it with
-the price layer spans use. The shared parser, table and number helpers live in ``common``.
+the price layer spans use. The shared parser and number helpers live in ``common``, tables
+in ``table``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from llmmeter._spend import FixedSpend
 from llmmeter._usage import CHAT, COMPLETIONS, RESPONSES, Usage
 from llmmeter.exceptions import ConfigError
 
-from . import inputs
+from . import inputs, table
 from .common import (
     Query,
     UsageError,
     Writer,
+    exit_codes,
     format_cost,
-    format_table,
     parse_date,
     parse_number,
     parse_tokens,
@@ -178,7 +179,7 @@ def _policy_check(args: argparse.Namespace, out: Writer) -> int:
         models = ", ".join(rule.models)
         rows.append([str(index), rule.name, models, rule.to, in_force + mark, sample, conditions])
     headers = ["#", "rule", "from", "to", "mode", "sample", "conditions"]
-    for line in format_table(headers, rows):
+    for line in table.fit(table.columns(*headers, wrap=("rule", "from", "conditions")), rows):
         out(line)
     if own_mode:
         out("* the rule's own mode, not the policy's")
@@ -497,11 +498,11 @@ def _policy_explain(args: argparse.Namespace, out: Writer) -> int:
     call = _build_call(args)
     policy, written = _load_policy(args.file, args.mode)
     try:
-        table = PriceTable.load(resolve_settings(prices=args.prices).prices_path)
+        prices = PriceTable.load(resolve_settings(prices=args.prices).prices_path)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     day: date = args.date or datetime.now(UTC).date()
-    query = Query(table=table, day=day, service_tier=None, batch=False)
+    query = Query(table=prices, day=day, service_tier=None, batch=False)
     found = policy.explain(call, FixedSpend(args.spend))
     outcome = _outcome(policy, found, call)
     usage = Usage(input_tokens=call.input_tokens, output_tokens=args.output_tokens)
@@ -509,8 +510,8 @@ def _policy_explain(args: argparse.Namespace, out: Writer) -> int:
     estimate = _Estimate(
         query=query,
         usage=usage,
-        requested=table.price(usage, (call.model,), when=query.when),
-        target=table.price(usage, (target,), when=query.when) if target else None,
+        requested=prices.price(usage, (call.model,), when=query.when),
+        target=prices.price(usage, (target,), when=query.when) if target else None,
     )
     verdicts = [
         (rule, reason, _verdict(policy, found, rule, reason, call, spend=args.spend))
@@ -562,7 +563,8 @@ def _policy_explain(args: argparse.Namespace, out: Writer) -> int:
         for index, (rule, _, words) in enumerate(verdicts, 1)
     ]
     if rows:
-        for line in format_table(["#", "rule", "to", "mode", "verdict"], rows):
+        headers = table.columns("#", "rule", "to", "mode", "verdict", wrap=("rule", "verdict"))
+        for line in table.fit(headers, rows):
             out(line)
     else:
         out("The policy has no rules.")
@@ -621,7 +623,8 @@ def _estimate_words(outcome: _Outcome, estimate: _Estimate) -> list[str]:
         else:
             per_million = format_cost(cost.total * CALLS_PER_ESTIMATE)
             rows.append([role, name, format_cost(cost.total), per_million, cost.model, cost.ref])
-    lines += format_table(["", "model", "per call", "per 1M calls", "priced as", "source"], rows)
+    headers = ("", "model", "per call", "per 1M calls", "priced as", "source")
+    lines += table.fit(table.columns(*headers, wrap=("model", "priced as", "source")), rows)
     if outcome.target is not None:
         saving = estimate.saving
         if saving is None:
@@ -651,15 +654,24 @@ examples:
 """
 
 
-def add_policy_parsers(commands: Any) -> Any:
-    """``llmmeter policy check`` and ``explain``; returns the ``policy`` group's subcommands,
-    where the parser root adds ``status`` and ``promote`` (module ``status``)."""
+def add_policy_parsers(commands: Any) -> tuple[Any, Any]:
+    """``llmmeter policy check`` and ``explain``; returns the ``policy`` parser and its
+    subcommands, where the parser root adds ``status`` and ``promote`` (module ``status``)."""
     policy = commands.add_parser(
         "policy",
-        help="check a routing policy file, or explain its decision for a call",
-        description="Check a routing policy file, or explain what it decides for a call.",
+        help="check or explain a routing policy file; its rules' status; promote them",
+        description=(
+            "Check a routing policy file (check), explain what it decides for a call\n"
+            "(explain), show how each rule does across the fleet (status), and make the\n"
+            "recommended step in the file (promote)."
+        ),
+        epilog=exit_codes(
+            (0, "done"),
+            (1, "status: some rule should change; promote: changes not written"),
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    subcommands = policy.add_subparsers(dest="policy_command", metavar="COMMAND", required=True)
+    subcommands = policy.add_subparsers(dest="policy_command", metavar="COMMAND")
     mode_help = (
         "override the file's mode and every rule's (a rule set to off stays off), as "
         "LLMMETER_POLICY_MODE does; the variable itself is not read here"
@@ -672,7 +684,7 @@ def add_policy_parsers(commands: Any) -> Any:
             "mode, fallback, deployments and the rules in order. An invalid file gives one\n"
             "error line naming the key, and exit code 2."
         ),
-        epilog=_CHECK_EPILOG,
+        epilog=_CHECK_EPILOG + "\n" + exit_codes((0, "the file is valid")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("file", metavar="FILE", help="the TOML policy file")
@@ -689,7 +701,9 @@ def add_policy_parsers(commands: Any) -> Any:
             "estimated cost per call at the requested model and at the target (prices from\n"
             "the bundled data plus --prices or LLMMETER_PRICES)."
         ),
-        epilog=_EXPLAIN_EPILOG,
+        epilog=_EXPLAIN_EPILOG
+        + "\n"
+        + exit_codes((0, "explained (also when no rule matches or a model has no price)")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     explain.add_argument("file", metavar="FILE", help="the TOML policy file")
@@ -749,4 +763,4 @@ def add_policy_parsers(commands: Any) -> Any:
     )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.set_defaults(handler=_policy_explain, prog=explain.prog)
-    return subcommands
+    return policy, subcommands

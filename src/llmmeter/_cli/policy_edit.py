@@ -1,7 +1,9 @@
-"""``llmmeter policy promote``'s edit of a policy file, line by line.
+"""``llmmeter policy promote``'s edit of a policy file, with tomlkit.
 
-Only the ``mode`` and ``sample`` lines of the rules concerned change, so comments and layout
-survive; the edited text must load and mean exactly the intended change, and the file is
+Only the ``mode`` and ``sample`` keys of the rules concerned change, so comments and layout
+survive, in ``[[rules]]`` tables and inline tables alike. tomlkit is a dependency of the
+command line, imported only here and only when promote edits: ``import llmmeter`` never
+loads it. The edited text must load and mean exactly the intended change, and the file is
 replaced atomically (a temporary file and ``os.replace``, its mode kept), and only if it
 still holds what was read, checked under a lock: of two promotes at once, one writes.
 """
@@ -11,124 +13,91 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import stat
 import tempfile
 import time
 import tomllib
-from collections.abc import Mapping, Sequence
-from typing import IO, Final
+from collections.abc import Mapping
+from typing import IO, Any, Final
 
 from .common import UsageError
 from .recommend import Recommendation
 
-_HEADER = re.compile(r"^\s*\[")
-_RULES_HEADER = re.compile(r"^\s*\[\[\s*(rules|\"rules\"|'rules')\s*\]\]\s*(#.*)?$")
-_KEY_LINE = re.compile(
-    r"^(?P<indent>[ \t]*)(?P<key>[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')[ \t]*=[ \t]*"
-    r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[0-9+\-.eE_]+|true|false)(?P<rest>[ \t]*(#.*)?)$"
-)
-_BLANK_OR_COMMENT = re.compile(r"^\s*(#.*)?$")
-
 
 class EditError(Exception):
-    """The file cannot be edited line by line with confidence; the message says why."""
+    """The file cannot be edited with confidence; the message says why."""
 
 
-def _newline(lines: Sequence[str]) -> str:
-    for line in lines:
-        if line.endswith("\r\n"):
-            return "\r\n"
-        if line.endswith("\n"):
-            return "\n"
-    return "\n"
+def _newline(text: str) -> str:
+    """The file's line ending, for the lines the edit adds."""
+    first = text.find("\n")
+    return "\r\n" if first > 0 and text[first - 1] == "\r" else "\n"
 
 
-def _rule_regions(lines: Sequence[str]) -> list[tuple[int, int]]:
-    """[start, end) line ranges of the keys of each ``[[rules]]`` table, in file order."""
-    regions: list[tuple[int, int]] = []
-    start: int | None = None
-    for index, line in enumerate(lines):
-        if _HEADER.match(line):
-            if start is not None:
-                regions.append((start, index))
-                start = None
-            if _RULES_HEADER.match(line.rstrip("\r\n")):
-                start = index + 1
-    if start is not None:
-        regions.append((start, len(lines)))
-    return regions
+def _set_key(table: Any, key: str, value: str | float | None, newline: str) -> None:
+    """Set ``key = value`` in a rule's table (a ``[[rules]]`` table or an inline one), or
+    remove it when ``value`` is ``None``. An existing key keeps its place and its comment; a
+    new one follows the table's last key."""
+    import tomlkit
+    from tomlkit.items import InlineTable
 
-
-def _key_name(raw: str) -> str:
-    return raw[1:-1] if raw[:1] in "\"'" else raw
-
-
-def _set_key(lines: list[str], region: tuple[int, int], key: str, value: str | None) -> int:
-    """Set ``key = value`` in the rule's own table (added after its last key), or remove the
-    line when ``value`` is ``None``; the rest of each line (a comment) is kept. Returns the
-    change in the number of lines."""
-    start, end = region
-    found = [
-        index
-        for index in range(start, end)
-        if (match := _KEY_LINE.match(lines[index].rstrip("\r\n")))
-        and _key_name(match["key"]) == key
-    ]
-    if len(found) > 1:
-        raise EditError(f"{key} appears {len(found)} times")
-    if found:
-        index = found[0]
-        line = lines[index]
-        ending = line[len(line.rstrip("\r\n")) :]
-        match = _KEY_LINE.match(line.rstrip("\r\n"))
-        assert match is not None
-        if value is None:
-            del lines[index]
-            return -1
-        lines[index] = f"{match['indent']}{match['key']} = {value}{match['rest']}{ending}"
-        return 0
     if value is None:
-        return 0
-    last = max(
-        (index for index in range(start, end) if not _BLANK_OR_COMMENT.match(lines[index])),
-        default=start - 1,
-    )
-    newline = _newline(lines)
-    if last >= 0 and not lines[last].endswith(("\n", "\r")):
-        lines[last] += newline
-    lines.insert(last + 1, f"{key} = {value}{newline}")
-    return 1
-
-
-def _toml_sample(sample: float) -> str:
-    return repr(round(sample, 6))
+        if key in table:
+            del table[key]
+        return
+    if key in table:
+        table[key] = value  # tomlkit keeps the line's comment and indent
+        return
+    item = tomlkit.item(value)
+    if isinstance(table, InlineTable):
+        table[key] = item
+        return
+    item.trivia.trail = newline  # tomlkit writes "\n"; a CRLF file stays CRLF
+    # tomlkit keeps the blank lines and comments that precede the next table's header in
+    # this table's body: the new key goes before them, after this table's last key.
+    body = table.value.body
+    trailing: list[Any] = []
+    while body and body[-1][0] is None:
+        trailing.insert(0, body.pop()[1])
+    if body and not body[-1][1].trivia.trail.endswith("\n"):
+        body[-1][1].trivia.trail += newline  # the file's last line, with no line ending
+    table.append(key, item)
+    for kept in trailing:
+        table.value.append(None, kept)
 
 
 def edit_policy(text: str, changes: Mapping[int, Recommendation]) -> str:
     """``text`` with the ``mode`` and ``sample`` of rules[index] set as ``changes`` say.
 
+    The file is edited with tomlkit, a style-preserving TOML library: comments, blank lines,
+    quoting and the other keys stay as they were, whether the rules are ``[[rules]]`` tables
+    or inline tables in a ``rules = [...]`` array.
+
     Raises:
-        EditError: a rule is not written as a ``[[rules]]`` table, or the edited text would
-            not mean exactly the intended change.
+        EditError: the rules cannot be found as tables, or the edited text would not mean
+            exactly the intended change.
     """
-    lines = text.splitlines(keepends=True)
-    regions = _rule_regions(lines)
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
     before = tomllib.loads(text)
-    rules = before.get("rules", [])
-    if len(regions) != len(rules):
-        raise EditError(
-            "its rules are not all written as [[rules]] tables (inline tables or arrays), "
-            "which promote does not edit"
-        )
-    # Bottom up, so the line numbers of the regions above stay right.
-    for index in sorted(changes, reverse=True):
-        step = changes[index]
-        sample = None if step.sample is None or step.sample >= 1.0 else _toml_sample(step.sample)
-        start, end = regions[index]
-        end += _set_key(lines, (start, end), "mode", json.dumps(step.mode))
-        _set_key(lines, (start, end), "sample", sample)
-    edited = "".join(lines)
+    try:
+        document = tomlkit.parse(text)
+    except TOMLKitError as exc:  # valid for tomllib, not for tomlkit: never guess
+        raise EditError(f"tomlkit cannot read it ({exc})") from None
+    rules = document.get("rules")
+    wanted = before.get("rules", [])
+    if not isinstance(rules, list) or len(rules) != len(wanted):
+        raise EditError("its rules are not an array of tables")
+    newline = _newline(text)
+    for index, step in sorted(changes.items()):
+        table = rules[index]
+        if not isinstance(table, dict):
+            raise EditError(f"rule {index + 1} is not a table")
+        sample = None if step.sample is None or step.sample >= 1.0 else round(step.sample, 6)
+        _set_key(table, "mode", step.mode, newline)
+        _set_key(table, "sample", sample, newline)
+    edited = document.as_string()
     expected = json.loads(json.dumps(before))
     for index, step in changes.items():
         table = expected["rules"][index]

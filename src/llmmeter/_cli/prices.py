@@ -23,16 +23,18 @@ from llmmeter._providers import KNOWN, OPENAI, Provider, provider_named, provide
 from llmmeter._usage import Usage
 from llmmeter.exceptions import ConfigError
 
+from . import table
 from .common import (
     Query,
     UsageError,
     Writer,
+    exit_codes,
     format_cost,
     format_rate,
-    format_table,
     parse_date,
     parse_share,
     parse_tokens,
+    parse_tokens_or_zero,
 )
 
 DAYS_PER_MONTH: Final = 30
@@ -131,7 +133,7 @@ def _show_rates(query: Query, models: Sequence[str], as_json: bool, out: Writer)
             cells.append("-" if value is None else format_rate(value) + mark)
         rows.append([name, *cells, rates.model, rates.ref])
     out(f"USD per 1M tokens, {query.describe()}")
-    for line in format_table(headers, rows):
+    for line in table.fit(table.columns(*headers, wrap=("model", "resolved model")), rows):
         out(line)
     if missing_rate:
         out("- no separate rate: those tokens are billed at the plain input or output rate")
@@ -177,7 +179,7 @@ def _list_models(query: Query, as_json: bool, out: Writer) -> int:
         rows.append([name, *cells, note])
     source = query.table.data_ref + (f" + {overrides.path}" if overrides is not None else "")
     out(f"Known models, USD per 1M tokens, {query.describe()} ({source})")
-    for line in format_table(["model", "input", "output", ""], rows):
+    for line in table.fit(table.columns("model", "input", "output", ""), rows):
         out(line)
     if thresholds:
         out(_tier_note(thresholds, "base rate; a higher rate applies"))
@@ -354,7 +356,8 @@ def _compare(
         f"{traffic.output_tokens:,} output tokens; {query.describe()}; "
         f"a month is {DAYS_PER_MONTH} days"
     )
-    for line in format_table(headers, rows):
+    wrap = ("model", headers[3], "priced as", "source")
+    for line in table.fit(table.columns(*headers, wrap=wrap), rows):
         out(line)
     for name, calls in split.items():
         out(
@@ -384,7 +387,9 @@ def add_prices_parser(commands: Any) -> None:
             "given), or compare what a day of traffic costs on several models. Prices come\n"
             "from the bundled data plus the overrides file (--prices or LLMMETER_PRICES)."
         ),
-        epilog=_PRICES_EPILOG,
+        epilog=_PRICES_EPILOG
+        + "\n"
+        + exit_codes((0, "every MODEL has a price"), (1, "done, but some MODEL has no price")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     prices.add_argument("models", nargs="*", metavar="MODEL", help="model names or ids")
@@ -403,7 +408,7 @@ def add_prices_parser(commands: Any) -> None:
     )
     prices.add_argument(
         "--daily-output",
-        type=parse_tokens,
+        type=parse_tokens_or_zero,
         metavar="TOKENS",
         help="output tokens per day for --compare (default: none)",
     )

@@ -24,9 +24,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from llmmeter._rules import RulePolicy
+from llmmeter.exceptions import ConfigError
+
 from . import inputs, otlp
-from .common import UsageError, Writer, printable
-from .summary import GROUPINGS, SpanRecord, render_csv, render_json, render_table, summarize
+from .common import UsageError, Writer, exit_codes, printable
+from .summary import (
+    GROUPINGS,
+    Row,
+    SpanRecord,
+    counted,
+    render_csv,
+    render_json,
+    render_table,
+    summarize,
+)
 
 FORMATS: Final = ("table", "csv", "json")
 STATUS_CODE_ERROR: Final = 2
@@ -88,7 +100,11 @@ def _span(value: Any, service: str | None) -> _Span:
     trace_id = _id(otlp.get(span, "traceId"), _TRACE_ID_BYTES)
     span_id = _id(otlp.get(span, "spanId"), _SPAN_ID_BYTES)
     record = SpanRecord.from_attributes(
-        attrs, duration=(end - start) / 1e9, error=error, service=service
+        attrs,
+        duration=(end - start) / 1e9,
+        error=error,
+        service=service,
+        start=start / 1e9 if start else None,
     )
     key = (trace_id, span_id) if trace_id is not None and span_id is not None else None
     return _Span(record, key, start, end)
@@ -203,12 +219,11 @@ def _when(nanos: int) -> datetime:
     return datetime.fromtimestamp(nanos / 1e9, tz=UTC)
 
 
-def _heading(files: list[str], reading: _Reading) -> str:
+def _heading(files: list[str], reading: _Reading, total: Row) -> str:
     source = files[0] if len(files) == 1 else f"{len(files)} files"
     if source == otlp.STDIN:
         source = "stdin"
-    calls = len(reading.records)
-    text = f"{source}: {calls} call{'' if calls == 1 else 's'}"
+    text = f"{source}: {counted(total)}"
     if reading.start is not None and reading.end is not None:
         start, end = _when(reading.start), _when(reading.end)
         end_format = "%H:%M:%S" if start.date() == end.date() else "%Y-%m-%d %H:%M:%S"
@@ -219,8 +234,19 @@ def _heading(files: list[str], reading: _Reading) -> str:
 def _report(args: argparse.Namespace, out: Writer) -> int:
     """``llmmeter report``: read every FILE, then print one table over all of them."""
     files: list[str] = args.files
+    if args.json and args.format not in (None, "json"):
+        raise UsageError(f"--json and --format {args.format} cannot be combined")
+    output = "json" if args.json else args.format or "table"
     if files.count(otlp.STDIN) > 1:
         raise UsageError("'-' (stdin) can be given once")
+    if args.policy is not None and args.html is None:
+        raise UsageError("--policy needs --html (it gives the page's agreement targets)")
+    targets: dict[str, float] = {}
+    if args.html is not None:
+        from .charts import load
+
+        load()  # a missing extra, or a bad policy file, is said before a long read, not after
+        targets = _targets(args.policy)
     reading = _Reading()
     for path in files:
         _read(path, reading)
@@ -249,16 +275,39 @@ def _report(args: argparse.Namespace, out: Writer) -> int:
         else:
             note("note", f"no spans in {where}")
     summary = summarize(reading.records, by=args.by)
-    if args.format == "csv":
+    if args.html is not None:
+        _write_html(args.html, reading.records, _heading(files, reading, summary.total), targets)
+    if output == "csv":
         out(render_csv(summary).rstrip("\n"))
-    elif args.format == "json":
+    elif output == "json":
         out(render_json(summary))
     elif reading.records:
-        out(_heading(files, reading))
+        out(_heading(files, reading, summary.total))
         out("")
         for line in render_table(summary):
             out(line)
     return 0
+
+
+def _targets(path: str | None) -> dict[str, float]:
+    """``--policy FILE``: each rule's ``agreement_target``, which the page holds it to."""
+    if path is None:
+        return {}
+    try:
+        policy = RulePolicy.load(path)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return {rule.name: rule.agreement_target for rule in policy.rules}
+
+
+def _write_html(
+    path: str, records: list[SpanRecord], source: str, targets: dict[str, float]
+) -> None:
+    """``--html FILE``: the page, its subtitle the table's first line."""
+    from . import html_report  # matplotlib, an optional extra, only when asked for
+
+    size = html_report.write(path, html_report.build(records, source=source, targets=targets))
+    print(f"llmmeter: wrote {path} ({size:,} bytes)", file=sys.stderr)
 
 
 _REPORT_EPILOG = """\
@@ -266,7 +315,9 @@ examples:
   llmmeter report spans.json                     by model
   llmmeter report spans.json --by task           by llmmeter.task
   llmmeter report spans-*.json.gz --format csv   several files, gzipped, as CSV
+  llmmeter report spans.json --json              one JSON document
   zcat spans.json.gz | llmmeter report - --by service
+  llmmeter report spans.json --html report.html  also a page with charts (llmmeter[report])
 
 Get FILE from the OpenTelemetry Collector's file exporter in a traces pipeline:
   exporters:
@@ -289,7 +340,9 @@ def add_report_parser(commands: Any) -> None:
             "OTLP JSON are skipped and counted; a file with no OTLP JSON trace data at all\n"
             "is an error (exit code 2)."
         ),
-        epilog=_REPORT_EPILOG,
+        epilog=_REPORT_EPILOG
+        + "\n"
+        + exit_codes((0, "the table was printed (also when the files hold no llmmeter span)")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     report.add_argument(
@@ -303,6 +356,21 @@ def add_report_parser(commands: Any) -> None:
         "default: model",
     )
     report.add_argument(
-        "--format", choices=FORMATS, default="table", help="output format (default: table)"
+        "--format", choices=FORMATS, default=None, help="output format (default: table)"
+    )
+    report.add_argument(
+        "--json", action="store_true", help="machine-readable output: the same as --format json"
+    )
+    report.add_argument(
+        "--html",
+        metavar="PAGE",
+        help="also write one self-contained HTML page with charts to PAGE "
+        "(needs: pip install 'llmmeter[report]')",
+    )
+    report.add_argument(
+        "--policy",
+        metavar="POLICY",
+        help="with --html: the policy file whose agreement_target each rule is held to "
+        "(default: 0.95)",
     )
     report.set_defaults(handler=_report, prog=report.prog)

@@ -30,7 +30,8 @@ from llmmeter._prometheus import PrometheusURL
 from llmmeter._rules import RulePolicy
 from llmmeter.exceptions import ConfigError
 
-from .common import UsageError, Writer, format_cost, format_table, parse_number
+from . import progress, table
+from .common import UsageError, Writer, exit_codes, format_cost, parse_number
 from .policy_edit import EditError, changed, edit_policy, write_atomically
 from .recommend import (
     DEFAULT_MAX_FALLBACK_RATE,
@@ -104,11 +105,13 @@ def _statuses(args: argparse.Namespace, policy: RulePolicy) -> list[RuleStatus]:
         raise UsageError(f"--rule {unknown[0]}: {args.file} has no such rule")
     source = _source(args)
     thresholds = _thresholds(args)
-    statuses = [
-        rule_status(policy, rule, source, thresholds)
-        for rule in policy.rules
-        if not args.rule or rule.name in args.rule
-    ]
+    rules = [rule for rule in policy.rules if not args.rule or rule.name in args.rule]
+    steps = progress.Steps("policy status", "rules", len(rules))  # a query per counter each
+    statuses = []
+    for rule in rules:
+        statuses.append(rule_status(policy, rule, source, thresholds))
+        steps.step()
+    steps.finish()
     args.source = source
     return statuses
 
@@ -239,7 +242,7 @@ def _policy_status(args: argparse.Namespace, out: Writer) -> int:
         "would save",
         "recommendation",
     ]
-    for line in format_table(headers, _status_rows(statuses)):
+    for line in table.fit(table.columns(*headers, wrap=("rule",)), _status_rows(statuses)):
         out(line)
     for line in _notes(statuses):
         out(line)
@@ -478,7 +481,9 @@ def add_status_parsers(subcommands: Any) -> None:
             "bound, fallback rate and savings, summed over every process (Prometheus, or OTLP\n"
             "JSON metrics files), and a recommendation: keep, promote or demote."
         ),
-        epilog=_STATUS_EPILOG,
+        epilog=_STATUS_EPILOG
+        + "\n"
+        + exit_codes((0, "no rule needs a change"), (1, "some rule should be promoted or demoted")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     status.add_argument(
@@ -501,7 +506,12 @@ def add_status_parsers(subcommands: Any) -> None:
             "mode and sample lines change. Prints the diff; --write replaces the file\n"
             "atomically, and running processes reload it."
         ),
-        epilog=_PROMOTE_EPILOG,
+        epilog=_PROMOTE_EPILOG
+        + "\n"
+        + exit_codes(
+            (0, "nothing to change, or the file was written"),
+            (1, "changes to make, not written (no --write), as diff does"),
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     promote.add_argument("file", metavar="FILE", help="the TOML policy file")

@@ -2,6 +2,10 @@
 routing and savings, grouped by model, task, rule or service, plus the projection of a day
 of traffic with and without the routing policy.
 
+Shadow-evaluation requests (``llmmeter.evaluation``) are counted apart, never as calls: they
+are what evaluating a rule costs, not the application's traffic, and counting them as calls
+would dilute every per-call figure and the projection.
+
 Both commands reduce spans to :class:`SpanRecord` first (from the SDK's in-memory spans or
 from OTLP JSON), so they print the same numbers for the same spans.
 """
@@ -13,16 +17,18 @@ import io
 import json
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from llmmeter import _semconv as sc
 
+from . import table
 from .common import printable
 
-GroupBy = Literal["model", "task", "rule", "service"]
+GroupBy = Literal["model", "task", "rule", "service", "provider", "tenant"]
 GROUPINGS: Final = ("model", "task", "rule", "service")
+"""The groupings ``--by`` offers; the HTML page also groups by provider and tenant."""
 REQUESTS_PER_DAY: Final = 1_000_000
 NONE_LABEL: Final = "-"
 
@@ -42,10 +48,25 @@ class SpanRecord:
     savings: float | None
     duration: float
     error: bool
+    start: float | None = None
+    """When the call started, in seconds since the epoch."""
+    provider: str | None = None
+    tenant: str | None = None
+    evaluation: bool = False
+    """A shadow-evaluation request (``llmmeter.evaluation``): what evaluating a rule cost,
+    never a call of the application's traffic."""
+    score: float | None = None
+    """An evaluation's agreement score in [0, 1]; None when the pair could not be judged."""
 
     @classmethod
     def from_attributes(
-        cls, attrs: Mapping[str, Any], *, duration: float, error: bool, service: str | None
+        cls,
+        attrs: Mapping[str, Any],
+        *,
+        duration: float,
+        error: bool,
+        service: str | None,
+        start: float | None = None,
     ) -> SpanRecord | None:
         """A record from a span's attributes; None for spans that are not llmmeter's."""
         if sc.GEN_AI_OPERATION_NAME not in attrs:
@@ -74,6 +95,12 @@ class SpanRecord:
             savings=number(sc.LLMMETER_POLICY_SAVINGS),
             duration=duration,
             error=error,
+            start=start,
+            provider=text(sc.GEN_AI_PROVIDER_NAME),
+            tenant=text(sc.LLMMETER_TENANT),
+            evaluation=attrs.get(sc.LLMMETER_EVALUATION) is True
+            or text(sc.LLMMETER_POLICY_ACTION) == sc.ACTION_EVALUATE,
+            score=number(sc.LLMMETER_EVALUATION_SCORE),
         )
 
     def key(self, by: GroupBy) -> str:
@@ -82,6 +109,8 @@ class SpanRecord:
             "task": self.task,
             "rule": self.rule,
             "service": self.service,
+            "provider": self.provider,
+            "tenant": self.tenant,
         }[by]
         return value or NONE_LABEL
 
@@ -103,8 +132,15 @@ class Row:
     would_save: float = 0.0
     """Savings shadow mode reports (action ``shadow``)."""
     durations: list[float] = field(default_factory=list)
+    evaluations: int = 0
+    """Shadow-evaluation requests: counted apart, in none of the fields above."""
+    evaluation_cost: float = 0.0
 
     def add(self, record: SpanRecord) -> None:
+        if record.evaluation:
+            self.evaluations += 1
+            self.evaluation_cost += record.cost or 0.0
+            return
         self.calls += 1
         self.errors += record.error
         self.input_tokens += record.input_tokens
@@ -137,6 +173,8 @@ class Row:
             "routed_calls": self.routed,
             "saved_usd": round(self.saved, 6),
             "shadow_would_save_usd": round(self.would_save, 6),
+            "evaluation_requests": self.evaluations,
+            "evaluation_cost_usd": round(self.evaluation_cost, 6),
         }
 
 
@@ -147,6 +185,8 @@ class Projection:
     requests: int
     with_policy: float
     without_policy: float
+    evaluation: float = 0.0
+    """What shadow evaluation would cost a day on top, at the share of calls it evaluated."""
 
     @property
     def saved(self) -> float:
@@ -172,6 +212,7 @@ class Summary:
                 "cost_per_day_with_policy_usd": round(self.projection.with_policy, 2),
                 "cost_per_day_without_policy_usd": round(self.projection.without_policy, 2),
                 "saved_per_day_usd": round(self.projection.saved, 2),
+                "evaluation_cost_per_day_usd": round(self.projection.evaluation, 2),
             }
         return out
 
@@ -179,7 +220,9 @@ class Summary:
 def summarize(
     records: Iterable[SpanRecord], by: GroupBy = "model", requests: int = REQUESTS_PER_DAY
 ) -> Summary:
-    """Group ``records`` by ``by``; rows sorted by cost, most expensive first."""
+    """Group ``records`` by ``by``; rows sorted by cost, most expensive first. Evaluation
+    requests are counted in each row's and the total's ``evaluations`` (:meth:`Row.add`),
+    never as calls: a group with evaluation requests only has a row of 0 calls."""
     rows: dict[str, Row] = {}
     total = Row("total")
     for record in records:
@@ -196,11 +239,28 @@ def summarize(
         # decisions, enforcing would have cost their would-be savings less.
         per_call_with = (total.cost - total.would_save) / total.calls
         per_call_without = (total.cost + total.saved) / total.calls
-        projection = Projection(requests, per_call_with * requests, per_call_without * requests)
+        # Shadow-evaluation requests are no traffic: they are priced per real call, apart.
+        per_call_evaluation = total.evaluation_cost / total.calls
+        projection = Projection(
+            requests,
+            per_call_with * requests,
+            per_call_without * requests,
+            per_call_evaluation * requests,
+        )
     return Summary(by, ordered, total, projection)
 
 
 # --- rendering ----------------------------------------------------------------------------
+
+
+def counted(total: Row) -> str:
+    """``32 calls and 20 shadow-evaluation requests``: the traffic, then what evaluating the
+    rules sent apart (the report's first line and the HTML page's subtitle say it so)."""
+    text = f"{total.calls:,} call{'' if total.calls == 1 else 's'}"
+    if total.evaluations:
+        requests = "request" if total.evaluations == 1 else "requests"
+        text += f" and {total.evaluations:,} shadow-evaluation {requests}"
+    return text
 
 
 def _usd(value: float) -> str:
@@ -224,7 +284,16 @@ def _tokens(value: int) -> str:
     return f"{value:,}"
 
 
-_HEADERS: Final = ("calls", "errors", "tokens in", "tokens out", "cost", "p50", "routed", "saved")
+_COLUMNS: Final = (
+    table.Column("calls", "right"),
+    table.Column("errors", "right"),
+    table.Column("tokens in", "right"),
+    table.Column("tokens out", "right"),
+    table.Column("cost", "right", wrap=True),
+    table.Column("p50", "right"),
+    table.Column("routed", "right"),
+    table.Column("saved", "right", wrap=True),
+)
 
 
 def _cells(row: Row) -> list[str]:
@@ -246,25 +315,28 @@ def _cells(row: Row) -> list[str]:
     ]
 
 
-def render_table(summary: Summary, *, projection: bool = True) -> list[str]:
+def render_table(
+    summary: Summary, *, projection: bool = True, width: int | Literal["auto"] | None = "auto"
+) -> list[str]:
     """Aligned text: one line per group, a total line, then (unless told not to) the
-    projection."""
-    header = [summary.by, *_HEADERS]
-    body = [_cells(row) for row in summary.rows]
-    footer = _cells(summary.total)
-    table = [header, *body, footer]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest]).rstrip()
-
-    rule = "-" * len(line(header))
-    out = [line(header), rule, *(line(cells) for cells in body), rule, line(footer)]
+    projection; fitted to ``width`` (by default the output's, see ``table.output_width``)."""
+    columns = [table.Column(summary.by, wrap=True), *_COLUMNS]
+    body = [_cells(row) for row in summary.rows if row.calls]
+    fitted = table.output_width() if width == "auto" else width
+    out = table.render(columns, body, width=fitted, footer=_cells(summary.total), rules=True)
+    if summary.total.evaluations:
+        out.append(_evaluation_note(summary.total))
     if projection and summary.projection is not None:
         out += ["", *render_projection(summary.projection)]
     return out
+
+
+def _evaluation_note(total: Row) -> str:
+    requests = "request" if total.evaluations == 1 else "requests"
+    return (
+        f"Not counted above: {total.evaluations} shadow-evaluation {requests} "
+        f"({_usd(total.evaluation_cost)}), what evaluating the rules cost."
+    )
 
 
 def render_projection(projection: Projection) -> list[str]:
@@ -273,7 +345,11 @@ def render_projection(projection: Projection) -> list[str]:
         f"  without the policy  {_usd(projection.without_policy)} a day",
         f"  with the policy     {_usd(projection.with_policy)} a day"
         + (f"  (saves {_usd(projection.saved)} a day)" if projection.saved > 0 else ""),
-    ]
+    ] + (
+        [f"  shadow evaluation   {_usd(projection.evaluation)} a day on top"]
+        if projection.evaluation > 0
+        else []
+    )
 
 
 def render_csv(summary: Summary) -> str:
