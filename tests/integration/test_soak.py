@@ -201,7 +201,7 @@ def _client(api: EchoAPI, cls: Any = None, **options: Any) -> Any:
     options = {"api_key": "sk-test-key", "max_retries": 0, **options}
     if cls is None:
         cls = openai.OpenAI
-        options.setdefault("base_url", "http://echo.local/v1")
+        options.setdefault("base_url", "http://echo.example/v1")  # not local: priced
     return cls(http_client=http_client, **options)
 
 

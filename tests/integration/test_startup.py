@@ -332,7 +332,9 @@ def test_price_data_that_fails_to_load_disables_it_with_one_warning(
         logging.getLogger("llmmeter").addHandler(Collect(logging.WARNING))
         import openai
         llmmeter.instrument(**PROVIDERS, strict=True, prices={str(prices)!r})
-        client = openai.OpenAI(base_url="BASE_URL", api_key="k", max_retries=0)
+        import llmmeter.testing
+        # Reached as api.openai.com: a loopback server's calls would be a local server's.
+        client = llmmeter.testing.client_as("BASE_URL", "openai", api_key="k")
         for model in ("gpt-4o-mini", "gpt-4o", "gpt-4o-mini"):
             client.chat.completions.create(model=model, messages=MESSAGES)
         print(json.dumps({{

@@ -7,7 +7,7 @@ a client that keeps another provider's base URL and is answered as that provider
 (``FakeOpenAI.providers``). Importing this module does not import ``openai``. See docs/testing.md.
 """
 
-from ._server import FakeOpenAI, RecordedRequest
+from ._server import FakeOpenAI, RecordedRequest, client_as
 from ._text import DEFAULT_REPLY
 
-__all__ = ["DEFAULT_REPLY", "FakeOpenAI", "RecordedRequest"]
+__all__ = ["DEFAULT_REPLY", "FakeOpenAI", "RecordedRequest", "client_as"]

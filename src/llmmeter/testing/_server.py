@@ -296,32 +296,11 @@ class FakeOpenAI:
             >>> str(client.base_url), reply.usage.model_extra["queue_time"]
             ('https://api.groq.com/openai/v1/', 0.012)
         """
-        return self._client_as(provider, asynchronous=False, **kwargs)
+        return client_as(self.url, provider, **kwargs)
 
     def async_client_as(self, provider: str, **kwargs: Any) -> Any:
         """:meth:`client_as` for ``openai.AsyncOpenAI``."""
-        return self._client_as(provider, asynchronous=True, **kwargs)
-
-    def _client_as(self, provider: str, *, asynchronous: bool, **kwargs: Any) -> Any:
-        import openai
-
-        family = FAMILIES.get(provider)
-        if family is None:
-            raise ValueError(
-                f"FakeOpenAI.client_as: expected one of {', '.join(sorted(FAMILIES))}; "
-                f"got {provider!r}"
-            )
-        kwargs.setdefault("api_key", "sk-fake-provider-key")
-        kwargs.setdefault("max_retries", 0)
-        target = urlsplit(self.url)
-        host, port = target.hostname, target.port
-        if asynchronous:
-            kind: Any = openai.DefaultAsyncHttpxClient
-            http = kind(transport=_to_fake(kind, host, port, asynchronous=True))
-            return openai.AsyncOpenAI(base_url=family.base_url, http_client=http, **kwargs)
-        kind = openai.DefaultHttpxClient
-        http = kind(transport=_to_fake(kind, host, port, asynchronous=False))
-        return openai.OpenAI(base_url=family.base_url, http_client=http, **kwargs)
+        return client_as(self.url, provider, asynchronous=True, **kwargs)
 
     # -- scripting -------------------------------------------------------------------
 
@@ -682,6 +661,32 @@ class _Parsed:
     form: Form | None = None
     #: The provider the request was sent to (see ``client_as``), when not OpenAI.
     family: Family | None = None
+
+
+def client_as(url: str, provider: str, *, asynchronous: bool = False, **kwargs: Any) -> Any:
+    """An ``openai.OpenAI`` (``asynchronous``: ``AsyncOpenAI``) client for ``provider`` whose
+    requests go to the fake server at ``url``, which may run in another process (a workload
+    under test that is given only the server's address): the client's ``base_url`` is the
+    provider's real one, so llmmeter names and prices its calls as that provider's.
+    :meth:`FakeOpenAI.client_as` is this for a server of the same process."""
+    import openai
+
+    family = FAMILIES.get(provider)
+    if family is None:
+        raise ValueError(
+            f"FakeOpenAI.client_as: expected one of {', '.join(sorted(FAMILIES))}; got {provider!r}"
+        )
+    kwargs.setdefault("api_key", "sk-fake-provider-key")
+    kwargs.setdefault("max_retries", 0)
+    target = urlsplit(url)
+    host, port = target.hostname, target.port
+    if asynchronous:
+        kind: Any = openai.DefaultAsyncHttpxClient
+        http = kind(transport=_to_fake(kind, host, port, asynchronous=True))
+        return openai.AsyncOpenAI(base_url=family.base_url, http_client=http, **kwargs)
+    kind = openai.DefaultHttpxClient
+    http = kind(transport=_to_fake(kind, host, port, asynchronous=False))
+    return openai.OpenAI(base_url=family.base_url, http_client=http, **kwargs)
 
 
 def _to_fake(http_client: type, host: str | None, port: int | None, *, asynchronous: bool) -> Any:
