@@ -17,6 +17,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import llmmeter
 from llmmeter.testing import FakeOpenAI
 
+LOAD_TIMEOUT = 300.0
+"""Client timeout, in seconds, for the tests that load the machine on purpose (hundreds of
+concurrent calls): they check what is answered, never how fast. The SDK's default connect
+timeout (5 s) trips when a loaded machine's event loop or threads fall behind."""
+
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
