@@ -26,8 +26,12 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
+# On PYTEST_WORKERS processes (pytest-xdist); tests marked `alone` run by themselves
+# (tests/conftest.py). PYTEST_WORKERS=0 runs everything in this one process.
+PYTEST_WORKERS ?= 2
+
 pytest: $(VENV)/.dev-installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 
 test: lint typecheck pytest
 

@@ -6,10 +6,14 @@ import asyncio
 import threading
 from typing import Any
 
+import pytest
 from opentelemetry import trace
 
 from llmmeter.testing import FakeOpenAI
 from tests.conftest import LOAD_TIMEOUT, Telemetry
+
+# Runs by itself (tests/conftest.py): hundreds of concurrent calls load the machine.
+pytestmark = pytest.mark.alone
 
 
 def _prompt(i: int) -> str:

@@ -16,6 +16,9 @@ import pytest
 from llmmeter.testing import FakeOpenAI
 from tests.conftest import LOAD_TIMEOUT, Telemetry
 
+# Runs by itself (tests/conftest.py): many threads and tasks at once load the machine.
+pytestmark = pytest.mark.alone
+
 THREADS = 64
 CALLS_PER_THREAD = 200
 TASKS = 1000

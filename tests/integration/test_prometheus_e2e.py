@@ -475,11 +475,11 @@ def fake_openai() -> Iterator[FakeOpenAI]:
         yield server
 
 
+@pytest.mark.alone  # scrapes and rule evaluations every second, with deadlines
 def test_prometheus_scrapes_the_workload_and_evaluates_the_whole_kit(
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
     prometheus = find_binary("prometheus")
-    started = time.monotonic()
     dashboard = _dashboard()
     metrics_port, web_port = free_port(), free_port()
     policy = tmp_path / "policy.toml"
@@ -568,4 +568,3 @@ def test_prometheus_scrapes_the_workload_and_evaluates_the_whole_kit(
         finally:
             stop(app, server)
     assert app.returncode == 0, tail(app_log)
-    assert time.monotonic() - started < 90

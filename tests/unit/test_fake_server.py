@@ -1354,6 +1354,7 @@ def test_stop_closes_idle_and_busy_connections_promptly() -> None:
     assert not reader.is_alive()
 
 
+@pytest.mark.alone  # 500 concurrent calls load the machine (tests/conftest.py)
 async def test_serves_500_concurrent_requests(fake_server: FakeOpenAI) -> None:
     fake_server.set_latency(response=0.2)
     async with openai.AsyncOpenAI(
