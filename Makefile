@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OPENAI_1 ?= 1.109.1
 OPENAI_2 ?= 2.54.0
 
-.PHONY: demo test unit lint typecheck pytest compat prices-newest coexist-venvs sdk-suite sdk-suite-compat bench bench-micro bench-compare bench-instructions check-instructions bench-outage bench-soak clean
+.PHONY: demo test unit integration lint typecheck pytest compat prices-newest coexist-venvs sdk-suite sdk-suite-compat bench bench-micro bench-compare bench-instructions check-instructions bench-outage bench-soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +29,22 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
+# On PYTEST_WORKERS processes (pytest-xdist); tests marked `alone` run by themselves
+# (tests/conftest.py). PYTEST_WORKERS=0 runs everything in this one process.
+PYTEST_WORKERS ?= 2
+
 pytest: $(VENV)/.dev-installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 
 test: lint typecheck pytest
 
 # The fast half of the suite (no processes, real servers or load), to run while working.
 unit: $(VENV)/.dev-installed
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests/unit
+
+# The other half: processes, real Prometheus and Phoenix, load (docs/testing.md).
+integration: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests/integration
 
 # The suite against the newest openai 1.x and 2.x, each in its own virtualenv.
 .venv-openai%/.installed: pyproject.toml $(CONSTRAINTS)
@@ -47,7 +55,7 @@ unit: $(VENV)/.dev-installed
 
 # (The coexistence test runs in build/coexist/'s own virtualenvs whatever runs pytest: once,
 # in `make test`, is enough.)
-COMPAT_PYTEST := -m pytest -q --ignore=tests/integration/test_other_instrumentations.py
+COMPAT_PYTEST := -m pytest -q -n $(PYTEST_WORKERS) --ignore=tests/integration/test_other_instrumentations.py
 
 compat: .venv-openai1/.installed .venv-openai2/.installed
 	.venv-openai1/bin/python $(COMPAT_PYTEST)

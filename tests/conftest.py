@@ -17,6 +17,45 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import llmmeter
 from llmmeter.testing import FakeOpenAI
 
+LOAD_TIMEOUT = 300.0
+"""Client timeout, in seconds, for the tests that load the machine on purpose (hundreds of
+concurrent calls): they check what is answered, never how fast. The SDK's default connect
+timeout (5 s) trips when a loaded machine's event loop or threads fall behind."""
+
+
+@pytest.fixture(autouse=True)
+def alone_when_marked(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Under pytest-xdist (``make test``), a test marked ``alone`` runs while no other test
+    runs on any worker: it loads the machine on purpose, or needs it quiet. Every other test
+    shares a file lock; an ``alone`` test takes it exclusively. It first takes a turnstile
+    lock that every test passes through, so a stream of shared holders on the other worker
+    cannot starve it. Without xdist, tests run one at a time anyway."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    import fcntl
+
+    alone = request.node.get_closest_marker("alone") is not None
+    shared = tmp_path_factory.getbasetemp().parent  # the same folder for every worker
+    with (
+        open(shared / "alone.turnstile", "a") as turnstile,
+        open(shared / "alone.lock", "a") as room,
+    ):
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(room, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,10 +6,14 @@ import asyncio
 import threading
 from typing import Any
 
+import pytest
 from opentelemetry import trace
 
 from llmmeter.testing import FakeOpenAI
-from tests.conftest import Telemetry
+from tests.conftest import LOAD_TIMEOUT, Telemetry
+
+# Runs by itself (tests/conftest.py): hundreds of concurrent calls load the machine.
+pytestmark = pytest.mark.alone
 
 
 def _prompt(i: int) -> str:
@@ -37,7 +41,9 @@ def test_64_threads_each_get_their_own_span_under_their_own_parent(
     tracer = telemetry.tracer_provider.get_tracer("test")
     results: dict[int, Any] = {}
     errors: list[BaseException] = []
-    client = openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    client = openai_module.OpenAI(
+        base_url=server.base_url, api_key="k", max_retries=0, timeout=LOAD_TIMEOUT
+    )
     barrier = threading.Barrier(64)
 
     def caller(i: int) -> None:
@@ -65,7 +71,9 @@ async def test_500_concurrent_tasks_each_get_their_own_span_under_their_own_pare
     telemetry: Telemetry, server: FakeOpenAI, openai_module: Any
 ) -> None:
     tracer = telemetry.tracer_provider.get_tracer("test")
-    client = openai_module.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    client = openai_module.AsyncOpenAI(
+        base_url=server.base_url, api_key="k", max_retries=0, timeout=LOAD_TIMEOUT
+    )
     results: dict[int, Any] = {}
 
     async def caller(i: int) -> None:

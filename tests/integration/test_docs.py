@@ -70,3 +70,16 @@ def test_every_docs_page_with_python_is_covered() -> None:
         if "```python" in path.read_text()
     }
     assert with_python <= set(PAGES) | own_tests, with_python - set(PAGES) - own_tests
+
+
+def test_every_install_line_works_before_llmmeter_is_on_pypi() -> None:
+    """llmmeter is not on PyPI yet: an install line names a checkout (``path/to/llmmeter``) or
+    says it is for once llmmeter is published, so a first reader's first command works."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    wrong = [
+        f"{page.relative_to(ROOT)}: {line.strip()}"
+        for page in pages
+        for line in page.read_text().splitlines()
+        if re.search(r"pip install\s+'?llmmeter\b", line) and "published" not in line
+    ]
+    assert wrong == []

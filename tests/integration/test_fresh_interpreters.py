@@ -67,13 +67,13 @@ def test_interpreter_exit_drops_pending_evaluations_and_does_not_wait_for_them(
     fake: FakeOpenAI,
 ) -> None:
     fake.reset()
-    fake.set_latency(response=30.0, model=TARGET)  # evaluations that would never finish
+    fake.set_latency(response=3600.0, model=TARGET)  # evaluations that would never finish
     try:
         done = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(EXITING_APP)],
             capture_output=True,
             text=True,
-            timeout=25,  # a hang fails here
+            timeout=180,  # a hang fails here, however loaded the machine
             env={
                 **app_env(),
                 "FAKE_BASE_URL": fake.base_url,

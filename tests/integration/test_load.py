@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 
 from llmmeter.testing import FakeOpenAI
-from tests.conftest import Telemetry
+from tests.conftest import LOAD_TIMEOUT, Telemetry
+
+# Runs by itself (tests/conftest.py): many threads and tasks at once load the machine.
+pytestmark = pytest.mark.alone
 
 THREADS = 64
 CALLS_PER_THREAD = 200
@@ -61,7 +64,9 @@ def test_64_threads_of_200_calls_each_every_span_once_under_its_parent(
     # disconnect or a 60 s read timeout in about 1 run of 8 under load; with a client per
     # thread, none in 16. Not what this test is about: the instrumentation is shared anyway.
     clients = [
-        openai_module.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        openai_module.OpenAI(
+            base_url=server.base_url, api_key="k", max_retries=0, timeout=LOAD_TIMEOUT
+        )
         for _ in range(THREADS)
     ]
     barrier = threading.Barrier(THREADS)
@@ -98,7 +103,9 @@ async def test_1000_concurrent_asyncio_calls_every_span_once_under_its_parent(
     telemetry: Telemetry, server: FakeOpenAI, openai_module: Any
 ) -> None:
     tracer = telemetry.tracer_provider.get_tracer("load")
-    client = openai_module.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    client = openai_module.AsyncOpenAI(
+        base_url=server.base_url, api_key="k", max_retries=0, timeout=LOAD_TIMEOUT
+    )
     expected: dict[str, tuple[str, int]] = {}
 
     async def caller(i: int) -> None:
@@ -124,7 +131,10 @@ import openai
 import llmmeter
 
 llmmeter.instrument()
-clients = [openai.OpenAI(base_url=sys.argv[1], api_key="k", max_retries=0) for _ in range(64)]
+clients = [
+    openai.OpenAI(base_url=sys.argv[1], api_key="k", max_retries=0, timeout=float(sys.argv[2]))
+    for _ in range(64)
+]
 barrier = threading.Barrier(64)
 failed = []
 
@@ -152,12 +162,12 @@ def test_64_threads_first_calls_at_once_all_succeed(server: FakeOpenAI) -> None:
     over before any call runs, or the other threads' calls fail on a half-built module."""
     env = {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
     done = subprocess.run(
-        [sys.executable, "-c", FIRST_CALLS, server.base_url],
+        [sys.executable, "-c", FIRST_CALLS, server.base_url, str(LOAD_TIMEOUT)],
         check=False,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=2 * LOAD_TIMEOUT,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"failed": [], "count": 0}, done.stderr

@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+# Runs by itself (tests/conftest.py): the benchmark's exporters run on 1 s timeouts.
+pytestmark = pytest.mark.alone
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "outage.py"
 FAILING = ("refused", "hanging", "erroring-503", "erroring-400")
 

@@ -26,6 +26,9 @@ from tests.prometheus import (
 )
 from tests.prometheus import start_prometheus as start_real_prometheus
 
+# Runs by itself (tests/conftest.py): a real Prometheus scraping every second, with deadlines.
+pytestmark = pytest.mark.alone
+
 # --- end to end: a real Prometheus scraping an instrumented process ----------------------
 
 # Every call the rule shadows is evaluated in the background (evaluate = 1.0): the same

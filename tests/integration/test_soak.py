@@ -47,6 +47,9 @@ from llmmeter import _guard, _pricing, _rules, _runtime
 from llmmeter._instrumentor import REGISTRY
 from tests.conftest import make_telemetry
 
+# Runs by itself (tests/conftest.py): a long run of calls whose memory is measured.
+pytestmark = pytest.mark.alone
+
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 

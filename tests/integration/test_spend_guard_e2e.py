@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from llmmeter._spend import DEFAULT_QUERY
 from llmmeter.testing import FakeOpenAI
 from tests.prometheus import (
@@ -24,6 +26,9 @@ from tests.prometheus import (
     tail,
 )
 from tests.unit.test_spend_guard import DEADLINE, GUARDED, write
+
+# Runs by itself (tests/conftest.py): a real Prometheus scraping every second, with deadlines.
+pytestmark = pytest.mark.alone
 
 # --- end to end: a real Prometheus scraping an instrumented process ----------------------
 

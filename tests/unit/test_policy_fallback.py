@@ -101,9 +101,11 @@ def test_a_timeout_on_the_target_falls_back(
     routed: Any, server: FakeOpenAI, openai_module: Any
 ) -> None:
     tel = routed(llmmeter.RulePolicy(rules=[RULE]))
-    server.set_latency(response=2.0, model="gpt-4o-mini")
+    # The target answers after an hour; the fallback answers well within the user's timeout
+    # even on a loaded machine (the same timeout applies to both attempts).
+    server.set_latency(response=3600.0, model="gpt-4o-mini")
     with openai_module.OpenAI(
-        base_url=server.base_url, api_key="sk-test", max_retries=0, timeout=0.5
+        base_url=server.base_url, api_key="sk-test", max_retries=0, timeout=3.0
     ) as client:
         result = client.chat.completions.create(model="gpt-4o", messages=MSG)
     assert result.model.startswith("gpt-4o-2024")

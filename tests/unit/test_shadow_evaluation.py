@@ -70,7 +70,7 @@ def total(tel: Telemetry, name: str, **labels: str) -> float:
     )
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 15.0) -> None:
+def wait_until(check: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -316,7 +316,9 @@ def test_a_full_queue_drops_and_counts_never_blocking_the_user(
 ) -> None:
     monkeypatch.setenv("LLMMETER_EVALUATION_CONCURRENCY", "1")
     monkeypatch.setenv("LLMMETER_EVALUATION_QUEUE_SIZE", "1")
-    disagreeing.set_latency(response=0.5, model=TARGET)
+    # Long enough that the user's six calls are made while the first evaluation is still
+    # being sent, however loaded the machine.
+    disagreeing.set_latency(response=3.0, model=TARGET)
     tel.instrument(policy=RulePolicy([rule(mode="shadow")]))
     for _ in range(6):
         ask(client, "Great boots")
