@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable, Generator
 from contextvars import ContextVar, Token
 from types import TracebackType
@@ -26,7 +27,7 @@ shared by threads and tasks (tokens must be reset in the context that created th
 close in the reverse order they open, so the last entry is always the closing block's."""
 
 
-class Scope:
+class Scope(ABC):
     """A label set while a ``with`` block or a decorated function runs, kept in context
     variables (so it follows asyncio tasks and ``contextvars.copy_context``): the ``with``,
     decorator, generator and async machinery that :class:`task` and ``llmmeter.attribute``
@@ -34,12 +35,13 @@ class Scope:
 
     __slots__ = ()
 
+    @abstractmethod
     def _set(self) -> Any:
         """Set the label; return what :meth:`_reset` needs to undo it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _reset(self, tokens: Any) -> None:
-        raise NotImplementedError
+        """Undo what :meth:`_set` did, given what it returned."""
 
     def __enter__(self) -> Self:
         _entered.set((*_entered.get(), self._set()))
